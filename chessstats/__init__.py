@@ -1,0 +1,3 @@
+"""chessstats: a self-hosted chess statistics backend (Lichess, Chess.com, FIDE)."""
+
+__version__ = "0.1.0"

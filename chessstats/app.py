@@ -1,0 +1,136 @@
+"""The Sanic application factory: routes, error envelope, CORS, and resources on ``app.ctx``.
+
+Resources are opened in ``before_server_start`` (database with migrations, cache, upstream
+clients, services, scheduler) and closed in ``after_server_stop``, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import HTTPResponse, Request, Sanic
+from sanic.exceptions import SanicException
+
+from chessstats.api import admin, ops, tournaments
+from chessstats.api.envelope import error_response
+from chessstats.cache import TTLCache
+from chessstats.config import Config
+from chessstats.errors import ChessstatsError, RateLimited, UpstreamRateLimited
+from chessstats.services.tournaments import TournamentService
+from chessstats.store import Database
+from chessstats.store.db import DB_FILENAME
+from chessstats.upstream.lichess import LichessClient
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "chessstats"
+
+_SANIC_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large", 408: "request_timeout"}
+
+
+def open_resources(config: Config) -> tuple[Database, TTLCache, LichessClient]:
+    """The database (not yet opened), the cache and the Lichess client for ``config``."""
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(data_dir / DB_FILENAME, busy_timeout_ms=config.storage.busy_timeout_ms)
+    cache = TTLCache(
+        data_dir / "cache", memory_entries=config.cache.memory_entries, size_limit_mb=config.cache.size_limit_mb,
+        enabled=config.cache.enabled,
+    )
+    lichess = LichessClient(
+        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
+        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
+    )
+    return db, cache, lichess
+
+
+def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None) -> Sanic:
+    """Build the application for ``config``.
+
+    Args:
+        config: the validated configuration.
+        name: the Sanic app name (unique per process).
+        jobs: run the scheduler in this process; None means ``config.scheduler.enabled``.
+    """
+    app = Sanic(name, configure_logging=False)
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = config.server.shutdown_timeout_s
+    app.ctx.config = config
+    app.ctx.jobs_enabled = config.scheduler.enabled if jobs is None else jobs
+    app.blueprint(tournaments.bp)
+    app.blueprint(admin.bp)
+    app.blueprint(ops.bp)
+
+    @app.before_server_start
+    async def _open(app: Sanic) -> None:
+        db, cache, lichess = open_resources(config)
+        await db.open()
+        app.ctx.db, app.ctx.cache, app.ctx.lichess = db, cache, lichess
+        app.ctx.tournaments = TournamentService(db, cache, lichess, config.tournaments)
+        app.ctx.scheduler = None
+        if app.ctx.jobs_enabled:
+            from chessstats.scheduler import start_scheduler
+
+            app.ctx.scheduler = await start_scheduler(app)
+
+    @app.after_server_stop
+    async def _close(app: Sanic) -> None:
+        if getattr(app.ctx, "scheduler", None) is not None:
+            await app.ctx.scheduler.stop()
+        if hasattr(app.ctx, "lichess"):
+            await app.ctx.lichess.aclose()
+        if hasattr(app.ctx, "cache"):
+            app.ctx.cache.close()
+        if hasattr(app.ctx, "db"):
+            await app.ctx.db.close()
+
+    origins = config.server.cors_origins
+
+    def _cors(request: Request, headers: dict[str, str] | object) -> None:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return
+        allowed = "*" if "*" in origins else (origin if origin in origins else None)
+        if allowed is not None:
+            headers["Access-Control-Allow-Origin"] = allowed  # type: ignore[index]
+            headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"  # type: ignore[index]
+            if allowed != "*":
+                headers["Vary"] = "Origin"  # type: ignore[index]
+
+    @app.on_request
+    async def _preflight(request: Request) -> HTTPResponse | None:
+        if request.method != "OPTIONS":
+            return None
+        response = HTTPResponse(status=204, headers={
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match",
+            "Access-Control-Max-Age": "86400",
+        })
+        _cors(request, response.headers)
+        return response
+
+    @app.on_response
+    async def _cors_headers(request: Request, response: HTTPResponse) -> None:
+        _cors(request, response.headers)
+
+    @app.exception(Exception)
+    async def _error(request: Request, exc: Exception) -> HTTPResponse:
+        if isinstance(exc, ChessstatsError):
+            headers = {}
+            if isinstance(exc, UpstreamRateLimited | RateLimited):
+                headers["Retry-After"] = str(exc.retry_after_s)
+            if exc.status >= 500:
+                log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+            return error_response(exc.status, exc.message, exc.code, headers)
+        if isinstance(exc, SanicException):
+            status = exc.status_code
+            if status == 405 and request.method == "OPTIONS":
+                return await _preflight(request) or HTTPResponse(status=204)
+            code = _SANIC_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+            message = "no such route" if status == 404 else str(exc.message or exc)
+            return error_response(status, message, code)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error", "internal_error")
+
+    return app

@@ -1,0 +1,99 @@
+"""The ``chessstats`` command.
+
+Verbs: ``serve``, ``migrate``, ``config check``, ``cache clear``, ``jobs list|run NAME``,
+``version``. ``--help`` and ``version`` never open the database. A bad configuration stops with
+a one-line message naming the key and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from chessstats import __version__
+from chessstats.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $CHESSSTATS_CONFIG)")
+    common.add_argument("--data-dir", metavar="DIR", help="data dir: SQLite file and cache (default ./data)")
+
+    parser = argparse.ArgumentParser(prog="chessstats", description="Self-hosted chess statistics backend.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP server (and the scheduler)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 4000, or $PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1: a single process)")
+    serve.add_argument("--no-jobs", action="store_true", help="do not run background jobs")
+    serve.add_argument("--access-log", action="store_true", default=None, help="log every request")
+
+    sub.add_parser("migrate", parents=[common], help="apply pending database migrations")
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_sub.add_parser("check", parents=[common], help="validate the configuration and print it as TOML")
+    cache = sub.add_parser("cache", help="cache tools")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_sub.add_parser("clear", parents=[common], help="empty the cache (the database is untouched)")
+    cache_sub.add_parser("stats", parents=[common], help="print cache entries and size")
+    jobs = sub.add_parser("jobs", help="background jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    jobs_sub.add_parser("list", parents=[common], help="jobs with schedule, next run, last run")
+    run = jobs_sub.add_parser("run", parents=[common], help="run one job now in the foreground")
+    run.add_argument("name", help="job name, e.g. tournament-monitor")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    flags: dict[str, dict[str, Any]] = {}
+    if getattr(args, "data_dir", None):
+        flags.setdefault("storage", {})["data_dir"] = args.data_dir
+    for name in ("host", "port", "workers", "access_log"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags.setdefault("server", {})[name] = value
+    if getattr(args, "no_jobs", False):
+        flags.setdefault("scheduler", {})["enabled"] = False
+    return flags
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "version"):
+        if args.command is None:
+            parser.print_help()
+            return 0
+        print(f"chessstats {__version__}")
+        return 0
+    from chessstats.config import load_config
+
+    try:
+        config = load_config(args.config, flags=_flags(args))
+    except ConfigError as exc:
+        print(f"chessstats: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    from chessstats import commands
+
+    handler = {
+        "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,
+        "cache": commands.cache, "jobs": commands.jobs,
+    }[args.command]
+    try:
+        return handler(config, args)
+    except ConfigError as exc:
+        print(f"chessstats: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+

@@ -1,0 +1,304 @@
+"""Configuration: ``config.toml`` < environment < command-line flags, decoded once at start-up.
+
+Every table of the TOML file is a msgspec Struct that forbids unknown fields, so a typo stops
+start-up with a :class:`~chessstats.errors.ConfigError` naming the key. Every key can be set
+from the environment as ``CHESSSTATS_<TABLE>_<KEY>`` (upper case, e.g. ``CHESSSTATS_SERVER_PORT``);
+the original design's names (``PORT``, ``LICHESS_API_URL``, ``ENABLE_BACKGROUND_JOBS`` …) keep
+working as aliases (see :data:`ENV_ALIASES`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from croniter import croniter
+
+from chessstats.errors import ConfigError
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config table: unknown keys are errors."""
+
+
+class ServerConfig(_Table):
+    """``[server]``: where and how the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: Port = 4000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    access_log: bool = False
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    shutdown_timeout_s: Seconds = 10.0
+
+
+class StorageConfig(_Table):
+    """``[storage]``: the data dir holds ``chessstats.db`` (SQLite) and ``cache/`` (diskcache)."""
+
+    data_dir: str = "./data"
+    busy_timeout_ms: PositiveInt = 5000
+
+
+class CacheConfig(_Table):
+    """``[cache]``: the TTL cache (diskcache on disk, a small LRU of encoded bodies in memory)."""
+
+    enabled: bool = True
+    default_ttl_s: PositiveInt = 300
+    memory_entries: Annotated[int, msgspec.Meta(ge=0)] = 2048
+    size_limit_mb: PositiveInt = 1024
+
+
+class UpstreamConfig(_Table):
+    """``[upstream]``: settings shared by every upstream client."""
+
+    contact: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+
+
+class LichessConfig(_Table):
+    """``[lichess]``: the Lichess API. ``url`` includes the ``/api`` prefix."""
+
+    url: str = "https://lichess.org/api"
+    token: str = ""
+    max_requests_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+
+
+class ChesscomConfig(_Table):
+    """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix."""
+
+    url: str = "https://api.chess.com/pub"
+
+
+class FideConfig(_Table):
+    """``[fide]``: the community FIDE ratings API."""
+
+    url: str = "https://fide-api.vercel.app"
+
+
+class TournamentsConfig(_Table):
+    """``[tournaments]``: cache TTLs (seconds) and import limits of the tournament routes."""
+
+    ongoing_ttl_s: PositiveInt = 300
+    list_ttl_s: PositiveInt = 120
+    upcoming_list_ttl_s: PositiveInt = 1800
+    max_standings: PositiveInt = 100_000
+
+
+class AdminConfig(_Table):
+    """``[admin]``: the bearer token of the admin routes. Empty: every admin route answers 401."""
+
+    token: str = ""
+
+
+class SchedulerConfig(_Table):
+    """``[scheduler]``: the in-process job scheduler."""
+
+    enabled: bool = True
+    timezone: str = "UTC"
+    max_attempts: PositiveInt = 3
+    retry_base_s: Seconds = 30.0
+    stop_timeout_s: Seconds = 10.0
+
+    def __post_init__(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+
+
+class JobConfig(_Table):
+    """``[jobs.<name>]``: a job's cron ``schedule`` (None: the job's default) and ``enabled``."""
+
+    schedule: str | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule is not None and not croniter.is_valid(self.schedule):
+            raise ValueError(f"invalid cron expression {self.schedule!r}")
+
+
+class LogConfig(_Table):
+    """``[log]``: ``level`` is one of debug, info, warning, error."""
+
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError(f"unknown log level {self.level!r}")
+
+
+class Config(_Table):
+    """The whole configuration, one attribute per TOML table."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    lichess: LichessConfig = msgspec.field(default_factory=LichessConfig)
+    chesscom: ChesscomConfig = msgspec.field(default_factory=ChesscomConfig)
+    fide: FideConfig = msgspec.field(default_factory=FideConfig)
+    tournaments: TournamentsConfig = msgspec.field(default_factory=TournamentsConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    jobs: dict[str, JobConfig] = msgspec.field(default_factory=dict)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data dir as an absolute path."""
+        return Path(self.storage.data_dir).expanduser().resolve()
+
+
+#: The original design's environment names, mapped to ``(table, key)``.
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "PORT": ("server", "port"),
+    "HOST": ("server", "host"),
+    "LICHESS_API_URL": ("lichess", "url"),
+    "LICHESS_TOKEN": ("lichess", "token"),
+    "CHESS_COM_API_URL": ("chesscom", "url"),
+    "FIDE_API_URL": ("fide", "url"),
+    "CACHE_ENABLED": ("cache", "enabled"),
+    "CACHE_DEFAULT_TTL": ("cache", "default_ttl_s"),
+    "ENABLE_BACKGROUND_JOBS": ("scheduler", "enabled"),
+    "LOG_LEVEL": ("log", "level"),
+    "CHESSSTATS_DATA_DIR": ("storage", "data_dir"),
+    "CHESSSTATS_ADMIN_TOKEN": ("admin", "token"),
+    "CHESSSTATS_CONTACT": ("upstream", "contact"),
+}
+
+#: Interval variables (minutes) of the original design, mapped to the job they schedule.
+INTERVAL_ALIASES: dict[str, str] = {
+    "TOURNAMENT_MONITOR_INTERVAL": "tournament-monitor",
+    "TOURNAMENT_DISCOVERY_INTERVAL": "tournament-discovery",
+}
+
+_ENV_PREFIX = "CHESSSTATS_"
+#: ``CHESSSTATS_*`` names that are not config keys (read elsewhere, e.g. the config file path).
+_ENV_NON_KEYS = {"CHESSSTATS_CONFIG"}
+
+
+def _tables() -> dict[str, type[_Table]]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config) if f.name != "jobs"}  # type: ignore[misc]
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Translate environment variables into a nested dict of raw (string) overrides.
+
+    Raises:
+        ConfigError: a ``CHESSSTATS_*`` variable names no key, or an interval is not a whole
+            number of minutes between 1 and 59.
+    """
+    out: dict[str, Any] = {}
+    tables = _tables()
+    for name, value in env.items():
+        if name in ENV_ALIASES:
+            table, key = ENV_ALIASES[name]
+            out.setdefault(table, {})[key] = value
+        elif name in INTERVAL_ALIASES:
+            job = INTERVAL_ALIASES[name]
+            if not value.strip().isdigit() or not 1 <= int(value) <= 59:
+                raise ConfigError(f"{name}: expected a whole number of minutes from 1 to 59, got {value!r}")
+            out.setdefault("jobs", {}).setdefault(job, {})["schedule"] = f"*/{int(value)} * * * *"
+        elif name.startswith(_ENV_PREFIX) and name not in _ENV_NON_KEYS:
+            rest = name[len(_ENV_PREFIX):].lower()
+            if rest.startswith("jobs_"):
+                job_key = rest[len("jobs_"):]
+                for key in ("schedule", "enabled"):
+                    if job_key.endswith("_" + key):
+                        job = job_key[: -len(key) - 1].replace("_", "-")
+                        out.setdefault("jobs", {}).setdefault(job, {})[key] = value
+                        break
+                else:
+                    raise ConfigError(f"{name}: unknown configuration key")
+                continue
+            for table, struct in tables.items():
+                if rest.startswith(table + "_"):
+                    key = rest[len(table) + 1:]
+                    if key in struct.__struct_fields__:
+                        out.setdefault(table, {})[key] = value
+                        break
+            else:
+                raise ConfigError(f"{name}: unknown configuration key")
+    return _split_lists(out)
+
+
+def _split_lists(raw: dict[str, Any]) -> dict[str, Any]:
+    """Environment values for list-typed keys are comma separated."""
+    tables = _tables()
+    for table, values in raw.items():
+        struct = tables.get(table)
+        if struct is None:
+            continue
+        for f in msgspec.structs.fields(struct):
+            if f.name in values and isinstance(values[f.name], str) and getattr(f.type, "__origin__", None) is list:
+                values[f.name] = [s.strip() for s in values[f.name].split(",") if s.strip()]
+    return raw
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif isinstance(value, Mapping):
+            base[key] = _merge({}, value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the configuration: defaults < file < environment < flags.
+
+    Args:
+        path: a TOML file; ``None`` means ``$CHESSSTATS_CONFIG`` or, failing that, no file.
+        env: the environment (defaults to ``os.environ``).
+        flags: overrides from the command line, as ``{table: {key: value}}``.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, a key is unknown, or a value is bad;
+            the message names the key (e.g. ``server.port``).
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = path or env.get("CHESSSTATS_CONFIG") or None
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    _merge(raw, _env_overrides(env))
+    _merge(raw, flags or {})
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """Turn msgspec's ``... - at `$.server.port``` into ``server.port: ...``."""
+    text = str(exc)
+    if " - at `$." in text:
+        message, _, where = text.rpartition(" - at `$.")
+        where = where.rstrip("`")
+        return f"{where}: {message}"
+    if text.startswith("Object contains unknown field"):
+        return text
+    return text

@@ -1,0 +1,101 @@
+"""The error tree of chessstats.
+
+Every error that can reach a client carries its HTTP status and a machine ``code``
+(the table in ``docs/API.md``). Upstream failures are translated into this tree at one
+boundary (:func:`chessstats.upstream.http.map_upstream_errors`), keeping the cause as
+``__cause__``.
+
+    ChessstatsError
+    ├── BadRequest             400 bad_request
+    ├── Unauthorized           401 unauthorized
+    ├── NotFound               404 not_found
+    ├── Gone                   410 gone
+    ├── RateLimited            429 rate_limited          (inbound limit)
+    ├── UpstreamError          502 upstream_error
+    │   └── UpstreamRateLimited 503 upstream_rate_limited (carries retry_after_s)
+    └── ConfigError            (start-up only, never sent to a client)
+"""
+
+from __future__ import annotations
+
+
+class ChessstatsError(Exception):
+    """Base class. ``status`` is the HTTP status, ``code`` the machine code of the error envelope."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ChessstatsError):
+    """Raised when a request is malformed: bad id, bad query value, bad JSON body."""
+
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ChessstatsError):
+    """Raised when an admin route is called without a valid ``Authorization: Bearer`` token."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ChessstatsError):
+    """Raised when the upstream says an entity does not exist, or a route is unknown."""
+
+    status = 404
+    code = "not_found"
+
+
+class Gone(ChessstatsError):
+    """Raised when the upstream says an account is closed, disabled or banned."""
+
+    status = 410
+    code = "gone"
+
+
+class RateLimited(ChessstatsError):
+    """Raised when a client exceeds the inbound rate limit. ``retry_after_s`` is in seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamError(ChessstatsError):
+    """Raised when an upstream fails (5xx, timeout, unparsable body, truncated stream).
+
+    ``upstream`` names the upstream (``lichess``, ``chesscom``, ``fide``).
+    """
+
+    status = 502
+    code = "upstream_error"
+
+    def __init__(self, message: str, upstream: str = "") -> None:
+        super().__init__(message)
+        self.upstream = upstream
+
+
+class UpstreamRateLimited(UpstreamError):
+    """Raised when an upstream answers 429. ``retry_after_s`` is the pause (seconds) to respect."""
+
+    status = 503
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, upstream: str = "", retry_after_s: int = 60) -> None:
+        super().__init__(message, upstream)
+        self.retry_after_s = retry_after_s
+
+
+class ConfigError(ChessstatsError):
+    """Raised at start-up when a configuration key is unknown or its value is bad."""
+
+    status = 500
+    code = "config_error"

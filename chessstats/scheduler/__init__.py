@@ -1,0 +1,1 @@
+"""In-process job scheduler (croniter), runs recorded in SQLite."""

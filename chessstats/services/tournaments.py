@@ -1,0 +1,315 @@
+"""Tournaments: cache → database → upstream, as the original design draws it.
+
+* An ongoing or upcoming tournament is served from the cache (``ongoing_ttl_s``, 5 min) and
+  fetched from Lichess on a miss.
+* A finished one is imported whole (info, every standing, every game) the first time it is
+  asked for, then served from the database (and cached permanently) without touching Lichess.
+* The list comes from the database, kept filled by the discovery job; an empty database is
+  filled from Lichess's current list on the first call.
+* Concurrent misses on one key make one upstream call (:class:`SingleFlight`).
+* When Lichess fails and the tournament is stored, the stored row is served with ``stale=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import chess
+import chess.pgn
+
+from chessstats.cache import TTLCache
+from chessstats.config import TournamentsConfig
+from chessstats.errors import NotFound, UpstreamError
+from chessstats.models import Game, Pagination, Tournament
+from chessstats.models.common import now_iso
+from chessstats.payload import Payload, encode_fields
+from chessstats.services.singleflight import SingleFlight
+from chessstats.store import Database
+from chessstats.store import tournaments as store
+from chessstats.upstream.lichess import LichessClient
+
+log = logging.getLogger(__name__)
+
+#: Standings rows embedded in a tournament detail (its first page).
+DETAIL_STANDINGS = 10
+#: Upstream statuses a discovery keeps live; others are history.
+LIVE_STATUSES = ("upcoming", "ongoing")
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return time.time()
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import wrote: counts of standings and games, games skipped, seconds taken."""
+
+    tournament_id: str
+    standings: int
+    games: int
+    skipped_games: int
+    seconds: float
+
+
+class TournamentService:
+    """Tournament reads and imports over the store, the cache and the Lichess client.
+
+    Every public read returns a :class:`~chessstats.payload.Payload` or raises
+    :class:`~chessstats.errors.NotFound`, :class:`~chessstats.errors.UpstreamError` or
+    :class:`~chessstats.errors.UpstreamRateLimited`.
+    """
+
+    def __init__(self, db: Database, cache: TTLCache, lichess: LichessClient, config: TournamentsConfig) -> None:
+        self.db = db
+        self.cache = cache
+        self.lichess = lichess
+        self.config = config
+        self.flights = SingleFlight()
+        self.last_import: ImportReport | None = None
+
+    # --- keys ------------------------------------------------------------------------------
+
+    @staticmethod
+    def detail_key(platform: str, tid: str) -> str:
+        return f"tournament:{platform}:{tid}"
+
+    # --- resolution: database or upstream --------------------------------------------------
+
+    async def _stored(self, platform: str, tid: str) -> store.StoredTournament | None:
+        return await store.get_tournament(self.db, platform, tid)
+
+    async def resolve(self, tid: str, platform: str = "lichess") -> tuple[store.StoredTournament | None, Tournament]:
+        """The tournament, imported if finished: ``(stored row or None, model)``.
+
+        Returns the stored row when the tournament is imported (or the upstream failed and a
+        row is stored); the live model otherwise.
+        """
+        stored = await self._stored(platform, tid)
+        if stored is not None and stored.imported_at is not None:
+            return stored, stored.tournament
+        return await self.flights.do(f"resolve:{platform}:{tid}", lambda: self._fetch(tid, platform, stored))
+
+    async def _fetch(
+        self, tid: str, platform: str, stored: store.StoredTournament | None
+    ) -> tuple[store.StoredTournament | None, Tournament]:
+        if platform != "lichess":
+            raise NotFound(f"no {platform} tournament {tid!r}")
+        try:
+            live, raw = await self.lichess.fetch_tournament(tid)
+        except UpstreamError:
+            if stored is not None:
+                log.warning("lichess failed for tournament %s: serving the stored row", tid)
+                return stored, stored.tournament
+            raise
+        if live.status == "finished":
+            await self.import_finished(live, raw)
+            imported = await self._stored(platform, tid)
+            assert imported is not None
+            return imported, imported.tournament
+        await store.upsert_tournaments(self.db, [(live, raw)], now_iso())
+        return None, live
+
+    async def import_finished(self, tournament: Tournament, raw: bytes | None) -> ImportReport:
+        """Fetch every standing and every game of a finished tournament and store them in one transaction.
+
+        Raises:
+            UpstreamError: a fetch failed or a stream was truncated (nothing is written).
+        """
+        started = time.perf_counter()
+        fetched_at = now_iso()
+        standings = await self.lichess.fetch_standings(tournament, nb=self.config.max_standings)
+        export = await self.lichess.fetch_games(tournament)
+        if tournament.winner is None and standings:
+            first = standings[0]
+            from chessstats.models import TournamentPlayer
+
+            tournament = _replace(tournament, winner=TournamentPlayer(username=first.username, title=first.title))
+        await store.import_tournament(self.db, tournament, raw, standings, export.games, fetched_at)
+        report = ImportReport(
+            tournament.id, len(standings), len(export.games), export.skipped, time.perf_counter() - started
+        )
+        if export.skipped:
+            log.warning("import of %s skipped %d unreadable games", tournament.id, export.skipped)
+        log.info(
+            "imported tournament %s: %d standings, %d games in %.2f s",
+            tournament.id, report.standings, report.games, report.seconds,
+        )
+        self.last_import = report
+        return report
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get(self, tid: str, platform: str = "lichess") -> Payload:
+        """``GET /api/tournaments/{id}``: the tournament, with its first standings when known."""
+        key = self.detail_key(platform, tid)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
+
+    async def _get_miss(self, key: str, tid: str, platform: str) -> Payload:
+        stored_before = await self._stored(platform, tid)
+        source = "database" if stored_before is not None and stored_before.imported_at else "api"
+        stored, model = await self.resolve(tid, platform)
+        if stored is not None and stored.imported_at is not None:
+            page, _ = await store.get_standings(self.db, stored.pk, offset=0, limit=DETAIL_STANDINGS)
+            model = _replace(stored.tournament, standings=page)
+            payload = Payload(encode_fields(model), source=source, fetched_at=_epoch(stored.fetched_at))
+            self.cache.set(key, payload, None)
+            return payload
+        if stored is not None:  # upstream failed: the stored row, flagged stale, not cached
+            return Payload(encode_fields(stored.tournament), source="database", stale=True,
+                           fetched_at=_epoch(stored.fetched_at))
+        payload = Payload(encode_fields(model), source="api", fetched_at=time.time())
+        self.cache.set(key, payload, self.config.ongoing_ttl_s)
+        return payload
+
+    async def results(self, tid: str, page: int, limit: int, platform: str = "lichess") -> Payload:
+        """``GET /api/tournaments/{id}/results``: standings in rank order, paginated."""
+        key = f"results:{platform}:{tid}:{page}:{limit}"
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        return await self.flights.do(key, lambda: self._results_miss(key, tid, page, limit, platform))
+
+    async def _live_or_stored(self, tid: str, platform: str) -> tuple[store.StoredTournament | None, Tournament]:
+        stored = await self._stored(platform, tid)
+        if stored is not None and stored.imported_at is None and stored.tournament.status in LIVE_STATUSES:
+            return None, stored.tournament
+        return await self.resolve(tid, platform)
+
+    async def _results_miss(self, key: str, tid: str, page: int, limit: int, platform: str) -> Payload:
+        offset = (page - 1) * limit
+        stored, model = await self._live_or_stored(tid, platform)
+        if stored is not None and stored.imported_at is not None:
+            rows, total = await store.get_standings(self.db, stored.pk, offset=offset, limit=limit)
+            payload = Payload(encode_fields(rows, pagination=Pagination.of(page, limit, total)),
+                              source="database", fetched_at=_epoch(stored.fetched_at))
+            self.cache.set(key, payload, None)
+            return payload
+        if stored is not None:
+            raise UpstreamError(f"lichess is unavailable and the standings of {tid} are not stored", "lichess")
+        rows = await self.lichess.fetch_standings(model, nb=offset + limit)
+        total = model.nb_players if model.nb_players is not None else len(rows)
+        payload = Payload(encode_fields(rows[offset:], pagination=Pagination.of(page, limit, max(total, len(rows)))),
+                          source="api", fetched_at=time.time())
+        self.cache.set(key, payload, self.config.ongoing_ttl_s)
+        return payload
+
+    async def games(self, tid: str, page: int, limit: int, platform: str = "lichess") -> Payload:
+        """``GET /api/tournaments/{id}/games``: games newest first, paginated (JSON)."""
+        key = f"games:{platform}:{tid}:{page}:{limit}"
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        return await self.flights.do(key, lambda: self._games_miss(key, tid, page, limit, platform))
+
+    async def _games_page(
+        self, tid: str, page: int, limit: int, platform: str
+    ) -> tuple[list[tuple[Game, str | None]], int, str, float, bool]:
+        """``(games with PGN, total, source, fetched_at, permanent)`` of one page."""
+        offset = (page - 1) * limit
+        stored, model = await self._live_or_stored(tid, platform)
+        if stored is not None and stored.imported_at is not None:
+            rows, total = await store.get_games(self.db, stored.pk, tid, offset=offset, limit=limit)
+            return rows, total, "database", _epoch(stored.fetched_at), True
+        if stored is not None:
+            raise UpstreamError(f"lichess is unavailable and the games of {tid} are not stored", "lichess")
+        export = await self.lichess.fetch_games(model)
+        ordered = sorted(export.games, key=lambda g: g.game.started_at or "", reverse=True)
+        rows = [(g.game, g.pgn or None) for g in ordered[offset: offset + limit]]
+        return rows, len(ordered), "api", time.time(), False
+
+    async def _games_miss(self, key: str, tid: str, page: int, limit: int, platform: str) -> Payload:
+        rows, total, source, fetched_at, permanent = await self._games_page(tid, page, limit, platform)
+        payload = Payload(encode_fields([g for g, _ in rows], pagination=Pagination.of(page, limit, total)),
+                          source=source, fetched_at=fetched_at)
+        self.cache.set(key, payload, None if permanent else self.config.ongoing_ttl_s)
+        return payload
+
+    async def games_pgn(self, tid: str, page: int, limit: int, platform: str = "lichess") -> str:
+        """The same page of games as PGN text (games separated by a blank line)."""
+        rows, _, _, _, _ = await self._games_page(tid, page, limit, platform)
+        return "\n".join((pgn or game_to_pgn(game)).rstrip("\n") + "\n" for game, pgn in rows)
+
+    async def list(self, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
+        """``GET /api/tournaments``: stored tournaments newest first, filtered and paginated."""
+        key = f"tournaments:{status or '*'}:{platform or '*'}:{page}:{limit}"
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        return await self.flights.do(key, lambda: self._list_miss(key, status, platform, page, limit))
+
+    async def _list_miss(self, key: str, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
+        source = "database"
+        if await store.count_tournaments(self.db) == 0:
+            await self.flights.do("discover:lichess", self.discover)
+            source = "api"
+        rows, total = await store.list_tournaments(
+            self.db, status=status, platform=platform, offset=(page - 1) * limit, limit=limit
+        )
+        payload = Payload(encode_fields(rows, pagination=Pagination.of(page, limit, total)),
+                          source=source, fetched_at=time.time())
+        ttl = self.config.upcoming_list_ttl_s if status == "upcoming" else self.config.list_ttl_s
+        self.cache.set(key, payload, ttl)
+        return payload
+
+    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str]]:
+        """Each id's detail payload in the order asked, and the ids that do not exist."""
+        async def one(tid: str) -> Payload | None:
+            try:
+                return await self.get(tid, platform)
+            except NotFound:
+                return None
+
+        results = await asyncio.gather(*(one(t) for t in ids))
+        found = [p for p in results if p is not None]
+        missing = [t for t, p in zip(ids, results, strict=True) if p is None]
+        return found, missing
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def discover(self) -> int:
+        """Store every tournament of Lichess's current list; returns how many (upserted)."""
+        current = await self.lichess.fetch_current()
+        await store.upsert_tournaments(self.db, [(t, None) for t in current], now_iso())
+        return len(current)
+
+
+def _replace(model: Tournament, **changes: object) -> Tournament:
+    import msgspec
+
+    return msgspec.structs.replace(model, **changes)
+
+
+def game_to_pgn(game: Game) -> str:
+    """PGN text for a game stored without one (built with python-chess from its SAN moves)."""
+    pgn = chess.pgn.Game()
+    tags = {
+        "Site": game.url, "White": game.white.username, "Black": game.black.username, "Result": game.result,
+        "WhiteElo": game.white.rating, "BlackElo": game.black.rating, "ECO": game.opening.eco if game.opening else None,
+        "Opening": game.opening.name if game.opening else None, "GameId": game.id,
+    }
+    for name, value in tags.items():
+        if value is not None:
+            pgn.headers[name] = str(value)
+    if game.started_at:
+        pgn.headers["UTCDate"], pgn.headers["UTCTime"] = game.started_at[:10].replace("-", "."), game.started_at[11:19]
+    if game.initial_fen:
+        pgn.setup(game.initial_fen)
+    node: chess.pgn.GameNode = pgn
+    board = pgn.board()
+    for san in (game.moves or "").split():
+        try:
+            move = board.parse_san(san)
+        except ValueError:
+            break
+        node = node.add_variation(move)
+        board.push(move)
+    return str(pgn) + "\n"

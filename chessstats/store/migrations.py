@@ -1,0 +1,165 @@
+"""Numbered schema migrations, kept as Python data so the frozen executable needs no data files.
+
+Each migration is ``(version, name, statements)``. Applied versions are recorded in
+``schema_migrations``; :meth:`chessstats.store.db.Database.migrate` applies the missing ones in
+order, each in its own transaction. Never edit a released migration: add a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+Migration = tuple[int, str, tuple[str, ...]]
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    (
+        1,
+        "initial",
+        (
+            # Tournaments of every platform. Times are ISO 8601 UTC text; clock in seconds.
+            """CREATE TABLE tournaments (
+                id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                external_id TEXT NOT NULL,
+                system TEXT,
+                name TEXT,
+                status TEXT NOT NULL,
+                perf_type TEXT,
+                time_class TEXT,
+                variant TEXT,
+                clock_limit_s INTEGER,
+                clock_increment_s INTEGER,
+                rated INTEGER,
+                starts_at TEXT,
+                finishes_at TEXT,
+                nb_players INTEGER,
+                winner_username TEXT,
+                winner_title TEXT,
+                url TEXT,
+                raw BLOB,
+                fetched_at TEXT NOT NULL,
+                imported_at TEXT,
+                updated_at TEXT NOT NULL,
+                UNIQUE (platform, external_id)
+            )""",
+            "CREATE INDEX tournaments_status_starts ON tournaments (status, starts_at DESC)",
+            "CREATE INDEX tournaments_platform_starts ON tournaments (platform, starts_at DESC)",
+            "CREATE INDEX tournaments_starts ON tournaments (starts_at DESC)",
+            # Standings: one row per player, in rank order (position keeps upstream order on ties).
+            """CREATE TABLE standings (
+                tournament_id INTEGER NOT NULL REFERENCES tournaments (id) ON DELETE CASCADE,
+                position INTEGER NOT NULL,
+                rank INTEGER NOT NULL,
+                username TEXT NOT NULL,
+                title TEXT,
+                rating INTEGER,
+                score INTEGER,
+                points REAL,
+                tie_break REAL,
+                performance INTEGER,
+                team TEXT,
+                PRIMARY KEY (tournament_id, position)
+            ) WITHOUT ROWID""",
+            # Players and their accounts on each platform (Lichess, Chess.com, FIDE).
+            """CREATE TABLE players (
+                id INTEGER PRIMARY KEY,
+                name TEXT,
+                fide_id INTEGER UNIQUE,
+                federation TEXT,
+                title TEXT,
+                birth_year INTEGER,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE player_accounts (
+                id INTEGER PRIMARY KEY,
+                player_id INTEGER REFERENCES players (id) ON DELETE SET NULL,
+                platform TEXT NOT NULL,
+                username TEXT NOT NULL,
+                username_key TEXT NOT NULL,
+                name TEXT,
+                title TEXT,
+                country TEXT,
+                status TEXT,
+                ratings BLOB,
+                upstream_created_at TEXT,
+                seen_at TEXT,
+                url TEXT,
+                raw BLOB,
+                fetched_at TEXT NOT NULL,
+                UNIQUE (platform, username_key)
+            )""",
+            "CREATE INDEX player_accounts_player ON player_accounts (player_id)",
+            # Games; players by username (lower-cased key for lookups).
+            """CREATE TABLE games (
+                id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                external_id TEXT NOT NULL,
+                tournament_id INTEGER REFERENCES tournaments (id) ON DELETE CASCADE,
+                white_username TEXT,
+                white_title TEXT,
+                white_rating INTEGER,
+                white_rating_diff INTEGER,
+                black_username TEXT,
+                black_title TEXT,
+                black_rating INTEGER,
+                black_rating_diff INTEGER,
+                result TEXT NOT NULL,
+                status TEXT,
+                winner TEXT,
+                variant TEXT,
+                perf_type TEXT,
+                time_class TEXT,
+                rated INTEGER,
+                initial_fen TEXT,
+                eco TEXT,
+                opening_name TEXT,
+                moves TEXT,
+                pgn TEXT,
+                started_at TEXT,
+                ended_at TEXT,
+                url TEXT,
+                UNIQUE (platform, external_id)
+            )""",
+            "CREATE INDEX games_tournament ON games (tournament_id, started_at DESC, id)",
+            "CREATE INDEX games_white ON games (platform, lower(white_username), started_at DESC)",
+            "CREATE INDEX games_black ON games (platform, lower(black_username), started_at DESC)",
+            # Rating history: one point per account, rating pool and date (YYYY-MM-DD).
+            """CREATE TABLE rating_points (
+                account_id INTEGER NOT NULL REFERENCES player_accounts (id) ON DELETE CASCADE,
+                perf_type TEXT NOT NULL,
+                date TEXT NOT NULL,
+                rating INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                PRIMARY KEY (account_id, perf_type, date)
+            ) WITHOUT ROWID""",
+            # Leaderboard snapshots (entries as encoded JSON).
+            """CREATE TABLE top_player_snapshots (
+                id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                perf_type TEXT NOT NULL,
+                taken_at TEXT NOT NULL,
+                entries BLOB NOT NULL
+            )""",
+            "CREATE INDEX top_player_snapshots_lookup ON top_player_snapshots (platform, perf_type, taken_at DESC)",
+            # Background job runs.
+            """CREATE TABLE job_runs (
+                id INTEGER PRIMARY KEY,
+                job TEXT NOT NULL,
+                state TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 1,
+                scheduled_for TEXT,
+                queued_at TEXT NOT NULL,
+                started_at TEXT,
+                finished_at TEXT,
+                duration_ms INTEGER,
+                summary TEXT,
+                error TEXT,
+                retry_of INTEGER REFERENCES job_runs (id)
+            )""",
+            "CREATE INDEX job_runs_job ON job_runs (job, queued_at DESC)",
+            "CREATE INDEX job_runs_state ON job_runs (state, queued_at DESC)",
+        ),
+    ),
+)

@@ -1,0 +1,243 @@
+"""Tournaments, their standings and their games in SQLite.
+
+Verbs: ``get_*``/``list_*`` read, ``upsert_*``/``import_*`` write. :func:`import_tournament`
+writes a finished tournament whole (info, every standing, every game) in one transaction: a
+failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
+from chessstats.models.common import now_iso
+from chessstats.store.db import Database
+from chessstats.upstream.pgn import ParsedGame
+
+
+@dataclass(slots=True)
+class StoredTournament:
+    """A tournament row: the model plus our key and bookkeeping times (ISO 8601 UTC)."""
+
+    pk: int
+    tournament: Tournament
+    fetched_at: str
+    imported_at: str | None
+
+
+_T_COLS = (
+    "platform, external_id, system, name, status, perf_type, time_class, variant, clock_limit_s, "
+    "clock_increment_s, rated, starts_at, finishes_at, nb_players, winner_username, winner_title, url"
+)
+
+
+def _row_to_tournament(row: sqlite3.Row) -> Tournament:
+    clock = None
+    if row["clock_limit_s"] is not None or row["clock_increment_s"] is not None:
+        clock = Clock(limit=row["clock_limit_s"], increment=row["clock_increment_s"])
+    winner = None
+    if row["winner_username"]:
+        winner = TournamentPlayer(username=row["winner_username"], title=row["winner_title"])
+    return Tournament(
+        id=row["external_id"], platform=row["platform"], system=row["system"], name=row["name"],
+        status=row["status"], perf_type=row["perf_type"], time_class=row["time_class"], variant=row["variant"],
+        clock=clock, rated=None if row["rated"] is None else bool(row["rated"]), starts_at=row["starts_at"],
+        finishes_at=row["finishes_at"], nb_players=row["nb_players"], winner=winner, url=row["url"],
+    )
+
+
+def _tournament_values(t: Tournament) -> tuple[object, ...]:
+    return (
+        t.platform, t.id, t.system, t.name, t.status, t.perf_type, t.time_class, t.variant,
+        t.clock.limit if t.clock else None, t.clock.increment if t.clock else None,
+        None if t.rated is None else int(t.rated), t.starts_at, t.finishes_at, t.nb_players,
+        t.winner.username if t.winner else None, t.winner.title if t.winner else None, t.url,
+    )
+
+
+async def get_tournament(db: Database, platform: str, external_id: str) -> StoredTournament | None:
+    """The stored tournament ``(platform, external_id)``, or None."""
+    row = await db.fetchone(
+        f"SELECT id, {_T_COLS}, fetched_at, imported_at FROM tournaments WHERE platform = ? AND external_id = ?",
+        (platform, external_id),
+    )
+    if row is None:
+        return None
+    return StoredTournament(row["id"], _row_to_tournament(row), row["fetched_at"], row["imported_at"])
+
+
+async def list_tournaments(
+    db: Database, *, status: str | None, platform: str | None, offset: int, limit: int
+) -> tuple[list[Tournament], int]:
+    """Tournaments newest first (by start time), filtered; returns ``(page, total)``."""
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if platform:
+        where.append("platform = ?")
+        params.append(platform)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    total = await db.fetchval(f"SELECT count(*) FROM tournaments {clause}", params)
+    rows = await db.fetchall(
+        f"SELECT {_T_COLS} FROM tournaments {clause} ORDER BY starts_at DESC, id DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [_row_to_tournament(r) for r in rows], int(total or 0)
+
+
+async def count_tournaments(db: Database) -> int:
+    """How many tournaments are stored."""
+    return int(await db.fetchval("SELECT count(*) FROM tournaments") or 0)
+
+
+_UPSERT = f"""
+    INSERT INTO tournaments ({_T_COLS}, raw, fetched_at, updated_at) VALUES ({", ".join("?" * 20)})
+    ON CONFLICT (platform, external_id) DO UPDATE SET
+        system = excluded.system, name = excluded.name, status = excluded.status,
+        perf_type = excluded.perf_type, time_class = excluded.time_class, variant = excluded.variant,
+        clock_limit_s = excluded.clock_limit_s, clock_increment_s = excluded.clock_increment_s,
+        rated = excluded.rated, starts_at = excluded.starts_at, finishes_at = excluded.finishes_at,
+        nb_players = excluded.nb_players,
+        winner_username = coalesce(excluded.winner_username, winner_username),
+        winner_title = coalesce(excluded.winner_title, winner_title), url = excluded.url,
+        raw = coalesce(excluded.raw, raw), fetched_at = excluded.fetched_at, updated_at = excluded.updated_at
+    WHERE tournaments.imported_at IS NULL
+"""
+
+
+async def _upsert(conn: aiosqlite.Connection, t: Tournament, raw: bytes | None, fetched_at: str) -> None:
+    await conn.execute(_UPSERT, (*_tournament_values(t), raw, fetched_at, now_iso()))
+
+
+async def upsert_tournaments(db: Database, items: Sequence[tuple[Tournament, bytes | None]], fetched_at: str) -> int:
+    """Insert or update tournaments (an imported, finished one is never overwritten); returns the count."""
+    now = now_iso()
+    async with db.transaction() as conn:
+        await conn.executemany(_UPSERT, [(*_tournament_values(t), raw, fetched_at, now) for t, raw in items])
+    return len(items)
+
+
+async def mark_cancelled(db: Database, platform: str, keep_ids: Sequence[str], statuses: Sequence[str]) -> int:
+    """Mark stored tournaments in ``statuses`` whose id is not in ``keep_ids`` as cancelled; returns how many."""
+    marks = ", ".join("?" * len(statuses))
+    keep = ", ".join("?" * len(keep_ids)) or "NULL"
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            f"UPDATE tournaments SET status = 'cancelled', updated_at = ? WHERE platform = ? "
+            f"AND status IN ({marks}) AND external_id NOT IN ({keep}) AND imported_at IS NULL",
+            (now_iso(), platform, *statuses, *keep_ids),
+        )
+        return cursor.rowcount
+
+
+_GAME_COLS = (
+    "platform, external_id, tournament_id, white_username, white_title, white_rating, white_rating_diff, "
+    "black_username, black_title, black_rating, black_rating_diff, result, status, winner, variant, perf_type, "
+    "time_class, rated, initial_fen, eco, opening_name, moves, pgn, started_at, ended_at, url"
+)
+_GAME_INSERT = f"""
+    INSERT INTO games ({_GAME_COLS}) VALUES ({", ".join("?" * 26)})
+    ON CONFLICT (platform, external_id) DO UPDATE SET
+    {", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _GAME_COLS.split(",")[2:])}
+"""
+
+
+def _game_values(pk: int, parsed: ParsedGame) -> tuple[object, ...]:
+    g = parsed.game
+    return (
+        g.platform, g.id, pk, g.white.username, g.white.title, g.white.rating, g.white.rating_diff,
+        g.black.username, g.black.title, g.black.rating, g.black.rating_diff, g.result, g.status, g.winner,
+        g.variant, g.perf_type, g.time_class, None if g.rated is None else int(g.rated), g.initial_fen,
+        g.opening.eco if g.opening else None, g.opening.name if g.opening else None, g.moves,
+        parsed.pgn or None, g.started_at, g.ended_at, g.url,
+    )
+
+
+async def import_tournament(
+    db: Database, t: Tournament, raw: bytes | None, standings: Sequence[Standing], games: Sequence[ParsedGame],
+    fetched_at: str,
+) -> int:
+    """Store a finished tournament whole, in one transaction; returns its key.
+
+    Replaces any earlier standings and games of the tournament. Raises (and writes nothing)
+    on any database error.
+    """
+    now = now_iso()
+    async with db.transaction() as conn:
+        await conn.execute(
+            f"""INSERT INTO tournaments ({_T_COLS}, raw, fetched_at, imported_at, updated_at)
+                VALUES ({", ".join("?" * 21)})
+                ON CONFLICT (platform, external_id) DO UPDATE SET
+                system = excluded.system, name = excluded.name, status = excluded.status,
+                perf_type = excluded.perf_type, time_class = excluded.time_class, variant = excluded.variant,
+                clock_limit_s = excluded.clock_limit_s, clock_increment_s = excluded.clock_increment_s,
+                rated = excluded.rated, starts_at = excluded.starts_at, finishes_at = excluded.finishes_at,
+                nb_players = excluded.nb_players, winner_username = excluded.winner_username,
+                winner_title = excluded.winner_title, url = excluded.url, raw = excluded.raw,
+                fetched_at = excluded.fetched_at, imported_at = excluded.imported_at,
+                updated_at = excluded.updated_at""",
+            (*_tournament_values(t), raw, fetched_at, now, now),
+        )
+        rows = await conn.execute_fetchall(
+            "SELECT id FROM tournaments WHERE platform = ? AND external_id = ?", (t.platform, t.id)
+        )
+        pk = int(next(iter(rows))[0])
+        await conn.execute("DELETE FROM standings WHERE tournament_id = ?", (pk,))
+        await conn.executemany(
+            "INSERT INTO standings (tournament_id, position, rank, username, title, rating, score, points, "
+            "tie_break, performance, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (pk, i, s.rank, s.username, s.title, s.rating, s.score, s.points, s.tie_break, s.performance, s.team)
+                for i, s in enumerate(standings)
+            ],
+        )
+        await conn.execute("DELETE FROM games WHERE tournament_id = ?", (pk,))
+        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+    return pk
+
+
+async def get_standings(db: Database, pk: int, *, offset: int, limit: int) -> tuple[list[Standing], int]:
+    """Standings of tournament ``pk`` in rank order; returns ``(page, total)``."""
+    total = await db.fetchval("SELECT count(*) FROM standings WHERE tournament_id = ?", (pk,))
+    rows = await db.fetchall(
+        "SELECT rank, username, title, rating, score, points, tie_break, performance, team FROM standings "
+        "WHERE tournament_id = ? ORDER BY position LIMIT ? OFFSET ?",
+        (pk, limit, offset),
+    )
+    return [
+        Standing(rank=r[0], username=r[1], title=r[2], rating=r[3], score=r[4], points=r[5], tie_break=r[6],
+                 performance=r[7], team=r[8])
+        for r in rows
+    ], int(total or 0)
+
+
+def _row_to_game(r: sqlite3.Row, tournament_id: str | None) -> Game:
+    opening = Opening(eco=r["eco"], name=r["opening_name"]) if (r["eco"] or r["opening_name"]) else None
+    return Game(
+        id=r["external_id"], platform=r["platform"], url=r["url"],
+        white=GamePlayer(username=r["white_username"], title=r["white_title"], rating=r["white_rating"],
+                         rating_diff=r["white_rating_diff"]),
+        black=GamePlayer(username=r["black_username"], title=r["black_title"], rating=r["black_rating"],
+                         rating_diff=r["black_rating_diff"]),
+        result=r["result"], status=r["status"], winner=r["winner"], variant=r["variant"], perf_type=r["perf_type"],
+        time_class=r["time_class"], rated=None if r["rated"] is None else bool(r["rated"]),
+        initial_fen=r["initial_fen"], opening=opening, moves=r["moves"], started_at=r["started_at"],
+        ended_at=r["ended_at"], tournament_id=tournament_id,
+    )
+
+
+async def get_games(
+    db: Database, pk: int, tournament_id: str, *, offset: int, limit: int
+) -> tuple[list[tuple[Game, str | None]], int]:
+    """Games of tournament ``pk`` newest first; returns ``([(game, pgn)], total)``."""
+    total = await db.fetchval("SELECT count(*) FROM games WHERE tournament_id = ?", (pk,))
+    rows = await db.fetchall(
+        f"SELECT {_GAME_COLS} FROM games WHERE tournament_id = ? ORDER BY started_at DESC, id LIMIT ? OFFSET ?",
+        (pk, limit, offset),
+    )
+    return [(_row_to_game(r, tournament_id), r["pgn"]) for r in rows], int(total or 0)

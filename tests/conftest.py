@@ -1,0 +1,122 @@
+"""Shared fixtures: the replay upstream (in-process thread) and the real server (a subprocess on a socket).
+
+The service under test is ``python -m chessstats serve`` on a free port with a real SQLite file
+and cache dir in a temporary data dir; only the upstreams are replaced (by ``tests/replay.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.replay import ReplayUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A running ``chessstats serve`` subprocess: ``url``, ``data_dir``, ``client`` (httpx), ``stop()``."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], args: list[str], command: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
+        full_env.update({"PYTHONPATH": str(ROOT), "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN, **env})
+        base = command or [sys.executable, "-m", "chessstats"]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*base, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
+            cwd=str(ROOT), env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code in (200, 503):
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        return self.client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.client.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def replay() -> Iterator[ReplayUpstream]:
+    with ReplayUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def upstream(replay: ReplayUpstream) -> Iterator[ReplayUpstream]:
+    """The replay upstream with counts reset and no faults."""
+    replay.reset()
+    replay.clear_faults()
+    yield replay
+    replay.clear_faults()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
+    """Start servers on fresh (or given) data dirs, pointed at the replay upstream; all stopped after."""
+    servers: list[Server] = []
+
+    def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
+              command: list[str] | None = None) -> Server:
+        server_env = {"LICHESS_API_URL": replay.lichess_url, **(env or {})}
+        server_env.setdefault("CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S", "1000")
+        server = Server(data_dir or tmp_path / "data", server_env, list(args) or ["--no-jobs"], command)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: object, upstream: ReplayUpstream) -> Server:
+    """A fresh server (no jobs) on a fresh data dir, with the upstream counts reset."""
+    srv = start_server()  # type: ignore[operator]
+    upstream.reset()
+    return srv

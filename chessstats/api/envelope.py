@@ -1,7 +1,8 @@
 """Success and error bodies, and the headers that go with them (the only place bodies are built).
 
 Success: ``{"success": true, "data": …, [pagination|count …,] "cached", "source", "stale",
-"fetchedAt"}`` with a strong ``ETag`` (from the body bytes; ``If-None-Match`` → 304),
+"fetchedAt"}`` with a strong ``ETag`` (from the bytes of the payload — data, pagination and
+``fetchedAt`` — so a cache hit and the miss that filled it share one ETag; ``If-None-Match`` → 304),
 ``Cache-Control: public, max-age=<seconds of freshness left>``, ``X-Cache: HIT|MISS|STALE``, and
 gzip above 1 KiB when the client accepts it. A cached payload's body, ETag and gzip body are
 computed once and kept with the payload, so a cache hit encodes nothing.
@@ -31,9 +32,9 @@ class Rendered:
 
     __slots__ = ("body", "etag", "gzipped", "x_cache")
 
-    def __init__(self, body: bytes, x_cache: str) -> None:
+    def __init__(self, body: bytes, etag: str, x_cache: str) -> None:
         self.body = body
-        self.etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        self.etag = etag
         self.gzipped: bytes | None = None
         self.x_cache = x_cache
 
@@ -59,7 +60,9 @@ def render(payload: Payload) -> Rendered:
         b',"fetchedAt":"', _iso(payload.fetched_at).encode(), b'"}',
     ))
     x_cache = "STALE" if payload.stale else ("HIT" if payload.cached else "MISS")
-    rendered = Rendered(body, x_cache)
+    digest = hashlib.blake2b(payload.fields, digest_size=16)
+    digest.update(body[-24:])  # fetchedAt
+    rendered = Rendered(body, '"' + digest.hexdigest() + '"', x_cache)
     if payload.cached:
         payload.rendered = rendered
     return rendered

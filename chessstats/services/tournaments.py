@@ -4,8 +4,8 @@
   fetched from Lichess on a miss.
 * A finished one is imported whole (info, every standing, every game) the first time it is
   asked for, then served from the database (and cached permanently) without touching Lichess.
-* The list comes from the database, kept filled by the discovery job; an empty database is
-  filled from Lichess's current list on the first call.
+* The list comes from the database, kept filled by the discovery job; a database that knows
+  no upcoming or ongoing tournament is filled from Lichess's current list on a list miss.
 * Concurrent misses on one key make one upstream call (:class:`SingleFlight`).
 * When Lichess fails and the tournament is stored, the stored row is served with ``stale=true``.
 """
@@ -20,11 +20,12 @@ from datetime import datetime
 
 import chess
 import chess.pgn
+import msgspec
 
 from chessstats.cache import TTLCache
 from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
-from chessstats.models import Game, Pagination, Tournament
+from chessstats.models import Game, Pagination, Tournament, TournamentPlayer
 from chessstats.models.common import now_iso
 from chessstats.payload import Payload, encode_fields
 from chessstats.services.singleflight import SingleFlight
@@ -127,8 +128,6 @@ class TournamentService:
         export = await self.lichess.fetch_games(tournament)
         if tournament.winner is None and standings:
             first = standings[0]
-            from chessstats.models import TournamentPlayer
-
             tournament = _replace(tournament, winner=TournamentPlayer(username=first.username, title=first.title))
         await store.import_tournament(self.db, tournament, raw, standings, export.games, fetched_at)
         report = ImportReport(
@@ -248,7 +247,7 @@ class TournamentService:
 
     async def _list_miss(self, key: str, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
         source = "database"
-        if await store.count_tournaments(self.db) == 0:
+        if await store.count_tournaments(self.db, statuses=LIVE_STATUSES) == 0:
             await self.flights.do("discover:lichess", self.discover)
             source = "api"
         rows, total = await store.list_tournaments(
@@ -283,8 +282,6 @@ class TournamentService:
 
 
 def _replace(model: Tournament, **changes: object) -> Tournament:
-    import msgspec
-
     return msgspec.structs.replace(model, **changes)
 
 

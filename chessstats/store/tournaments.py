@@ -90,9 +90,12 @@ async def list_tournaments(
     return [_row_to_tournament(r) for r in rows], int(total or 0)
 
 
-async def count_tournaments(db: Database) -> int:
-    """How many tournaments are stored."""
-    return int(await db.fetchval("SELECT count(*) FROM tournaments") or 0)
+async def count_tournaments(db: Database, statuses: Sequence[str] = ()) -> int:
+    """How many tournaments are stored (only those in ``statuses``, when given)."""
+    if not statuses:
+        return int(await db.fetchval("SELECT count(*) FROM tournaments") or 0)
+    marks = ", ".join("?" * len(statuses))
+    return int(await db.fetchval(f"SELECT count(*) FROM tournaments WHERE status IN ({marks})", statuses) or 0)
 
 
 _UPSERT = f"""

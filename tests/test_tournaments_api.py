@@ -1,0 +1,184 @@
+"""Tournament routes end to end: the real server on a socket, a real SQLite file and cache dir,
+the recorded Lichess responses served by the replay upstream."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+
+import httpx
+
+from tests.conftest import Server
+from tests.replay import FIXTURES, ReplayUpstream
+
+TEAM_BATTLE = "sH24g2zH"  # finished arena: 193 players, 191 standings rows, 1463 PGN games
+SWISS = "YxwjQGYu"  # finished swiss: only GET /api/swiss/{id} knows it
+
+
+def envelope_ok(resp: httpx.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["success"] is True
+    assert set(body) >= {"data", "cached", "source", "stale", "fetchedAt"}
+    assert body["fetchedAt"].endswith("Z")
+    return body
+
+
+def test_cache_miss_then_hit_without_upstream_traffic(server: Server, upstream: ReplayUpstream) -> None:
+    first = server.client.get(f"/api/tournaments/{TEAM_BATTLE}")
+    body = envelope_ok(first)
+    assert (body["cached"], body["source"], first.headers["x-cache"]) == (False, "api", "MISS")
+    calls = upstream.total()
+    assert calls == 3  # info, results, games: the import
+    for _ in range(5):
+        again = server.client.get(f"/api/tournaments/{TEAM_BATTLE}")
+        body = envelope_ok(again)
+        assert (body["cached"], body["source"], again.headers["x-cache"]) == (True, "cache", "HIT")
+        assert body["stale"] is False
+    assert upstream.total() == calls
+
+
+def test_finished_tournament_imported_once_then_served_from_database(
+    server: Server, upstream: ReplayUpstream
+) -> None:
+    envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"))
+    assert upstream.counts == {
+        f"/lichess/api/tournament/{TEAM_BATTLE}": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/results": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/games": 1,
+    }
+    assert server.admin("POST", "/api/admin/cache/clear").json()["data"]["cleared"] >= 1
+    upstream.reset()
+    detail = envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"))
+    assert (detail["source"], detail["cached"]) == ("database", False)
+    results = envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}/results?limit=500"))
+    games = envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=200"))
+    assert results["source"] == games["source"] == "database"
+    assert upstream.total() == 0
+
+    # completely and correctly imported: every row of the recordings
+    assert results["pagination"] == {"page": 1, "limit": 500, "total": 191, "totalPages": 1}
+    assert [r["rank"] for r in results["data"]] == list(range(1, 192))
+    top = results["data"][0]
+    assert top == {"rank": 1, "username": "Poblesk", "title": None, "rating": 2482, "score": 63, "points": None,
+                   "tieBreak": None, "performance": 2684, "team": "6s03nPhu"}
+    assert results["data"][189]["performance"] is None  # rank 190 played no game: no performance upstream
+    assert games["pagination"]["total"] == 1463
+    data = detail["data"]
+    assert data["status"] == "finished" and data["system"] == "arena" and data["perfType"] == "blitz"
+    assert data["nbPlayers"] == 193 and data["clock"] == {"limit": 180, "increment": 0}
+    assert data["startsAt"] == "2023-09-25T18:00:00Z" and data["finishesAt"] == "2023-09-25T19:30:00Z"
+    assert data["winner"] == {"username": "Poblesk", "title": None}
+    assert len(data["standings"]) == 10
+
+    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    results_by_status = dict(db.execute("SELECT status, count(*) FROM games GROUP BY status").fetchall())
+    assert results_by_status == {"resign": 568, "outoftime": 403, "mate": 394, "draw": 60, "noStart": 24,
+                                 "stalemate": 14}
+    assert dict(db.execute("SELECT result, count(*) FROM games GROUP BY result").fetchall()) == {
+        "1-0": 692, "0-1": 675, "1/2-1/2": 96}
+    assert db.execute("SELECT count(*) FROM games WHERE moves LIKE '%#' AND status = 'mate'").fetchone()[0] == 394
+    assert db.execute("SELECT count(*) FROM standings").fetchone()[0] == 191
+
+
+def test_games_are_newest_first_with_san_opening_and_pgn(server: Server) -> None:
+    games = envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=3"))
+    first = games["data"][0]
+    assert first["id"] == "Xl32c0aA"  # the export's first game, started 19:28:04 (latest)
+    assert first["white"] == {"username": "NIKITARVC1", "title": None, "rating": 2384, "ratingDiff": 1}
+    assert first["black"] == {"username": "FitSt_time", "title": None, "rating": 2411, "ratingDiff": 0}
+    assert (first["result"], first["status"], first["winner"]) == ("1/2-1/2", "draw", None)
+    assert first["opening"] == {"eco": "B54", "name": None}
+    assert first["moves"].startswith("e4 c5 Nf3 d6 d4 cxd4 Nxd4 Nf6 f3 g6")
+    assert first["startedAt"] == "2023-09-25T19:28:04Z" and first["endedAt"] is None
+    assert first["tournamentId"] == TEAM_BATTLE and first["perfType"] == "blitz" and first["rated"] is True
+    starts = [g["startedAt"] for g in games["data"]]
+    assert starts == sorted(starts, reverse=True)
+    page2 = envelope_ok(server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=3&page=2"))
+    assert {g["id"] for g in page2["data"]}.isdisjoint(g["id"] for g in games["data"])
+    pgn = server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=2&format=pgn")
+    assert pgn.status_code == 200 and pgn.headers["content-type"].startswith("application/x-chess-pgn")
+    assert pgn.text.count("[Event ") == 2 and '[Site "https://lichess.org/Xl32c0aA"]' in pgn.text
+
+
+def test_swiss_found_after_arena_404(server: Server, upstream: ReplayUpstream) -> None:
+    body = envelope_ok(server.client.get(f"/api/tournaments/{SWISS}"))
+    assert upstream.counts[f"/lichess/api/tournament/{SWISS}"] == 1  # the arena 404
+    assert upstream.counts[f"/lichess/api/swiss/{SWISS}"] == 1
+    data = body["data"]
+    assert (data["system"], data["status"], data["name"], data["nbPlayers"]) == (
+        "swiss", "finished", "Classical Increment", 39)
+    assert data["perfType"] == "classical"  # 1500 + 40 × 3 s: Lichess's classical speed
+    assert data["standings"][0] == {"rank": 1, "username": "ali20551", "title": None, "rating": 1918,
+                                    "score": None, "points": 4.5, "tieBreak": 6.5, "performance": 2272,
+                                    "team": None}
+    games = envelope_ok(server.client.get(f"/api/tournaments/{SWISS}/games"))
+    game = games["data"][0]
+    assert (game["id"], game["result"], game["status"], game["winner"]) == ("TvkH7cGM", "0-1", "resign", "black")
+    assert game["opening"] == {"eco": "B32", "name": "Sicilian Defense: Accelerated Dragon"}
+    assert game["startedAt"] == "2026-09-19T08:30:00Z" and game["endedAt"] == "2026-09-19T08:50:58Z"
+    pgn = server.client.get(f"/api/tournaments/{SWISS}/games?format=pgn").text
+    assert "1. e4 c5 2. Nf3 Nc6" in pgn and pgn.rstrip().endswith("0-1")
+
+
+def test_list_is_filled_from_upstream_then_served_from_database(server: Server, upstream: ReplayUpstream) -> None:
+    first = envelope_ok(server.client.get("/api/tournaments?limit=100"))
+    assert first["source"] == "api" and upstream.counts == {"/lichess/api/tournament": 1}
+    assert first["pagination"] == {"page": 1, "limit": 100, "total": 138, "totalPages": 2}
+    starts = [t["startsAt"] for t in first["data"]]
+    assert starts == sorted(starts, reverse=True)
+    upcoming = envelope_ok(server.client.get("/api/tournaments?status=upcoming&limit=5"))
+    assert upcoming["source"] == "database" and upcoming["pagination"]["total"] == 104
+    assert all(t["status"] == "upcoming" for t in upcoming["data"])
+    assert int(server.client.get("/api/tournaments?status=upcoming&limit=5").headers["cache-control"].split("=")[1]) > 120
+    finished = envelope_ok(server.client.get("/api/tournaments?status=finished&limit=100"))
+    assert finished["pagination"]["total"] == 20 and all(t["winner"] for t in finished["data"])
+    assert upstream.total() == 1
+
+
+def test_batch_in_order_asked_with_count_and_not_found(server: Server) -> None:
+    body = envelope_ok(server.client.get(f"/api/tournaments/batch?ids={SWISS},zzzzzzzz,{TEAM_BATTLE}"))
+    assert [t["id"] for t in body["data"]] == [SWISS, TEAM_BATTLE]
+    assert body["count"] == 2 and body["notFound"] == ["zzzzzzzz"]
+    again = envelope_ok(server.client.get(f"/api/tournaments/batch?ids={SWISS},{TEAM_BATTLE}"))
+    assert again["cached"] is True and again["source"] == "cache"
+
+
+def test_etag_304_gzip_cache_control_and_cors(server: Server) -> None:
+    url = f"/api/tournaments/{TEAM_BATTLE}/results?limit=100"
+    first = server.client.get(url)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and first.headers["cache-control"] == "public, max-age=31536000"
+    again = server.client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    raw = httpx.get(server.url + url, headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert raw.json() == server.client.get(url, headers={"Accept-Encoding": "identity"}).json()
+    with httpx.stream("GET", server.url + url, headers={"Accept-Encoding": "gzip"}) as stream:
+        body = b"".join(stream.iter_raw())
+    assert gzip.decompress(body).startswith(b'{"success":true')
+    cors = server.client.get(url, headers={"Origin": "https://front.example"})
+    assert cors.headers["access-control-allow-origin"] == "*"
+    preflight = server.client.request("OPTIONS", url, headers={
+        "Origin": "https://front.example", "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 204 and "GET" in preflight.headers["access-control-allow-methods"]
+
+
+def test_ongoing_tournament_cached_for_five_minutes(server: Server, upstream: ReplayUpstream) -> None:
+    """An arena that is not finished is served from the upstream, cached 300 s, and not imported."""
+    recorded = json.loads((FIXTURES / "lichess" / "tournament_may24lta.json").read_text(encoding="utf-8"))
+    for flag in ("isFinished", "podium"):
+        recorded.pop(flag, None)
+    recorded.update({"id": "ongoing1", "isStarted": True, "secondsToFinish": 600})
+    upstream.add("/lichess/api/tournament/ongoing1", json.dumps(recorded).encode(), "application/json")
+    first = server.client.get("/api/tournaments/ongoing1")
+    body = envelope_ok(first)
+    assert body["data"]["status"] == "ongoing" and body["source"] == "api"
+    assert 290 <= int(first.headers["cache-control"].rsplit("=", 1)[1]) <= 300
+    assert upstream.counts == {"/lichess/api/tournament/ongoing1": 1}  # no import of standings or games
+    assert envelope_ok(server.client.get("/api/tournaments/ongoing1"))["cached"] is True
+    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    assert db.execute("SELECT status, imported_at FROM tournaments WHERE external_id = 'ongoing1'").fetchone() == (
+        "ongoing", None)

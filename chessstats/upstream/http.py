@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 DEFAULT_429_PAUSE_S = 60
 
 
+class TruncatedStream(ValueError):
+    """Raised when a streamed body (NDJSON, PGN) ends in the middle of a record."""
+
+
 def user_agent(contact: str) -> str:
     """The User-Agent sent upstream: the application, its version and the operator's contact."""
     ua = f"chessstats/{__version__} (self-hosted chess statistics backend"
@@ -108,6 +112,8 @@ def map_upstream_errors(upstream: str) -> Iterator[None]:
         raise UpstreamError(f"{upstream}: unparsable body: {exc}", upstream) from exc
     except UnicodeDecodeError as exc:
         raise UpstreamError(f"{upstream}: body is not UTF-8", upstream) from exc
+    except TruncatedStream as exc:
+        raise UpstreamError(f"{upstream}: truncated body: {exc}", upstream) from exc
 
 
 async def iter_ndjson(chunks: AsyncIterator[bytes], decoder: msgspec.json.Decoder[Any]) -> AsyncIterator[Any]:
@@ -117,9 +123,9 @@ async def iter_ndjson(chunks: AsyncIterator[bytes], decoder: msgspec.json.Decode
     newline is accepted only when it decodes as a whole record.
 
     Raises:
-        msgspec.DecodeError / msgspec.ValidationError: a record (typically a truncated last one)
-            is not valid JSON or not of the expected shape (mapped to UpstreamError by
-            :func:`map_upstream_errors`).
+        TruncatedStream: the last line has no newline and is not a whole record.
+        msgspec.DecodeError / msgspec.ValidationError: a record is not valid JSON or not of the
+            expected shape (both mapped to UpstreamError by :func:`map_upstream_errors`).
     """
     buffer = b""
     async for chunk in chunks:
@@ -131,4 +137,8 @@ async def iter_ndjson(chunks: AsyncIterator[bytes], decoder: msgspec.json.Decode
             if line.strip():
                 yield decoder.decode(line)
     if buffer.strip():
-        yield decoder.decode(buffer)
+        try:
+            record = decoder.decode(buffer)
+        except msgspec.DecodeError as exc:
+            raise TruncatedStream(f"last record cut off after {len(buffer)} bytes") from exc
+        yield record

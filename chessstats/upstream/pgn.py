@@ -23,6 +23,7 @@ import chess.pgn
 
 from chessstats.models import Game, GamePlayer, Opening
 from chessstats.models.common import utc_iso
+from chessstats.upstream.http import TruncatedStream
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class _TagsAndSan(chess.pgn.BaseVisitor["_Parsed"]):
         self.errors: list[Exception] = []
         self.board: chess.Board | None = None
         self.token = ""
+        self.terminated = False
 
     def begin_headers(self) -> chess.pgn.Headers:
         return self.headers
@@ -58,6 +60,9 @@ class _TagsAndSan(chess.pgn.BaseVisitor["_Parsed"]):
         self.board = board  # the live board: the move is pushed right after this call
         self.sans.append(self.token + "+" if board.gives_check(move) else self.token)
 
+    def visit_result(self, result: str) -> None:
+        self.terminated = True
+
     def handle_error(self, error: Exception) -> None:
         self.errors.append(error)
 
@@ -65,7 +70,7 @@ class _TagsAndSan(chess.pgn.BaseVisitor["_Parsed"]):
         board = self.board
         if board is not None and self.sans and self.sans[-1].endswith("+") and board.is_checkmate():
             self.sans[-1] = self.sans[-1][:-1] + "#"
-        return _Parsed(dict(self.headers), self.sans, self.errors, board)
+        return _Parsed(dict(self.headers), self.sans, self.errors, board, self.terminated)
 
 
 @dataclass(slots=True)
@@ -74,6 +79,7 @@ class _Parsed:
     sans: list[str]
     errors: list[Exception]
     board: chess.Board | None
+    terminated: bool  # the movetext ended with its result token (1-0, 0-1, 1/2-1/2, *)
 
 
 @dataclass(slots=True)
@@ -193,6 +199,10 @@ def parse_pgn_games(
     Returns:
         ``(games, skipped)``: the games in export order, and how many were skipped because they
         had parse errors or no game id (each is logged).
+
+    Raises:
+        TruncatedStream: the last game's movetext does not end with a result token: the export
+            was cut off (a short result is never returned).
     """
     handle = io.StringIO(text)
     games: list[ParsedGame] = []
@@ -203,6 +213,8 @@ def parse_pgn_games(
         if parsed is None:
             break
         end = handle.tell()
+        if not parsed.terminated and not text[end:].strip():
+            raise TruncatedStream(f"PGN export cut off in game {len(games) + skipped + 1}: no result token")
         if parsed.errors:
             log.warning("PGN game skipped (%s)", parsed.errors[0])
             skipped += 1

@@ -1,0 +1,127 @@
+"""Configuration: the example file, precedence, environment names, and bad input at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chessstats.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def test_example_decodes_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert config.server.port == 4000 and config.jobs["tournament-monitor"].schedule == "*/2 * * * *"
+    example = tomllib.loads(EXAMPLE.read_text())
+    defaults = msgspec.to_builtins(Config())
+    for table, values in defaults.items():
+        if table == "jobs":
+            continue
+        assert table in example, f"[{table}] missing from config.example.toml"
+        assert set(values) == set(example[table]), f"[{table}] keys differ from config.example.toml"
+        for key, value in values.items():
+            assert example[table][key] == value, f"{table}.{key}: example shows a value that is not the default"
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nport = 5000\nhost = "0.0.0.0"\n[cache]\ndefault_ttl_s = 60\n')
+    assert load_config(path, env={}).server.port == 5000
+    config = load_config(path, env={"PORT": "6000", "CHESSSTATS_CACHE_DEFAULT_TTL_S": "90"})
+    assert (config.server.port, config.server.host, config.cache.default_ttl_s) == (6000, "0.0.0.0", 90)
+    config = load_config(path, env={"PORT": "6000"}, flags={"server": {"port": 7000}})
+    assert config.server.port == 7000
+    assert load_config(None, env={}).server.port == 4000
+
+
+def test_original_environment_names_keep_working() -> None:
+    config = load_config(None, env={
+        "LICHESS_API_URL": "http://127.0.0.1:1/api", "CHESS_COM_API_URL": "http://c", "FIDE_API_URL": "http://f",
+        "CACHE_ENABLED": "false", "CACHE_DEFAULT_TTL": "42", "ENABLE_BACKGROUND_JOBS": "false",
+        "TOURNAMENT_MONITOR_INTERVAL": "5", "TOURNAMENT_DISCOVERY_INTERVAL": "15", "LOG_LEVEL": "debug",
+        "LICHESS_TOKEN": "lip_x", "CHESSSTATS_DATA_DIR": "/tmp/x", "CHESSSTATS_ADMIN_TOKEN": "s",
+        "CHESSSTATS_CONTACT": "me@example.org", "CHESSSTATS_SERVER_CORS_ORIGINS": "https://a, https://b",
+    })
+    assert config.lichess.url == "http://127.0.0.1:1/api" and config.lichess.token == "lip_x"
+    assert (config.chesscom.url, config.fide.url) == ("http://c", "http://f")
+    assert (config.cache.enabled, config.cache.default_ttl_s, config.scheduler.enabled) == (False, 42, False)
+    assert config.jobs["tournament-monitor"].schedule == "*/5 * * * *"
+    assert config.jobs["tournament-discovery"].schedule == "*/15 * * * *"
+    assert (config.log.level, str(config.data_dir), config.admin.token) == ("debug", "/tmp/x", "s")
+    assert config.upstream.contact == "me@example.org"
+    assert config.server.cors_origins == ["https://a", "https://b"]
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"PORT": "http"}, "server.port"),
+    ({"PORT": "70000"}, "server.port"),
+    ({"CHESSSTATS_SERVER_WORKERS": "0"}, "server.workers"),
+    ({"CHESSSTATS_SERVER_PROT": "1"}, "CHESSSTATS_SERVER_PROT"),
+    ({"CHESSSTATS_NOPE": "1"}, "CHESSSTATS_NOPE"),
+    ({"LOG_LEVEL": "loud"}, "log"),
+    ({"CACHE_ENABLED": "maybe"}, "cache.enabled"),
+    ({"TOURNAMENT_MONITOR_INTERVAL": "0"}, "TOURNAMENT_MONITOR_INTERVAL"),
+    ({"TOURNAMENT_MONITOR_INTERVAL": "two"}, "TOURNAMENT_MONITOR_INTERVAL"),
+    ({"CHESSSTATS_JOBS_CLEANUP_SCHEDULE": "every day"}, "cron"),
+    ({"CHESSSTATS_SCHEDULER_TIMEZONE": "Mars/Olympus"}, "time zone"),
+])
+def test_bad_environment_values_name_the_key(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env=env)
+    assert fragment in err.value.message
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[server]\nprot = 1\n", "prot"),
+    ("[sever]\nport = 1\n", "sever"),
+    ("[server]\nport = \"x\"\n", "server.port"),
+    ("[server\n", "not valid TOML"),
+])
+def test_bad_file_names_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert fragment in err.value.message
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHESSSTATS_")}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "chessstats", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=60)
+
+
+def test_bad_configuration_stops_start_up_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    proc = run_cli("serve", "--data-dir", str(tmp_path / "d"), env={"PORT": "abc"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "server.port" in lines[0]
+    assert not (tmp_path / "d").exists()
+    proc = run_cli("config", "check", "--config", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_help_and_version_never_open_the_database(tmp_path: Path) -> None:
+    for args in (("--help",), ("version",), ("serve", "--help"), ("jobs", "--help")):
+        proc = run_cli(*args, cwd=tmp_path, env={"CHESSSTATS_DATA_DIR": str(tmp_path / "data")})
+        assert proc.returncode == 0, proc.stderr
+    assert "chessstats 0." in run_cli("version").stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_config_check_masks_secrets_and_migrate_applies(tmp_path: Path) -> None:
+    proc = run_cli("config", "check", env={"CHESSSTATS_ADMIN_TOKEN": "hunter2"})
+    assert proc.returncode == 0 and "hunter2" not in proc.stdout and '"token": "********"' in proc.stdout
+    proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "applied now: 1" in proc.stdout
+    proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
+    assert "applied now: 0" in proc.stdout

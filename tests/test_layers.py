@@ -13,7 +13,7 @@ FORBIDDEN = {
     "errors": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "models"},
     "config": {"api", "services", "store", "upstream", "scheduler", "app", "cache"},
     "upstream": {"api", "services", "store", "scheduler", "app", "cache", "cli", "commands"},
-    "store": {"api", "services", "scheduler", "app", "cache", "cli", "commands"},
+    "store": {"api", "services", "scheduler", "app", "cache", "cli", "commands", "upstream"},
     "cache": {"api", "services", "store", "upstream", "scheduler", "app"},
     "payload": {"api", "services", "store", "upstream", "scheduler", "app", "cache"},
     "services": {"api", "app", "cli", "commands"},

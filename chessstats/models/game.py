@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from chessstats.models.common import Model
 
 
@@ -46,3 +48,11 @@ class Game(Model, kw_only=True):
     started_at: str | None = None
     ended_at: str | None = None
     tournament_id: str | None = None
+
+
+@dataclass(slots=True)
+class ParsedGame:
+    """One game of an upstream export: our :class:`Game` and its PGN text ("" when the upstream sent none)."""
+
+    game: Game
+    pgn: str

@@ -22,6 +22,7 @@ import chess
 import chess.pgn
 
 from chessstats.models import Game, GamePlayer, Opening
+from chessstats.models.game import ParsedGame
 from chessstats.models.common import utc_iso
 from chessstats.upstream.http import TruncatedStream
 
@@ -80,14 +81,6 @@ class _Parsed:
     errors: list[Exception]
     board: chess.Board | None
     terminated: bool  # the movetext ended with its result token (1-0, 0-1, 1/2-1/2, *)
-
-
-@dataclass(slots=True)
-class ParsedGame:
-    """One game of an export: our :class:`~chessstats.models.Game` and its PGN text."""
-
-    game: Game
-    pgn: str
 
 
 _TERMINATIONS = {"Time forfeit": "outoftime", "Rules infraction": "cheat", "Unterminated": "started"}

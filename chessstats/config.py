@@ -107,6 +107,11 @@ class SchedulerConfig(_Table):
     max_attempts: PositiveInt = 3
     retry_base_s: Seconds = 30.0
     stop_timeout_s: Seconds = 10.0
+    #: How often (seconds) a worker without the scheduler lock tries to take it, and the holder
+    #: looks for queued runs (manual runs and retries asked through another worker).
+    poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    #: Leaderboard snapshots older than this many days are deleted by the ``cleanup`` job.
+    snapshot_retention_days: PositiveInt = 30
 
     def __post_init__(self) -> None:
         try:

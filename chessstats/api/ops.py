@@ -43,12 +43,22 @@ async def health(request: Request) -> HTTPResponse:
         ok = False
     lichess = ctx.lichess
     checks["lichess"] = {"status": "ok" if lichess.healthy else "degraded", "requests": lichess.requests}
-    if hasattr(ctx, "scheduler") and ctx.scheduler is not None:
+    if getattr(ctx, "scheduler", None) is not None:
         checks["scheduler"] = ctx.scheduler.health()
+    else:
+        checks["scheduler"] = {"status": "disabled", "timezone": ctx.config.scheduler.timezone, "lockHolder": False}
+    try:
+        from chessstats.scheduler.control import run_counts
+
+        jobs = await run_counts(ctx.db)
+    except Exception as exc:  # the database check above already reports the cause
+        log.error("health: job counts failed: %s", exc)
+        jobs = None
     body = {
         "status": "ok" if ok else "error",
         "version": __version__,
         "checks": checks,
         "cache": cache_stats,
+        "jobs": jobs,
     }
     return HTTPResponse(msgspec.json.encode(body), status=200 if ok else 503, content_type=JSON)

@@ -291,6 +291,16 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     _merge(raw, _env_overrides(env))
     _merge(raw, flags or {})
+    jobs = raw.get("jobs")
+    if isinstance(jobs, dict):  # validated one by one so that a message names the job's key
+        for name, table in jobs.items():
+            try:
+                msgspec.convert(table, JobConfig, strict=False)
+            except msgspec.ValidationError as exc:
+                text = str(exc)
+                message, _, where = text.rpartition(" - at `$.")
+                key = where.rstrip("`") if message else "schedule"  # __post_init__ checks the schedule
+                raise ConfigError(f"jobs.{name}.{key}: {message or text}") from exc
     try:
         return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -315,6 +315,7 @@ def _latest(expr: str, mark: datetime, now: datetime, tz: ZoneInfo) -> tuple[dat
         start = max(mark, now - window)
         tick, count = latest_tick_until(expr, start, now, tz, limit=5_000)
         if tick is not None:
-            return tick, count + (1 if start > mark else 0)
+            earlier = start > mark and next_tick(expr, mark, tz) <= start
+            return tick, count + (1 if earlier else 0)
     tick, count = latest_tick_until(expr, mark, now, tz, limit=100_000)
     return tick, count

@@ -18,7 +18,7 @@ import time
 
 import msgspec
 
-from chessstats.errors import NotFound, UpstreamError
+from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
 from chessstats.models.common import now_iso
 from chessstats.payload import Payload, encode_fields
 from chessstats.scheduler.context import JobContext
@@ -60,7 +60,11 @@ async def tournament_monitor(ctx: JobContext) -> str:
     errors: list[str] = []
     for t in rows:
         try:
-            await ctx.tournaments.refresh(t.id)
+            payload = await ctx.tournaments.refresh(t.id)
+            if payload.stale:  # the upstream failed; the service served the stored row
+                failed += 1
+                errors.append(f"{t.id}: lichess unavailable")
+                continue
             stored = await tournaments_store.get_tournament(ctx.db, "lichess", t.id)
             if stored is not None and stored.imported_at is not None:
                 finished += 1
@@ -110,19 +114,24 @@ async def rankings_updater(ctx: JobContext) -> str:
     """Lichess leaderboards (bullet, blitz, rapid, classical; top 100): cache for 30 min and
     store a snapshot each. Raises after trying every perf when one failed."""
     done, errors = [], []
+    pause = 0
     for perf in LEADERBOARD_PERFS:
         try:
             entries = await fetch_leaderboard(ctx.lichess, perf, MAX_NB)
         except UpstreamError as exc:
             errors.append(f"{perf}: {exc.message}")
+            if isinstance(exc, UpstreamRateLimited):
+                pause = max(pause, exc.retry_after_s)
             continue
         payload = Payload(encode_fields(entries), source="api", fetched_at=time.time())
         ctx.cache.set(leaderboard_key(perf), payload, LEADERBOARD_TTL_S)
         await players_store.insert_snapshot(ctx.db, "lichess", perf, ctx.now(), msgspec.json.encode(entries))
         done.append(f"{perf} {len(entries)}")
     if errors:
-        raise UpstreamError(f"leaderboards failed: {'; '.join(errors)} (stored: {', '.join(done) or 'none'})",
-                            "lichess")
+        message = f"leaderboards failed: {'; '.join(errors)} (stored: {', '.join(done) or 'none'})"
+        if pause:  # the retry must wait for the upstream's pause
+            raise UpstreamRateLimited(message, "lichess", pause)
+        raise UpstreamError(message, "lichess")
     return f"stored 4 leaderboards ({', '.join(done)})"
 
 

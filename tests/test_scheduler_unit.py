@@ -343,7 +343,11 @@ async def test_tournament_monitor_refreshes_imports_and_cancels(ctx: JobContext,
     upstream.add("/lichess/api/tournament/live0001", json.dumps(live).encode(), "application/json")
     upstream.add("/lichess/api/tournament/live0001/results",
                  upstream.files["tournament_hallow23_results_nb3.ndjson"], "application/x-ndjson")
-    rows = [arena_to_model(_Arena(id=i, status=20, nbPlayers=1), "x") for i in ("live0001", "sH24g2zH", "nope0001")]
+    from tests.replay import generate_arena
+
+    for path, (body, ctype) in generate_arena("fin00001", 12, 30).items():  # GENERATED finished arena
+        upstream.add(path, body, ctype)
+    rows = [arena_to_model(_Arena(id=i, status=20, nbPlayers=1), "x") for i in ("live0001", "fin00001", "nope0001")]
     await tstore.upsert_tournaments(ctx.db, [(t, None) for t in rows], "2026-11-29T00:00:00Z")
     row = await run_job(ctx, "tournament-monitor")
     assert row.state == "completed", row.error
@@ -352,9 +356,10 @@ async def test_tournament_monitor_refreshes_imports_and_cancels(ctx: JobContext,
     assert live_row is not None and live_row.tournament.nb_players == 77 and live_row.imported_at is None
     assert ctx.cache.get("tournament:lichess:live0001").expires_at is not None  # type: ignore[union-attr]
     assert ctx.cache.get("results:lichess:live0001:1:100") is not None
-    finished = await tstore.get_tournament(ctx.db, "lichess", "sH24g2zH")
-    assert finished is not None and finished.imported_at is not None
-    assert ctx.cache.get("tournament:lichess:sH24g2zH").expires_at is None  # type: ignore[union-attr]  # permanent
+    finished = await tstore.get_tournament(ctx.db, "lichess", "fin00001")
+    assert finished is not None and finished.imported_at is not None and finished.tournament.status == "finished"
+    assert await ctx.db.fetchval("SELECT count(*) FROM games WHERE tournament_id = ?", (finished.pk,)) == 30
+    assert ctx.cache.get("tournament:lichess:fin00001").expires_at is None  # type: ignore[union-attr]  # permanent
     assert (await tstore.get_tournament(ctx.db, "lichess", "nope0001")).tournament.status == "cancelled"  # type: ignore[union-attr]
 
 

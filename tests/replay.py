@@ -5,7 +5,7 @@ One HTTP/1.1 server on 127.0.0.1 hosts every upstream under a path prefix:
 - ``/lichess/...`` replays the Lichess recordings in ``fixtures/lichess/`` (see ``fixtures/MANIFEST.md``).
   Configure the product with ``LICHESS_API_URL=<url>/lichess/api``.
 - ``/fide/top_players/?limit=N``: GENERATED from the recorded FIDE page ``fixtures/fide/`` (see
-  :func:`fide_top_players`); other ``/fide/...`` paths answer 404 ``{"detail":"Not Found"}``.
+  :func:`fide_top_players`); other ``/fide/...`` paths answer the Lichess-style 404.
   Configure the product with ``FIDE_API_URL=<url>/fide``.
 - ``/chesscom/pub/...`` is reserved. For now it answers the Lichess-style 404.
 
@@ -321,7 +321,7 @@ class ReplayUpstream:
             limit = (query.get("limit") or ["100"])[0]
             rows = fide_top_players(page)[: int(limit) if limit.isdigit() else 100]
             return 200, json.dumps(rows).encode(), JSON, {}
-        return 404, b'{"detail":"Not Found"}', JSON, {}
+        return NOT_FOUND
 
     def _serve(self, stem: str, exts: tuple[str, ...] = ("",), prefix: bool = False) -> tuple:
         """Serve the first fixture named ``stem + ext`` (or ``stem*ext`` with ``prefix``), in ``exts`` order."""

@@ -16,7 +16,9 @@ bp = Blueprint("ops")
 
 @bp.get("/health")
 async def health(request: Request) -> HTTPResponse:
-    """200 ``{"status": "ok", "checks": {...}, "cache": {...}}``; 503 with ``"status": "error"``
+    """200 ``{"status": "ok", "checks": {...}, "cache": {...}, "jobs": {waiting, active, completed,
+    failed}}``; ``checks.scheduler`` is this worker's scheduler (time zone, whether it holds the
+    scheduler lock, job counts) or ``{"status": "disabled"}``; 503 with ``"status": "error"``
     when the database or the cache is unusable. Upstreams are not probed here (no upstream budget
     is spent by a health poller); their last known state is reported.
     """

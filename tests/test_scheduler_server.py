@@ -73,8 +73,9 @@ def test_exactly_once_with_four_workers(start_server: StartServer, upstream: Rep
     ready = time.monotonic()
     time.sleep(4.5)
     health = server.client.get("/health").json()
+    stopping = time.monotonic()
     assert server.stop() == 0
-    lived, served = time.monotonic() - started, time.monotonic() - ready
+    lived, served = time.monotonic() - started, stopping - ready
     assert health["checks"]["scheduler"]["timezone"] == "UTC" and "lockHolder" in health["checks"]["scheduler"]
     assert set(health["jobs"]) == {"waiting", "active", "completed", "failed"}
     cleanup = db_runs(server.data_dir, "cleanup")
@@ -83,8 +84,8 @@ def test_exactly_once_with_four_workers(start_server: StartServer, upstream: Rep
         assert_once_per_tick(rows)
         assert_no_overlap(rows)
     # one run per tick, not one per worker: 4 workers would give ~4x
-    assert served - 1.5 <= len(cleanup) <= lived + 1, (len(cleanup), served, lived)
-    assert served / 2 - 1.5 <= len(rankings) <= lived / 2 + 1, (len(rankings), served, lived)
+    assert 3 <= len(cleanup) <= lived + 1, (len(cleanup), served, lived)
+    assert 1 <= len(rankings) <= lived / 2 + 1, (len(rankings), served, lived)
     assert all(r["state"] == "completed" for r in cleanup + rankings if r["finished_at"])
     completed = sum(r["state"] == "completed" for r in rankings)
     assert upstream.counts.get("/lichess/api/player/top/100/bullet", 0) == completed  # one fetch per run

@@ -11,7 +11,7 @@ import logging
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
 
-from chessstats.api import admin, ops, tournaments
+from chessstats.api import admin, jobs_admin, ops, tournaments
 from chessstats.api.envelope import error_response
 from chessstats.cache import TTLCache
 from chessstats.config import Config
@@ -60,6 +60,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     app.ctx.jobs_enabled = config.scheduler.enabled if jobs is None else jobs
     app.blueprint(tournaments.bp)
     app.blueprint(admin.bp)
+    app.blueprint(jobs_admin.bp)
     app.blueprint(ops.bp)
 
     @app.before_server_start

@@ -23,6 +23,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
     from chessstats.app import create_app
 
+    from chessstats.scheduler.registry import check_jobs_config
+
+    check_jobs_config(config)
     setup_logging(config.log.level)
     server = config.server
     log.info(
@@ -65,6 +68,9 @@ def migrate(config: Config, args: argparse.Namespace) -> int:
 
 def config_check(config: Config, args: argparse.Namespace) -> int:
     """Print the effective configuration (secrets masked) as JSON."""
+    from chessstats.scheduler.registry import check_jobs_config
+
+    check_jobs_config(config)
     raw = msgspec.to_builtins(config)
     for table, key in (("admin", "token"), ("lichess", "token")):
         if raw[table][key]:

@@ -107,6 +107,11 @@ class SchedulerConfig(_Table):
     max_attempts: PositiveInt = 3
     retry_base_s: Seconds = 30.0
     stop_timeout_s: Seconds = 10.0
+    #: How often (seconds) a worker without the scheduler lock tries to take it, and the holder
+    #: looks for queued runs (manual runs and retries asked through another worker).
+    poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    #: Leaderboard snapshots older than this many days are deleted by the ``cleanup`` job.
+    snapshot_retention_days: PositiveInt = 30
 
     def __post_init__(self) -> None:
         try:
@@ -286,6 +291,16 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     _merge(raw, _env_overrides(env))
     _merge(raw, flags or {})
+    jobs = raw.get("jobs")
+    if isinstance(jobs, dict):  # validated one by one so that a message names the job's key
+        for name, table in jobs.items():
+            try:
+                msgspec.convert(table, JobConfig, strict=False)
+            except msgspec.ValidationError as exc:
+                text = str(exc)
+                message, _, where = text.rpartition(" - at `$.")
+                key = where.rstrip("`") if message else "schedule"  # __post_init__ checks the schedule
+                raise ConfigError(f"jobs.{name}.{key}: {message or text}") from exc
     try:
         return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -4,7 +4,10 @@ One HTTP/1.1 server on 127.0.0.1 hosts every upstream under a path prefix:
 
 - ``/lichess/...`` replays the Lichess recordings in ``fixtures/lichess/`` (see ``fixtures/MANIFEST.md``).
   Configure the product with ``LICHESS_API_URL=<url>/lichess/api``.
-- ``/chesscom/pub/...`` and ``/fide/...`` are reserved. For now they answer the Lichess-style 404.
+- ``/fide/top_players/?limit=N``: GENERATED from the recorded FIDE page ``fixtures/fide/`` (see
+  :func:`fide_top_players`); other ``/fide/...`` paths answer the Lichess-style 404.
+  Configure the product with ``FIDE_API_URL=<url>/fide``.
+- ``/chesscom/pub/...`` is reserved. For now it answers the Lichess-style 404.
 
 Lichess routes, relative to ``/lichess`` (``{id}`` is case-sensitive, ``{u}`` is not):
 
@@ -15,7 +18,8 @@ Lichess routes, relative to ``/lichess`` (``{id}`` is case-sensitive, ``{u}`` is
   exists, it is served with its own Content-Type.
 - ``GET /api/swiss/{id}[/results|/games]``: the same, with swiss_ files.
 - ``GET /api/team/{team}/{kind}`` serves team_{team}_{kind}*.ndjson; ``/api/player``: player.json;
-  ``/api/player/top/{nb}/{perf}``: player_top_{nb}_{perf}.json; ``/api/user/{u}[/rating-history]``:
+  ``/api/player/top/{nb}/{perf}``: player_top_{nb}_{perf}.json, else GENERATED from player.json's
+  top 10 of that perf (:func:`leaderboard_from_top10`); ``/api/user/{u}[/rating-history]``:
   user_{u}.json or user_{u}_rating-history.json.
 - ``GET /game/export/{id}`` serves game_export_{id}.json if ``Accept`` contains application/json, else
   the .pgn. game_export_{id}.404.json is served with status 404.
@@ -92,6 +96,8 @@ class ReplayUpstream:
         self.fixtures_dir, self.chunk_size, self.port = Path(fixtures_dir), chunk_size, port
         lichess_dir = self.fixtures_dir / "lichess"
         self.files = {p.name: p.read_bytes() for p in sorted(lichess_dir.iterdir()) if p.is_file()}
+        fide_dir = self.fixtures_dir / "fide"
+        self.fide_files = {p.name: p.read_bytes() for p in sorted(fide_dir.iterdir())} if fide_dir.is_dir() else {}
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.counts: dict[str, int] = {}
         self.last_headers: dict = {}
@@ -256,7 +262,9 @@ class ReplayUpstream:
             resp = (200, registered[0], registered[1], dict(_DEFAULT_HEADERS))
         elif path.startswith("/lichess/"):
             resp = self._lichess(method, path[len("/lichess"):].strip("/").split("/"), accept, body)
-        else:  # /chesscom/pub/... and /fide/... are reserved for later.
+        elif path.startswith("/fide/"):
+            resp = self._fide(path[len("/fide"):].strip("/").split("/"), query)
+        else:  # /chesscom/pub/... is reserved for later.
             resp = NOT_FOUND
         limit = (query.get("nb") or query.get("max") or [None])[0]
         if resp[0] == 200 and _media(resp[2]) == NDJSON and limit and limit.isdigit():
@@ -294,12 +302,25 @@ class ReplayUpstream:
         if p == ["player"]:
             return self._serve("player.json")
         if p[:2] == ["player", "top"] and len(p) == 4:
-            return self._serve(f"player_top_{p[2]}_{p[3]}.json")
+            recorded = self._serve(f"player_top_{p[2]}_{p[3]}.json")
+            if recorded[0] == 200 or not p[2].isdigit():
+                return recorded
+            generated = leaderboard_from_top10(self.files["player.json"], p[3], int(p[2]))
+            return NOT_FOUND if generated is None else (200, generated, JSON, dict(_DEFAULT_HEADERS))
         if p[:1] == ["team"] and len(p) == 3:
             return self._serve(f"team_{p[1]}_{p[2]}", (".ndjson",), prefix=True)
         if p[:1] == ["user"] and len(p) in (2, 3) and p[2:] in ([], ["rating-history"]):
             wanted = "_".join(["user", p[1], *p[2:]]).lower() + ".json"
             return self._serve(next((n for n in self.files if n.lower() == wanted), wanted))
+        return NOT_FOUND
+
+    def _fide(self, p: list[str], query: dict) -> tuple:
+        """The community fide-api: ``/top_players/`` is GENERATED from the recorded FIDE page."""
+        page = self.fide_files.get("ratings.fide.com_a_top_open.html")
+        if p == ["top_players"] and page is not None:
+            limit = (query.get("limit") or ["100"])[0]
+            rows = fide_top_players(page)[: int(limit) if limit.isdigit() else 100]
+            return 200, json.dumps(rows).encode(), JSON, {}
         return NOT_FOUND
 
     def _serve(self, stem: str, exts: tuple[str, ...] = ("",), prefix: bool = False) -> tuple:
@@ -418,6 +439,33 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -- generated data ------------------------------------------------------------------------------
+_FIDE_ROW = re.compile(
+    r'<tr>\s*<td><span class="rank_span">(?P<rank>[^<]*)</span></td>\s*'
+    r'<td><a href=/profile/(?P<id>[^>]*)>(?P<name>[^<]*)</a></td>\s*'
+    r'<td class="flag-wrapper">\s*(?:<img[^>]*>)?(?P<fed>[^<]*)</td>\s*'
+    r'<td>(?P<rating>[^<]*)</td>', re.S)
+
+
+def fide_top_players(page: bytes) -> list[dict]:
+    """GENERATED fide-api ``/top_players/`` output from the recorded FIDE top-list fragment.
+
+    Returns ``[{rank, name, fide_id, country, rating}]`` with every value a stripped string, as
+    the fide-api scraper builds it (no recorded output of that service exists).
+    """
+    text = page.decode("utf-8")
+    return [{"rank": m["rank"].strip(), "name": m["name"].strip(), "fide_id": m["id"].strip(),
+             "country": m["fed"].strip(), "rating": m["rating"].strip()} for m in _FIDE_ROW.finditer(text)]
+
+
+def leaderboard_from_top10(player_json: bytes, perf: str, nb: int) -> bytes | None:
+    """GENERATED ``/api/player/top/{nb}/{perf}`` body: the recorded top-10 of ``perf`` from
+    ``/api/player`` (player.json), cut to ``nb``, as ``{"users": [...]}``; None for an unknown perf."""
+    users = json.loads(player_json).get(perf)
+    if users is None:
+        return None
+    return json.dumps({"users": users[:nb]}, separators=(",", ":")).encode()
+
+
 @functools.lru_cache(maxsize=4)
 def _arena_template(fixtures_dir: Path) -> tuple[bytes, list[dict], list[list[bytes]]]:
     lichess = fixtures_dir / "lichess"

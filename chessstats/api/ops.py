@@ -16,7 +16,9 @@ bp = Blueprint("ops")
 
 @bp.get("/health")
 async def health(request: Request) -> HTTPResponse:
-    """200 ``{"status": "ok", "checks": {...}, "cache": {...}}``; 503 with ``"status": "error"``
+    """200 ``{"status": "ok", "checks": {...}, "cache": {...}, "jobs": {waiting, active, completed,
+    failed}}``; ``checks.scheduler`` is this worker's scheduler (time zone, whether it holds the
+    scheduler lock, job counts) or ``{"status": "disabled"}``; 503 with ``"status": "error"``
     when the database or the cache is unusable. Upstreams are not probed here (no upstream budget
     is spent by a health poller); their last known state is reported.
     """
@@ -43,12 +45,22 @@ async def health(request: Request) -> HTTPResponse:
         ok = False
     lichess = ctx.lichess
     checks["lichess"] = {"status": "ok" if lichess.healthy else "degraded", "requests": lichess.requests}
-    if hasattr(ctx, "scheduler") and ctx.scheduler is not None:
+    if getattr(ctx, "scheduler", None) is not None:
         checks["scheduler"] = ctx.scheduler.health()
+    else:
+        checks["scheduler"] = {"status": "disabled", "timezone": ctx.config.scheduler.timezone, "lockHolder": False}
+    try:
+        from chessstats.scheduler.control import run_counts
+
+        jobs = await run_counts(ctx.db)
+    except Exception as exc:  # the database check above already reports the cause
+        log.error("health: job counts failed: %s", exc)
+        jobs = None
     body = {
         "status": "ok" if ok else "error",
         "version": __version__,
         "checks": checks,
         "cache": cache_stats,
+        "jobs": jobs,
     }
     return HTTPResponse(msgspec.json.encode(body), status=200 if ok else 503, content_type=JSON)

@@ -152,6 +152,15 @@ class TournamentService:
             return hit
         return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
 
+    async def refresh(self, tid: str, platform: str = "lichess") -> Payload:
+        """Fetch a tournament again whatever the cache holds and re-cache it (the monitor job):
+        an ongoing one for ``ongoing_ttl_s``, a finished one imported whole and cached forever.
+
+        Raises NotFound / UpstreamError like :meth:`get` (a stored row is served stale instead).
+        """
+        key = self.detail_key(platform, tid)
+        return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
+
     async def _get_miss(self, key: str, tid: str, platform: str) -> Payload:
         stored_before = await self._stored(platform, tid)
         source = "database" if stored_before is not None and stored_before.imported_at else "api"

@@ -162,4 +162,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX job_runs_state ON job_runs (state, queued_at DESC)",
         ),
     ),
+    (
+        2,
+        "scheduler",
+        (
+            # Per job: the last cron tick the scheduler has accounted for (ISO 8601 UTC, ms).
+            """CREATE TABLE scheduler_jobs (
+                job TEXT PRIMARY KEY,
+                last_tick TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # One run per job and cron tick, whatever happens (exactly-once, enforced by SQLite).
+            "CREATE UNIQUE INDEX job_runs_tick ON job_runs (job, scheduled_for) "
+            "WHERE trigger IN ('schedule', 'catch-up')",
+            "CREATE INDEX job_runs_due ON job_runs (state, scheduled_for)",
+        ),
+    ),
 )

@@ -138,6 +138,20 @@ async def mark_cancelled(db: Database, platform: str, keep_ids: Sequence[str], s
         return cursor.rowcount
 
 
+async def cancel_tournaments(db: Database, platform: str, external_ids: Sequence[str]) -> int:
+    """Mark the given stored, not imported tournaments as cancelled (never deleted); returns how many."""
+    if not external_ids:
+        return 0
+    marks = ", ".join("?" * len(external_ids))
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            f"UPDATE tournaments SET status = 'cancelled', updated_at = ? WHERE platform = ? "
+            f"AND external_id IN ({marks}) AND imported_at IS NULL AND status != 'cancelled'",
+            (now_iso(), platform, *external_ids),
+        )
+        return cursor.rowcount
+
+
 _GAME_COLS = (
     "platform, external_id, tournament_id, white_username, white_title, white_rating, white_rating_diff, "
     "black_username, black_title, black_rating, black_rating_diff, result, status, winner, variant, perf_type, "

@@ -1,0 +1,187 @@
+"""The background jobs: plain async functions ``(JobContext) -> summary``.
+
+Each returns a one-line summary ("refreshed 12 tournaments") and raises on failure (the
+scheduler records the error and retries). A job that did part of its work and failed on the
+rest raises after doing what it could, so a retry completes it.
+
+Cache keys written here (read by the routes that serve them):
+
+* ``tournament:lichess:{id}`` (through :meth:`TournamentService.refresh`);
+* ``players:lichess:top:{perfType}:100`` — leaderboard, 30 min;
+* ``players:fide:top:100`` — FIDE top list, 1 day.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
+from chessstats.models.common import now_iso
+from chessstats.payload import Payload, encode_fields
+from chessstats.scheduler.context import JobContext
+from chessstats.store import players as players_store
+from chessstats.store import tournaments as tournaments_store
+from chessstats.upstream.lichess_players import MAX_NB, LeaderboardEntry, fetch_leaderboard
+
+log = logging.getLogger(__name__)
+
+#: Perf types of the leaderboard jobs.
+LEADERBOARD_PERFS = ("bullet", "blitz", "rapid", "classical")
+LEADERBOARD_TTL_S = 1800
+FIDE_TOP_TTL_S = 86_400
+FIDE_TOP_LIMIT = 100
+#: Why ``titled-tuesday`` stays disabled.
+TITLED_TUESDAY_UNAVAILABLE = (
+    "the Chess.com client is not implemented yet; titled-tuesday stays disabled until it is"
+)
+
+
+def leaderboard_key(perf_type: str, nb: int = MAX_NB) -> str:
+    """Cache key of a Lichess leaderboard."""
+    return f"players:lichess:top:{perf_type}:{nb}"
+
+
+def fide_top_key(limit: int = FIDE_TOP_LIMIT) -> str:
+    """Cache key of the FIDE top list."""
+    return f"players:fide:top:{limit}"
+
+
+async def tournament_monitor(ctx: JobContext) -> str:
+    """Refresh every stored ongoing Lichess tournament (cache, row, player count, first
+    standings page); a finished one is imported whole and cached forever; one the upstream no
+    longer knows is marked cancelled. Fails only when every refresh failed."""
+    rows, _ = await tournaments_store.list_tournaments(
+        ctx.db, status="ongoing", platform="lichess", offset=0, limit=100_000)
+    refreshed = finished = failed = 0
+    gone: list[str] = []
+    errors: list[str] = []
+    for t in rows:
+        try:
+            payload = await ctx.tournaments.refresh(t.id)
+            if payload.stale:  # the upstream failed; the service served the stored row
+                failed += 1
+                errors.append(f"{t.id}: lichess unavailable")
+                continue
+            stored = await tournaments_store.get_tournament(ctx.db, "lichess", t.id)
+            if stored is not None and stored.imported_at is not None:
+                finished += 1
+            else:
+                await ctx.tournaments.results(t.id, 1, 100)
+                refreshed += 1
+        except NotFound:
+            gone.append(t.id)
+        except UpstreamError as exc:
+            failed += 1
+            errors.append(f"{t.id}: {exc.message}")
+    cancelled = await tournaments_store.cancel_tournaments(ctx.db, "lichess", gone)
+    summary = f"refreshed {refreshed} tournaments, imported {finished} finished, cancelled {cancelled}"
+    if failed:
+        summary += f", {failed} failed"
+        if refreshed + finished + cancelled == 0:
+            raise UpstreamError(f"every refresh failed ({failed}): {errors[0]}", "lichess")
+    return summary
+
+
+async def tournament_discovery(ctx: JobContext) -> str:
+    """Store the created and started arenas of Lichess's current list; stored live arenas that
+    are in none of its lists are looked up: still known → updated (imported when finished),
+    unknown → marked cancelled (never deleted)."""
+    current = await ctx.lichess.fetch_current()
+    live = [t for t in current if t.status in ("upcoming", "ongoing")]
+    await tournaments_store.upsert_tournaments(ctx.db, [(t, None) for t in live], now_iso())
+    listed = {t.id for t in current}
+    vanished: list[str] = []
+    for status in ("upcoming", "ongoing"):
+        rows, _ = await tournaments_store.list_tournaments(
+            ctx.db, status=status, platform="lichess", offset=0, limit=100_000)
+        vanished += [t.id for t in rows if t.system != "swiss" and t.id not in listed]
+    gone = []
+    for tid in vanished:
+        try:
+            await ctx.tournaments.refresh(tid)
+        except NotFound:
+            gone.append(tid)
+    cancelled = await tournaments_store.cancel_tournaments(ctx.db, "lichess", gone)
+    upcoming = sum(t.status == "upcoming" for t in live)
+    return (f"stored {len(live)} tournaments ({upcoming} upcoming, {len(live) - upcoming} ongoing); "
+            f"re-checked {len(vanished)} no longer listed, cancelled {cancelled}")
+
+
+async def rankings_updater(ctx: JobContext) -> str:
+    """Lichess leaderboards (bullet, blitz, rapid, classical; top 100): cache for 30 min and
+    store a snapshot each. Raises after trying every perf when one failed."""
+    done, errors = [], []
+    pause = 0
+    for perf in LEADERBOARD_PERFS:
+        try:
+            entries = await fetch_leaderboard(ctx.lichess, perf, MAX_NB)
+        except UpstreamError as exc:
+            errors.append(f"{perf}: {exc.message}")
+            if isinstance(exc, UpstreamRateLimited):
+                pause = max(pause, exc.retry_after_s)
+            continue
+        payload = Payload(encode_fields(entries), source="api", fetched_at=time.time())
+        ctx.cache.set(leaderboard_key(perf), payload, LEADERBOARD_TTL_S)
+        await players_store.insert_snapshot(ctx.db, "lichess", perf, ctx.now(), msgspec.json.encode(entries))
+        done.append(f"{perf} {len(entries)}")
+    if errors:
+        message = f"leaderboards failed: {'; '.join(errors)} (stored: {', '.join(done) or 'none'})"
+        if pause:  # the retry must wait for the upstream's pause
+            raise UpstreamRateLimited(message, "lichess", pause)
+        raise UpstreamError(message, "lichess")
+    return f"stored 4 leaderboards ({', '.join(done)})"
+
+
+async def fide_ratings(ctx: JobContext) -> str:
+    """The FIDE open top list (community API ``/top_players/``) into players and their ``fide``
+    accounts (FIDE ID, name, federation, standard rating), and into the cache for a day."""
+    top = await ctx.fide.fetch_top(FIDE_TOP_LIMIT)
+    if not top.players:
+        raise UpstreamError("fide: the top list is empty", "fide")
+    n = await players_store.upsert_fide_players(ctx.db, top.players)
+    entries = [LeaderboardEntry(rank=i, username=p.name or str(p.fide_id), rating=p.ratings.get("standard"),
+                                fide_id=p.fide_id, federation=p.federation)
+               for i, p in enumerate(top.players, 1)]
+    ctx.cache.set(fide_top_key(), Payload(encode_fields(entries), source="api", fetched_at=time.time()),
+                  FIDE_TOP_TTL_S)
+    skipped = f", skipped {top.skipped} rows without a FIDE ID" if top.skipped else ""
+    return f"stored {n} FIDE players{skipped}"
+
+
+async def lichess_top_players(ctx: JobContext) -> str:
+    """The top 100 of each leaderboard perf into players: one account per username with its
+    rating and progress per perf (merged with what is stored)."""
+    accounts: dict[str, players_store.LichessAccount] = {}
+    for perf in LEADERBOARD_PERFS:
+        for e in await fetch_leaderboard(ctx.lichess, perf, MAX_NB):
+            account = accounts.setdefault(e.username.lower(),
+                                          players_store.LichessAccount(e.username, e.title, {}))
+            account.ratings[perf] = {"rating": e.rating, "progress": e.progress}
+            account.title = account.title or e.title
+    n = await players_store.upsert_lichess_accounts(ctx.db, list(accounts.values()))
+    return f"stored {n} Lichess players from {len(LEADERBOARD_PERFS)} leaderboards"
+
+
+async def titled_tuesday(ctx: JobContext) -> str:
+    """Import the latest finished Titled Tuesday from Chess.com — not available yet."""
+    raise RuntimeError(TITLED_TUESDAY_UNAVAILABLE)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+async def cleanup(ctx: JobContext) -> str:
+    """Delete leaderboard snapshots older than ``scheduler.snapshot_retention_days``, cull
+    expired cache entries, run ``PRAGMA optimize``; the summary gives sizes before and after."""
+    db_before, cache_before = await ctx.db.size_bytes(), int(ctx.cache.stats()["sizeBytes"])
+    days = ctx.config.scheduler.snapshot_retention_days
+    deleted = await players_store.delete_snapshots_before(ctx.db, ctx.now(), days)
+    culled = ctx.cache.cull()
+    await ctx.db.execute_write("PRAGMA optimize")
+    db_after, cache_after = await ctx.db.size_bytes(), int(ctx.cache.stats()["sizeBytes"])
+    return (f"deleted {deleted} snapshots older than {days} days, culled {culled} cache entries; "
+            f"database {_kib(db_before)} -> {_kib(db_after)}, cache {_kib(cache_before)} -> {_kib(cache_after)}")

@@ -1,0 +1,72 @@
+"""Lichess leaderboards, through the shared :class:`~chessstats.upstream.lichess.LichessClient`
+(its one-request-at-a-time lock, rate limiter and error mapping).
+
+Endpoint: ``GET /player/top/{nb}/{perfType}`` (``Accept: application/vnd.lichess.v3+json``),
+answering ``{"users": [{id, username, title?, patron?, perfs: {<perf>: {rating, progress}}}]}``.
+``nb`` is at most 100 per Lichess's spec, and there is no leaderboard for correspondence.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from chessstats.upstream.http import map_upstream_errors
+from chessstats.upstream.lichess import LichessClient
+
+#: Lichess's media type for leaderboards.
+LEADERBOARD_MEDIA_TYPE = "application/vnd.lichess.v3+json"
+#: The largest ``nb`` Lichess documents.
+MAX_NB = 100
+
+
+class _Perf(msgspec.Struct, kw_only=True):
+    rating: int | None = None
+    progress: int | None = None
+
+
+class _TopUser(msgspec.Struct, kw_only=True):
+    id: str | None = None
+    username: str
+    title: str | None = None
+    perfs: dict[str, _Perf] = {}
+
+
+class _Top(msgspec.Struct, kw_only=True):
+    users: list[_TopUser] = []
+
+
+_top_decoder = msgspec.json.Decoder(_Top)
+
+
+class LeaderboardEntry(msgspec.Struct, rename="camel", kw_only=True):
+    """``{rank, username, title, rating, progress, fideId, federation}`` (API.md LeaderboardEntry);
+    rank counts from 1; fields the upstream does not have are null."""
+
+    rank: int
+    username: str
+    title: str | None = None
+    rating: int | None = None
+    progress: int | None = None
+    fide_id: int | None = None
+    federation: str | None = None
+
+
+async def fetch_leaderboard(client: LichessClient, perf_type: str, nb: int = MAX_NB) -> list[LeaderboardEntry]:
+    """``GET /player/top/{nb}/{perfType}``: the top ``nb`` (1..100) players of a perf, in rank order.
+
+    Raises:
+        ValueError: ``nb`` out of 1..100.
+        NotFound / UpstreamError / UpstreamRateLimited: as every Lichess request.
+    """
+    if not 1 <= nb <= MAX_NB:
+        raise ValueError(f"nb must be 1..{MAX_NB}, got {nb}")
+    async with client._request(f"/player/top/{nb}/{perf_type}", accept=LEADERBOARD_MEDIA_TYPE) as resp:
+        body = await resp.aread()
+    with map_upstream_errors("lichess"):
+        top = _top_decoder.decode(body)
+    out = []
+    for rank, user in enumerate(top.users, 1):
+        perf = user.perfs.get(perf_type)
+        out.append(LeaderboardEntry(rank=rank, username=user.username, title=user.title,
+                                    rating=perf.rating if perf else None, progress=perf.progress if perf else None))
+    return out

@@ -16,6 +16,7 @@ from chessstats.api.envelope import error_response
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError, RateLimited, UpstreamRateLimited
+from chessstats.log import setup_logging
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store.db import DB_FILENAME
@@ -65,6 +66,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
 
     @app.before_server_start
     async def _open(app: Sanic) -> None:
+        if not logging.getLogger().handlers:  # a spawned worker process: log like the main process
+            setup_logging(config.log.level)
         db, cache, lichess = open_resources(config)
         await db.open()
         app.ctx.db, app.ctx.cache, app.ctx.lichess = db, cache, lichess

@@ -7,7 +7,9 @@ time it was fetched from its upstream (``fetchedAt``) and when it stops being fr
 The in-memory LRU holds :class:`~chessstats.payload.Payload` objects, so a hit costs a dict
 lookup and one ``stat`` of ``<cache dir>/generation``: :meth:`TTLCache.clear` and
 :meth:`TTLCache.delete` touch that file, which tells every other worker to drop its LRU.
-A diskcache ``Timeout`` (SQLite contention) is treated as a miss, never as an error.
+:meth:`TTLCache.set` does the same when it replaces an existing entry (a job refreshing an
+ongoing tournament). A diskcache ``Timeout`` (SQLite contention) is treated as a miss, never as
+an error.
 """
 
 from __future__ import annotations
@@ -146,11 +148,14 @@ class TTLCache:
             return
         entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
         try:
+            replaced = key in self._disk
             self._disk.set(key, _encode(entry), expire=ttl_s)
         except diskcache.Timeout:
             log.warning("cache write timed out for %s; not cached", key)
             return
         self._memory.pop(key, None)
+        if replaced:  # another worker may hold the old payload in memory: make every worker drop it
+            self._bump_generation()
 
     def delete(self, key: str) -> bool:
         """Remove one key everywhere (every worker drops its LRU). Returns whether it existed."""

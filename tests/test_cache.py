@@ -49,6 +49,11 @@ def test_clear_in_one_process_drops_memory_copies_in_another(tmp_path: Path) -> 
     time.sleep(0.01)
     assert worker_a.delete("k2") is True
     assert worker_b.get("k2") is None
+    worker_a.set("k3", payload("old"), ttl_s=None)
+    assert worker_b.get("k3").fields == b'"data":"old"'  # type: ignore[union-attr]
+    time.sleep(0.01)
+    worker_a.set("k3", payload("new"), ttl_s=None)  # a refresh replaces the entry
+    assert worker_b.get("k3").fields == b'"data":"new"'  # type: ignore[union-attr]
 
 
 def test_pattern_invalidation_and_disabled_cache(tmp_path: Path) -> None:

@@ -122,6 +122,6 @@ def test_config_check_masks_secrets_and_migrate_applies(tmp_path: Path) -> None:
     proc = run_cli("config", "check", env={"CHESSSTATS_ADMIN_TOKEN": "hunter2"})
     assert proc.returncode == 0 and "hunter2" not in proc.stdout and '"token": "********"' in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
-    assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "applied now: 1" in proc.stdout
+    assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "applied now: 2" in proc.stdout and "0002_" in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
     assert "applied now: 0" in proc.stdout

@@ -18,7 +18,7 @@ FORBIDDEN = {
     "payload": {"api", "services", "store", "upstream", "scheduler", "app", "cache"},
     "services": {"api", "app", "cli", "commands"},
     "scheduler": {"api", "cli", "commands"},
-    "api": {"cli", "commands", "scheduler", "store", "upstream"},
+    "api": {"cli", "commands", "store", "upstream"},
 }
 
 

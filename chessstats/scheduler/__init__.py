@@ -23,14 +23,8 @@ async def start_scheduler(app: Any) -> Scheduler:
     from chessstats.scheduler.context import JobContext, fide_client
     from chessstats.scheduler.registry import check_jobs_config
 
-    import logging
-
-    from chessstats.log import setup_logging
-
     ctx = app.ctx
     check_jobs_config(ctx.config)
-    if not logging.getLogger().handlers:  # a spawned worker process: log like the main process
-        setup_logging(ctx.config.log.level)
     job_ctx = JobContext(ctx.config, ctx.db, ctx.cache, ctx.lichess, fide_client(ctx.config), ctx.tournaments)
     scheduler = _Owned(job_ctx, ctx.config.data_dir)
     scheduler.start()

@@ -10,40 +10,18 @@ stored title.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from chessstats.models.common import now_iso
+from chessstats.models.player import FidePlayer, LichessAccount
 from chessstats.store.db import Database
 from chessstats.store.jobs import iso_ms
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
-
-
-@dataclass(slots=True)
-class FidePlayer:
-    """A FIDE top-list row: ``fide_id`` (int), name ("Last, First"), federation (3 letters),
-    title (None when the list does not say), ratings ``{"standard"|"rapid"|"blitz": int|None}``."""
-
-    fide_id: int
-    name: str | None
-    federation: str | None
-    title: str | None = None
-    birth_year: int | None = None
-    ratings: dict[str, int | None] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class LichessAccount:
-    """A Lichess account seen on a leaderboard: ratings ``{perf: {"rating", "progress"}}``."""
-
-    username: str
-    title: str | None
-    ratings: dict[str, dict[str, Any]]
 
 
 def _merge_ratings(stored: bytes | None, new: dict[str, dict[str, Any]]) -> bytes:

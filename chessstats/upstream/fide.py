@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from chessstats.errors import UpstreamError
-from chessstats.store.players import FidePlayer
+from chessstats.models.player import FidePlayer
 from chessstats.upstream.http import build_client, check_response, map_upstream_errors
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ Why each entry is here (found by reading the libraries and by running the binary
   unpickles ``sanic.worker.serve.worker_serve`` and an ``AppLoader`` by module name. The server
   protocol, HTTP/1 and the uvloop/httptools accelerators are chosen at run time.
   ``sanic/pages/styles/*.css`` is read from the package directory when ``sanic`` is imported.
+  Sanic's "touchup" recompiles ``sanic.http.http1.Http`` (and friends) from their source at every
+  start (``inspect.getsource``), so Sanic's ``.py`` files are shipped (module_collection_mode).
 - uvloop / httptools: optional accelerators imported in ``try`` blocks; without them Sanic silently
   falls back to asyncio and the pure-Python parser (slower, no error), so they are checked here.
 - msgspec: the C core plus the json/msgpack/structs submodules.
@@ -149,6 +151,18 @@ def selfcheck() -> int:
 
         return f"uvloop {uvloop.__version__}, httptools {httptools.__version__}"
 
+    def sources() -> str:
+        import inspect
+
+        import sanic.http.http1
+        import sanic.server.protocols.http_protocol
+        from chessstats.api import ops
+
+        for obj in (sanic.http.http1.Http, sanic.server.protocols.http_protocol.HttpProtocol, ops.health):
+            inspect.getsource(obj)
+        return "sanic touchup, route handlers"
+
+    check("source files", sources)
     check("time zones", tz)
     check("distribution metadata", metadata)
     check("CA bundle", certs)

@@ -41,7 +41,6 @@ LAZY_IMPORTS: tuple[str, ...] = (
     "sanic.worker.multiplexer",
     "sanic.worker.state",
     "sanic.worker.restarter",
-    "sanic.worker.daemon",
     "sanic.server.runners",
     "sanic.server.protocols.http_protocol",
     "sanic.server.loop",
@@ -120,7 +119,7 @@ def selfcheck() -> int:
         import zoneinfo
         from importlib.resources import files
 
-        data = files("tzdata").joinpath("zoneinfo", "Europe", "Berlin").read_bytes()
+        data = files("tzdata").joinpath("zoneinfo").joinpath("Europe").joinpath("Berlin").read_bytes()
         assert data.startswith(b"TZif"), "bad tzdata file"
         zoneinfo.ZoneInfo("Europe/Berlin")
         return "tzdata Europe/Berlin"

@@ -138,8 +138,8 @@ def selfcheck() -> int:
         return "cacert.pem"
 
     def pages() -> str:
-        from sanic.pages.css import CSS  # noqa: F401 - reads sanic/pages/styles at class creation
         import tracerite.html
+        from sanic.pages.css import CSS  # noqa: F401 - reads sanic/pages/styles at class creation
 
         assert tracerite.html.style and tracerite.html.javascript
         return "sanic styles, tracerite css/js"
@@ -155,6 +155,7 @@ def selfcheck() -> int:
 
         import sanic.http.http1
         import sanic.server.protocols.http_protocol
+
         from chessstats.api import ops
 
         for obj in (sanic.http.http1.Http, sanic.server.protocols.http_protocol.HttpProtocol, ops.health):

@@ -22,7 +22,9 @@ from chessstats._frozen import DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES, s
 from tests.conftest import ROOT
 
 BINARY = Path(os.environ.get("CHESSSTATS_BINARY") or ROOT / "dist" / "chessstats")
-needs_binary = pytest.mark.skipif(not BINARY.is_file(), reason=f"no executable at {BINARY} (run scripts/build)")
+needs_binary = pytest.mark.skipif(
+    not BINARY.is_file(), reason=f"no executable at {BINARY} (run scripts/build)"
+)
 
 
 @pytest.mark.parametrize("name", LAZY_IMPORTS)
@@ -58,11 +60,14 @@ def test_selfcheck_from_source(capsys: pytest.CaptureFixture[str]) -> None:
 def test_binary_selfcheck_and_version(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
     env["CHESSSTATS_DATA_DIR"] = str(tmp_path / "data")
-    out = subprocess.run([str(BINARY), "selfcheck"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [str(BINARY), "selfcheck"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "selfcheck OK (frozen: True)" in out.stdout
-    out = subprocess.run([str(BINARY), "version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(BINARY), "version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and out.stdout.strip() == f"chessstats {__version__}"
     assert list(tmp_path.iterdir()) == []  # no data dir, no database
 

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run = jobs_sub.add_parser("run", parents=[common], help="run one job now in the foreground")
     run.add_argument("name", help="job name, e.g. tournament-monitor")
     sub.add_parser("version", help="print the version")
+    sub.add_parser("selfcheck")  # hidden (no help): checks a frozen build, see chessstats._frozen
     return parser
 
 
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"chessstats {__version__}")
         return 0
+    if args.command == "selfcheck":
+        from chessstats._frozen import selfcheck
+
+        return selfcheck()
     from chessstats.config import load_config
 
     try:

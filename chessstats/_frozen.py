@@ -1,0 +1,180 @@
+"""What the one-file executable must carry that PyInstaller's import analysis cannot see.
+
+One list, read by ``chessstats.spec`` (hiddenimports), by ``tests/test_frozen.py`` (each name
+imports from source, so a typo fails) and by the hidden ``chessstats selfcheck`` command, which
+imports every module and reads every data file inside the frozen binary and prints ``selfcheck OK``.
+
+Why each entry is here (found by reading the libraries and by running the binary):
+
+- Sanic: ``Sanic.serve`` with workers starts processes with the ``spawn`` method; each child
+  unpickles ``sanic.worker.serve.worker_serve`` and an ``AppLoader`` by module name. The server
+  protocol, HTTP/1 and the uvloop/httptools accelerators are chosen at run time.
+  ``sanic/pages/styles/*.css`` is read from the package directory when ``sanic`` is imported.
+  Sanic's "touchup" recompiles ``sanic.http.http1.Http`` (and friends) from their source at every
+  start (``inspect.getsource``), so Sanic's ``.py`` files are shipped (module_collection_mode).
+- uvloop / httptools: optional accelerators imported in ``try`` blocks; without them Sanic silently
+  falls back to asyncio and the pure-Python parser (slower, no error), so they are checked here.
+- msgspec: the C core plus the json/msgpack/structs submodules.
+- httpx -> httpcore -> anyio: anyio imports its event-loop backend by name
+  (``import_module(f"anyio._backends._{name}")``); httpcore picks its backend at run time.
+- tracerite (Sanic's error pages) reads ``style.css`` / ``script.js`` with importlib.resources at
+  import time; aiolimiter and html5tagger call ``importlib.metadata.version()`` at import time, so
+  their dist-info metadata must be bundled.
+- croniter -> dateutil; ``zoneinfo.ZoneInfo`` falls back to the ``tzdata`` package when the
+  machine has no ``/usr/share/zoneinfo`` (minimal images), so tzdata and its data are bundled.
+- python-chess: ``chess.pgn`` imports ``chess.variant`` inside a method (variant games).
+- certifi: httpx's CA bundle (a data file).
+
+Checked by building without the list (PyInstaller 6.22, contrib hooks 2026.9, Sanic 25.12): the
+binary then fails at start on tracerite's missing ``style.css`` and on Sanic's touchup (no source),
+and ``zoneinfo`` cannot find tzdata on a machine without system time zones. Every other module
+here is found today by PyInstaller's own analysis and hooks (anyio, uvloop), and the metadata by
+its scan of ``version("...")`` calls. They are listed anyway, so that a library moving an import
+behind a name does not silently drop it, and ``selfcheck`` proves each one is inside.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: Modules imported lazily (by name, inside functions, or in a spawned child): the spec's hiddenimports.
+LAZY_IMPORTS: tuple[str, ...] = (
+    # Sanic: multi-worker mode (spawn), server, protocol, HTTP/1, error pages.
+    "sanic.worker.serve",
+    "sanic.worker.loader",
+    "sanic.worker.process",
+    "sanic.worker.manager",
+    "sanic.worker.multiplexer",
+    "sanic.worker.state",
+    "sanic.worker.restarter",
+    "sanic.server.runners",
+    "sanic.server.protocols.http_protocol",
+    "sanic.server.loop",
+    "sanic.http.http1",
+    "sanic.pages.error",
+    "sanic.errorpages",
+    "sanic_routing",
+    "uvloop",
+    "uvloop.loop",
+    "httptools",
+    "httptools.parser.parser",
+    "httptools.parser.url_parser",
+    # multiprocessing (spawn children and the resource tracker run inside the frozen binary).
+    "multiprocessing.spawn",
+    "multiprocessing.resource_tracker",
+    # msgspec
+    "msgspec._core",
+    "msgspec.json",
+    "msgspec.msgpack",
+    "msgspec.structs",
+    # storage
+    "aiosqlite",
+    "sqlite3",
+    "diskcache",
+    "diskcache.core",
+    # HTTP client stack
+    "httpx",
+    "httpcore",
+    "httpcore._backends.auto",
+    "httpcore._backends.anyio",
+    "anyio",
+    "anyio._backends._asyncio",
+    "h11",
+    "certifi",
+    "aiolimiter",
+    # scheduling and time zones
+    "croniter",
+    "dateutil.tz",
+    "dateutil.relativedelta",
+    "zoneinfo",
+    "tzdata",
+    # python-chess
+    "chess",
+    "chess.pgn",
+    "chess.variant",
+    # Sanic's error pages
+    "tracerite",
+    "tracerite.html",
+    "html5tagger",
+)
+
+#: Packages whose data files must be inside the binary (collect_data_files in the spec).
+DATA_PACKAGES: tuple[str, ...] = ("sanic", "tracerite", "tzdata", "certifi")
+
+#: Distributions whose metadata is read at import time (copy_metadata in the spec).
+METADATA_PACKAGES: tuple[str, ...] = ("aiolimiter", "html5tagger")
+
+
+def selfcheck() -> int:
+    """Import every lazy module and read every bundled data file; print a line each. 0 when all are there."""
+    failures = 0
+
+    def check(what: str, fn) -> None:  # noqa: ANN001
+        nonlocal failures
+        try:
+            detail = fn()
+            print(f"ok   {what}{f' ({detail})' if detail else ''}")
+        except Exception as exc:  # report every missing piece, not just the first
+            failures += 1
+            print(f"FAIL {what}: {type(exc).__name__}: {exc}")
+
+    for name in LAZY_IMPORTS:
+        check(f"import {name}", lambda name=name: importlib.import_module(name) and None)
+
+    def tz() -> str:
+        import zoneinfo
+        from importlib.resources import files
+
+        data = files("tzdata").joinpath("zoneinfo").joinpath("Europe").joinpath("Berlin").read_bytes()
+        assert data.startswith(b"TZif"), "bad tzdata file"
+        zoneinfo.ZoneInfo("Europe/Berlin")
+        return "tzdata Europe/Berlin"
+
+    def metadata() -> str:
+        from importlib.metadata import version
+
+        return ", ".join(f"{name} {version(name)}" for name in METADATA_PACKAGES)
+
+    def certs() -> str:
+        import os
+
+        import certifi
+
+        assert os.path.getsize(certifi.where()) > 1000
+        return "cacert.pem"
+
+    def pages() -> str:
+        import tracerite.html
+        from sanic.pages.css import CSS  # noqa: F401 - reads sanic/pages/styles at class creation
+
+        assert tracerite.html.style and tracerite.html.javascript
+        return "sanic styles, tracerite css/js"
+
+    def loop() -> str:
+        import httptools
+        import uvloop
+
+        return f"uvloop {uvloop.__version__}, httptools {httptools.__version__}"
+
+    def sources() -> str:
+        import inspect
+
+        import sanic.http.http1
+        import sanic.server.protocols.http_protocol
+
+        from chessstats.api import ops
+
+        for obj in (sanic.http.http1.Http, sanic.server.protocols.http_protocol.HttpProtocol, ops.health):
+            inspect.getsource(obj)
+        return "sanic touchup, route handlers"
+
+    check("source files", sources)
+    check("time zones", tz)
+    check("distribution metadata", metadata)
+    check("CA bundle", certs)
+    check("error page assets", pages)
+    check("event loop", loop)
+    frozen = getattr(sys, "frozen", False)
+    print(f"selfcheck {'OK' if not failures else f'FAILED ({failures})'} (frozen: {bool(frozen)})")
+    return 0 if not failures else 1

@@ -1,0 +1,82 @@
+"""The one-file executable: the spec's lazy-import list is right, and a built binary works.
+
+The list lives in :mod:`chessstats._frozen` (``chessstats.spec`` reads it). Each name must import
+from source, so a typo or a renamed module fails here. When a binary exists (``$CHESSSTATS_BINARY``
+or ``dist/chessstats``, built by ``scripts/build``), it must pass ``selfcheck`` (every listed
+module and bundled data file is inside it), answer ``version`` without a data dir, and serve
+``/health``. The full smoke test (``scripts/smoke``) runs in CI after the build.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chessstats import __version__
+from chessstats._frozen import DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES, selfcheck
+from tests.conftest import ROOT
+
+BINARY = Path(os.environ.get("CHESSSTATS_BINARY") or ROOT / "dist" / "chessstats")
+needs_binary = pytest.mark.skipif(
+    not BINARY.is_file(), reason=f"no executable at {BINARY} (run scripts/build)"
+)
+
+
+@pytest.mark.parametrize("name", LAZY_IMPORTS)
+def test_lazy_import_exists(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_data_and_metadata_packages_exist() -> None:
+    from importlib.metadata import version
+
+    for package in DATA_PACKAGES:
+        importlib.import_module(package)
+    for dist in METADATA_PACKAGES:
+        assert version(dist)
+
+
+def test_spec_uses_the_list() -> None:
+    """The spec is a one-file build named chessstats, upx off, and takes its hiddenimports from the list."""
+    spec = (ROOT / "chessstats.spec").read_text()
+    ast.parse(spec)
+    assert "from chessstats._frozen import DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES" in spec
+    assert "*LAZY_IMPORTS" in spec and 'name="chessstats"' in spec and "upx=False" in spec
+    assert "COLLECT(" not in spec  # one-file: no COLLECT step
+    assert os.access(ROOT / "scripts" / "build", os.X_OK) and os.access(ROOT / "scripts" / "smoke", os.X_OK)
+
+
+def test_selfcheck_from_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert selfcheck() == 0
+    assert "selfcheck OK (frozen: False)" in capsys.readouterr().out
+
+
+@needs_binary
+def test_binary_selfcheck_and_version(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
+    env["CHESSSTATS_DATA_DIR"] = str(tmp_path / "data")
+    out = subprocess.run(
+        [str(BINARY), "selfcheck"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "selfcheck OK (frozen: True)" in out.stdout
+    out = subprocess.run(
+        [str(BINARY), "version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"chessstats {__version__}"
+    assert list(tmp_path.iterdir()) == []  # no data dir, no database
+
+
+@needs_binary
+def test_binary_serves_and_stops_cleanly(start_server, upstream) -> None:  # noqa: ANN001
+    server = start_server("--no-jobs", command=[str(BINARY)])
+    assert server.client.get("/health").status_code == 200
+    response = server.client.get("/api/tournaments/sH24g2zH")
+    assert response.status_code == 200 and response.json()["source"] == "api"
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()

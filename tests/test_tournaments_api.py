@@ -182,3 +182,35 @@ def test_ongoing_tournament_cached_for_five_minutes(server: Server, upstream: Re
     db = sqlite3.connect(server.data_dir / "chessstats.db")
     assert db.execute("SELECT status, imported_at FROM tournaments WHERE external_id = 'ongoing1'").fetchone() == (
         "ongoing", None)
+
+
+def test_concurrent_misses_make_one_upstream_call(server: Server, upstream: ReplayUpstream) -> None:
+    """Twenty clients ask at once for a tournament nobody asked for yet: Lichess sees each path once."""
+    import concurrent.futures
+
+    upstream.set_fault(r"/tournament/sH24g2zH$", "slow", seconds=0.5)  # keep the first call in flight
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{server.url}/api/tournaments/{TEAM_BATTLE}", timeout=60),
+                                range(20)))
+    assert [a.status_code for a in answers] == [200] * 20
+    assert len({a.json()["data"]["id"] for a in answers}) == 1
+    assert upstream.counts == {
+        f"/lichess/api/tournament/{TEAM_BATTLE}": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/results": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/games": 1,
+    }
+
+
+def test_cache_clear_command_empties_the_cache_of_a_data_dir(server: Server, upstream: ReplayUpstream) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    envelope_ok(server.client.get("/api/tournaments/YxwjQGYu"))
+    proc = subprocess.run([sys.executable, "-m", "chessstats", "cache", "clear", "--data-dir", str(server.data_dir)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("cleared ") and not proc.stdout.startswith("cleared 0")
+    upstream.reset()
+    again = envelope_ok(server.client.get("/api/tournaments/YxwjQGYu"))  # the running server sees it at once
+    assert (again["cached"], again["source"]) == (False, "database") and upstream.total() == 0

@@ -80,3 +80,22 @@ def test_binary_serves_and_stops_cleanly(start_server, upstream) -> None:  # noq
     assert response.status_code == 200 and response.json()["source"] == "api"
     assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+@needs_binary
+def test_binary_runs_the_scheduler_exactly_once_with_two_workers(start_server) -> None:  # noqa: ANN001
+    """The frozen ``--workers 2``: one run per tick of a job due every second, not one per worker."""
+    import time
+
+    from tests.test_scheduler_server import assert_no_overlap, assert_once_per_tick, db_runs, jobs_env
+
+    started = time.monotonic()
+    server = start_server("--workers", "2", env=jobs_env(cleanup="* * * * * *"), command=[str(BINARY)])
+    time.sleep(4)
+    assert server.stop() == 0
+    lived = time.monotonic() - started
+    rows = db_runs(server.data_dir, "cleanup")
+    assert_once_per_tick(rows)
+    assert_no_overlap(rows)
+    assert 2 <= len(rows) <= lived + 1, (len(rows), lived)
+    assert "Traceback" not in server.log()

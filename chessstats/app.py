@@ -12,7 +12,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
 
 from chessstats.api import admin, jobs_admin, ops, tournaments
-from chessstats.api.envelope import error_response
+from chessstats.api.envelope import add_cors, error_response
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError, RateLimited, UpstreamRateLimited
@@ -89,34 +89,17 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
         if hasattr(app.ctx, "db"):
             await app.ctx.db.close()
 
-    origins = config.server.cors_origins
+    app.ctx.cors_origins = tuple(config.server.cors_origins)
 
-    def _cors(request: Request, headers: dict[str, str] | object) -> None:
-        origin = request.headers.get("origin")
-        if origin is None:
-            return
-        allowed = "*" if "*" in origins else (origin if origin in origins else None)
-        if allowed is not None:
-            headers["Access-Control-Allow-Origin"] = allowed  # type: ignore[index]
-            headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"  # type: ignore[index]
-            if allowed != "*":
-                headers["Vary"] = "Origin"  # type: ignore[index]
-
-    @app.on_request
-    async def _preflight(request: Request) -> HTTPResponse | None:
-        if request.method != "OPTIONS":
-            return None
-        response = HTTPResponse(status=204, headers={
+    def _preflight(request: Request) -> HTTPResponse:
+        """Answer a CORS preflight (an OPTIONS request reaches no route, so it arrives here as a 405)."""
+        headers = {
             "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
             "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match",
             "Access-Control-Max-Age": "86400",
-        })
-        _cors(request, response.headers)
-        return response
-
-    @app.on_response
-    async def _cors_headers(request: Request, response: HTTPResponse) -> None:
-        _cors(request, response.headers)
+        }
+        add_cors(request, headers)
+        return HTTPResponse(status=204, headers=headers)
 
     @app.exception(Exception)
     async def _error(request: Request, exc: Exception) -> HTTPResponse:
@@ -126,15 +109,15 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
                 headers["Retry-After"] = str(exc.retry_after_s)
             if exc.status >= 500:
                 log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
-            return error_response(exc.status, exc.message, exc.code, headers)
+            return error_response(request, exc.status, exc.message, exc.code, headers)
         if isinstance(exc, SanicException):
             status = exc.status_code
             if status == 405 and request.method == "OPTIONS":
-                return await _preflight(request) or HTTPResponse(status=204)
+                return _preflight(request)
             code = _SANIC_CODES.get(status, "bad_request" if status < 500 else "internal_error")
             message = "no such route" if status == 404 else str(exc.message or exc)
-            return error_response(status, message, code)
+            return error_response(request, status, message, code)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error", "internal_error")
+        return error_response(request, 500, "internal error", "internal_error")
 
     return app

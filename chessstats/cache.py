@@ -5,8 +5,9 @@ time it was fetched from its upstream (``fetchedAt``) and when it stops being fr
 (``Cache-Control`` max-age); ``expires_at`` None makes an entry permanent.
 
 The in-memory LRU holds :class:`~chessstats.payload.Payload` objects, so a hit costs a dict
-lookup and one ``stat`` of ``<cache dir>/generation``: :meth:`TTLCache.clear` and
-:meth:`TTLCache.delete` touch that file, which tells every other worker to drop its LRU.
+lookup (and, at most every :data:`GENERATION_CHECK_S`, one ``stat`` of ``<cache dir>/generation``):
+:meth:`TTLCache.clear` and :meth:`TTLCache.delete` touch that file, which tells every other
+worker to drop its LRU within 0.1 s.
 :meth:`TTLCache.set` does the same when it replaces an existing entry (a job refreshing an
 ongoing tournament). A diskcache ``Timeout`` (SQLite contention) is treated as a miss, never as
 an error.
@@ -30,6 +31,9 @@ from chessstats.payload import Payload
 log = logging.getLogger(__name__)
 
 GENERATION_FILE = "generation"
+#: How often (seconds) a process looks at the generation file: another worker's clear or
+#: replacement reaches this process's memory layer within this time.
+GENERATION_CHECK_S = 0.1
 
 
 class CacheEntry(msgspec.Struct, array_like=True):
@@ -67,6 +71,7 @@ class TTLCache:
         self._generation_path = self.directory / GENERATION_FILE
         self._generation_path.touch(exist_ok=True)
         self._generation = self._read_generation()
+        self._next_check = 0.0
         self.hits = 0
         self.misses = 0
 
@@ -102,10 +107,12 @@ class TTLCache:
             self.misses += 1
             return None
         now = time.time() if now is None else now
-        generation = self._read_generation()
-        if generation != self._generation:
-            self._memory.clear()
-            self._generation = generation
+        if now >= self._next_check:
+            self._next_check = now + GENERATION_CHECK_S
+            generation = self._read_generation()
+            if generation != self._generation:
+                self._memory.clear()
+                self._generation = generation
         payload = self._memory.get(key)
         if payload is not None:
             if payload.expires_at is None or payload.expires_at > now:

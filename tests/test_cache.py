@@ -41,17 +41,17 @@ def test_clear_in_one_process_drops_memory_copies_in_another(tmp_path: Path) -> 
     worker_a, worker_b = TTLCache(tmp_path / "c"), TTLCache(tmp_path / "c")
     worker_a.set("k", payload(1), ttl_s=None)
     assert worker_b.get("k") is not None  # now in b's memory layer
-    time.sleep(0.01)
+    time.sleep(0.11)
     assert worker_a.clear() == 1
     assert worker_b.get("k") is None
     worker_a.set("k2", payload(2), ttl_s=None)
     worker_b.get("k2")
-    time.sleep(0.01)
+    time.sleep(0.11)
     assert worker_a.delete("k2") is True
     assert worker_b.get("k2") is None
     worker_a.set("k3", payload("old"), ttl_s=None)
     assert worker_b.get("k3").fields == b'"data":"old"'  # type: ignore[union-attr]
-    time.sleep(0.01)
+    time.sleep(0.11)
     worker_a.set("k3", payload("new"), ttl_s=None)  # a refresh replaces the entry
     assert worker_b.get("k3").fields == b'"data":"new"'  # type: ignore[union-attr]
 

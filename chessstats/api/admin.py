@@ -32,7 +32,7 @@ def _cache(request: Request) -> TTLCache:
 @bp.post("/cache/clear")
 async def cache_clear(request: Request) -> HTTPResponse:
     """Empty the cache (the database is untouched); answers ``{"cleared": n}``."""
-    return data_response({"cleared": _cache(request).clear()})
+    return data_response(request, {"cleared": _cache(request).clear()})
 
 
 @bp.post("/cache/invalidate")
@@ -46,13 +46,13 @@ async def cache_invalidate(request: Request) -> HTTPResponse:
         raise BadRequest("body must be a JSON object with \"key\" or \"pattern\"")
     key, pattern = body.get("key"), body.get("pattern")
     if isinstance(key, str) and key:
-        return data_response({"invalidated": int(_cache(request).delete(key))})
+        return data_response(request, {"invalidated": int(_cache(request).delete(key))})
     if isinstance(pattern, str) and pattern:
-        return data_response({"invalidated": _cache(request).delete_pattern(pattern)})
+        return data_response(request, {"invalidated": _cache(request).delete_pattern(pattern)})
     raise BadRequest("body must have a non-empty \"key\" or \"pattern\" string")
 
 
 @bp.get("/cache/stats")
 async def cache_stats(request: Request) -> HTTPResponse:
     """Entries, size on disk (bytes), hits, misses and hit rate (this process)."""
-    return data_response(_cache(request).stats())
+    return data_response(request, _cache(request).stats())

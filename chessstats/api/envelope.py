@@ -68,22 +68,49 @@ def render(payload: Payload) -> Rendered:
     return rendered
 
 
-def _accepts_gzip(request: Request) -> bool:
-    return "gzip" in request.headers.get("accept-encoding", "")
+PERMANENT = "public, max-age=31536000"
+
+
+def add_cors(request: Request, headers: dict[str, str]) -> None:
+    """Add CORS headers when the request has an ``Origin`` the configuration allows.
+
+    ``app.ctx.cors_origins`` is the configured list (``*`` allows any origin).
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    origins = request.app.ctx.cors_origins
+    if "*" in origins:
+        headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in origins:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = (headers["Vary"] + ", Origin") if "Vary" in headers else "Origin"
+    else:
+        return
+    headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"
 
 
 def respond(request: Request, payload: Payload) -> HTTPResponse:
-    """The HTTP response for a payload: envelope, ETag/304, Cache-Control, X-Cache, gzip."""
+    """The HTTP response for a payload: envelope, ETag/304, Cache-Control, X-Cache, gzip, CORS.
+
+    This is the hot path of a cache hit: nothing is encoded, and only the headers the contract
+    asks for are sent (``Vary`` only on bodies large enough to be compressed).
+    """
     rendered = render(payload)
-    max_age = payload.max_age_s(time.time()) if not payload.stale else 0
-    use_gzip = len(rendered.body) > GZIP_MIN_BYTES and _accepts_gzip(request)
+    if payload.stale:
+        cache_control = "public, max-age=0"
+    elif payload.expires_at is None:
+        cache_control = PERMANENT
+    else:
+        cache_control = f"public, max-age={payload.max_age_s(time.time())}"
+    compressible = len(rendered.body) > GZIP_MIN_BYTES
+    use_gzip = compressible and "gzip" in request.headers.get("accept-encoding", "")
     etag = rendered.etag[:-1] + '-gzip"' if use_gzip else rendered.etag
-    headers = {
-        "ETag": etag,
-        "Cache-Control": f"public, max-age={max_age}",
-        "X-Cache": rendered.x_cache,
-        "Vary": "Accept-Encoding",
-    }
+    headers = {"ETag": etag, "Cache-Control": cache_control, "X-Cache": rendered.x_cache}
+    if compressible:
+        headers["Vary"] = "Accept-Encoding"
+    if "origin" in request.headers:
+        add_cors(request, headers)
     inm = request.headers.get("if-none-match")
     if inm is not None and (inm.strip() == "*" or rendered.etag in inm or etag in inm):
         return HTTPResponse(status=304, headers=headers)
@@ -98,11 +125,18 @@ def error_body(message: str, code: str) -> bytes:
     return _encode({"success": False, "error": message, "code": code})
 
 
-def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> HTTPResponse:
-    """An error response with the canonical envelope."""
-    return HTTPResponse(error_body(message, code), status=status, headers=headers or {}, content_type=JSON)
+def error_response(
+    request: Request, status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    """An error response with the canonical envelope (and CORS headers, so a frontend can read it)."""
+    headers = dict(headers or {})
+    add_cors(request, headers)
+    return HTTPResponse(error_body(message, code), status=status, headers=headers, content_type=JSON)
 
 
-def data_response(data: object, status: int = 200) -> HTTPResponse:
+def data_response(request: Request, data: object, status: int = 200) -> HTTPResponse:
     """A plain ``{"success": true, "data": …}`` (admin actions: nothing cached, no upstream source)."""
-    return HTTPResponse(_encode({"success": True, "data": data}), status=status, content_type=JSON)
+    headers: dict[str, str] = {}
+    add_cors(request, headers)
+    return HTTPResponse(_encode({"success": True, "data": data}), status=status, headers=headers,
+                        content_type=JSON)

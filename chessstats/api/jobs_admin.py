@@ -25,7 +25,7 @@ async def jobs_overview(request: Request) -> HTTPResponse:
     """Runs grouped ``active/waiting/completed/failed`` (last 20 of the latter two) with counts,
     and the registered jobs with schedule, enabled (and why not), next run and time zone."""
     ctx = request.app.ctx
-    return data_response(await control.overview(ctx.db, ctx.config, utc_now()))
+    return data_response(request, await control.overview(ctx.db, ctx.config, utc_now()))
 
 
 @bp.post("/<run_id>/retry")
@@ -36,7 +36,7 @@ async def jobs_retry(request: Request, run_id: str) -> HTTPResponse:
     ctx = request.app.ctx
     run = await control.retry_run(ctx.db, ctx.config, int(run_id), utc_now())
     _wake(request)
-    return data_response(control.to_wire(run), status=202)
+    return data_response(request, control.to_wire(run), status=202)
 
 
 @bp.post("/<name>/run")
@@ -45,4 +45,4 @@ async def jobs_run(request: Request, name: str) -> HTTPResponse:
     ctx = request.app.ctx
     run = await control.request_run(ctx.db, ctx.config, name, utc_now())
     _wake(request)
-    return data_response(control.to_wire(run), status=202)
+    return data_response(request, control.to_wire(run), status=202)

@@ -15,6 +15,8 @@ LICHESS_ID = re.compile(r"^[A-Za-z0-9]{8}$")
 
 def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     """The integer query parameter ``name`` in ``lo..hi`` (``default`` when absent)."""
+    if not request.query_string:
+        return default
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -28,6 +30,8 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def choice_param(request: Request, name: str, choices: Iterable[str], default: str | None = None) -> str | None:
     """The query parameter ``name`` if it is one of ``choices`` (``default`` when absent)."""
+    if not request.query_string:
+        return default
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default

@@ -6,7 +6,7 @@ import time
 
 from sanic import Blueprint, HTTPResponse, Request
 
-from chessstats.api.envelope import respond
+from chessstats.api.envelope import add_cors, respond
 from chessstats.api.params import choice_param, int_param, tournament_id
 from chessstats.errors import BadRequest
 from chessstats.models.common import PLATFORMS, TOURNAMENT_STATUSES
@@ -97,6 +97,8 @@ async def games(request: Request, tid: str) -> HTTPResponse:
     tid = tournament_id(tid, platform)
     if fmt == "pgn":
         text = await service.games_pgn(tid, page, limit, platform)
-        return HTTPResponse(text.encode("utf-8"), content_type="application/x-chess-pgn; charset=utf-8")
+        headers: dict[str, str] = {}
+        add_cors(request, headers)
+        return HTTPResponse(text.encode("utf-8"), headers=headers, content_type="application/x-chess-pgn; charset=utf-8")
     return respond(request, await service.games(tid, page, limit, platform))
 

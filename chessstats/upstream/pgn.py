@@ -58,8 +58,12 @@ class _TagsAndSan(chess.pgn.BaseVisitor["_Parsed"]):
         return board.parse_san(san)
 
     def visit_move(self, board: chess.Board, move: chess.Move) -> None:
-        self.board = board  # the live board: the move is pushed right after this call
-        self.sans.append(self.token + "+" if board.gives_check(move) else self.token)
+        # ``board`` is the live board, before ``move`` is pushed: whether it is in check tells
+        # whether the previous move gave check (cheaper than ``gives_check`` for this move).
+        if self.sans and board.is_check():
+            self.sans[-1] += "+"
+        self.sans.append(self.token)
+        self.board = board
 
     def visit_result(self, result: str) -> None:
         self.terminated = True
@@ -68,9 +72,9 @@ class _TagsAndSan(chess.pgn.BaseVisitor["_Parsed"]):
         self.errors.append(error)
 
     def result(self) -> _Parsed:
-        board = self.board
-        if board is not None and self.sans and self.sans[-1].endswith("+") and board.is_checkmate():
-            self.sans[-1] = self.sans[-1][:-1] + "#"
+        board = self.board  # the last move has been pushed by now
+        if board is not None and self.sans and board.is_check():
+            self.sans[-1] += "#" if board.is_checkmate() else "+"
         return _Parsed(dict(self.headers), self.sans, self.errors, board, self.terminated)
 
 

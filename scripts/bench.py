@@ -126,14 +126,22 @@ def machine_times() -> tuple[float, float, float]:
     return busy / CLK_TCK, steal / CLK_TCK, sum(parts[:8]) / CLK_TCK
 
 
+_idle_budget = [45.0]  # seconds of idle-waiting allowed over the whole run (keeps it under 5 min)
+
+
 def wait_idle(max_wait_s: float, threshold_cores: float = 0.3) -> float:
-    """Wait (at most ``max_wait_s``) until the machine is near idle; returns the last busy cores seen."""
-    deadline = time.monotonic() + max_wait_s
+    """Wait (at most ``max_wait_s``, within a run-wide budget) until the machine is near idle.
+
+    Returns the busy cores seen last (other sessions on a shared machine show up here).
+    """
+    started = time.monotonic()
+    deadline = started + min(max_wait_s, max(_idle_budget[0], 0.5))
     while True:
         b0 = machine_times()[0]
         time.sleep(0.5)
         busy = (machine_times()[0] - b0) / 0.5
         if busy < threshold_cores or time.monotonic() >= deadline:
+            _idle_budget[0] -= max(0.0, time.monotonic() - started - 0.5)
             return busy
 
 
@@ -544,13 +552,13 @@ def main() -> int:
             load[name] = {"label": label, "route": path, "body_bytes": sizes[name], "pairs": []}
         for i in range(pairs):
             for name, (path, _) in routes.items():
-                busy = wait_idle(3.0)
+                busy = wait_idle(5.0)
                 c = run_wrk(ceiling_url + f"/c/{name}", duration, ceiling)
                 c["busy_before_cores"] = round(busy, 2)
                 if name == "db_tournament":
                     admin_clear(client, server_url)
                 h0, m0 = cache_counters(client, server_url)
-                busy = wait_idle(3.0)
+                busy = wait_idle(5.0)
                 p = run_wrk(server_url + path, duration, server)
                 p["busy_before_cores"] = round(busy, 2)
                 h1, m1 = cache_counters(client, server_url)

@@ -397,6 +397,8 @@ def summarise(path: dict) -> dict:
     c = [p["ceiling"] for p in pairs]
     q = [p["product"] for p in pairs]
     ratios = [p["ratio"] for p in pairs]
+    cpu_ratios = [p["ceiling"]["server_cpu_us_per_req"] / p["product"]["server_cpu_us_per_req"] for p in pairs
+                  if p["ceiling"]["server_cpu_us_per_req"] and p["product"]["server_cpu_us_per_req"]]
     p99_x = [p["product"]["p99_ms"] / p["ceiling"]["p99_ms"] for p in pairs
              if p["product"]["p99_ms"] and p["ceiling"]["p99_ms"]]
     return {
@@ -409,6 +411,7 @@ def summarise(path: dict) -> dict:
         "p99_x_median": round(median(p99_x), 2) if p99_x else None,
         "ceiling_cpu_us_median": median([r["server_cpu_us_per_req"] for r in c]),
         "product_cpu_us_median": median([r["server_cpu_us_per_req"] for r in q]),
+        "cpu_ratio": round(median(cpu_ratios), 3) if cpu_ratios else None,
         "steal_s_median": median([r["steal_s"] for r in c + q]),
         "other_cpu_s_median": median([r["unexplained_cpu_s"] for r in c + q]),
     }
@@ -422,7 +425,7 @@ def print_report(res: dict) -> None:
         f"{res['config']['duration_s']:g} s per side, ceiling = bare Sanic, same body size",
         "",
         "| path | body B | ceiling req/s | product req/s | ratio per pair | ratio median | ceiling p50/p99 ms "
-        "| product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod | steal / other CPU s per run | target | met |",
+        "| product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod (ratio) | steal / other CPU s per run | target | met |",
         "|---|---:|---:|---:|---|---:|---|---|---:|---|---|---|---|",
     ]
     for name, p in res["load"].items():
@@ -432,7 +435,7 @@ def print_report(res: dict) -> None:
             f"| {' '.join(f'{r:.2f}' for r in s['ratios'])} | **{s['ratio_median']:.2f}** "
             f"| {fmt(s['ceiling_p50_ms_median'], '.2f')} / {fmt(s['ceiling_p99_ms_median'], '.2f')} "
             f"| {fmt(s['product_p50_ms_median'], '.2f')} / {fmt(s['product_p99_ms_median'], '.2f')} "
-            f"| {fmt(s['p99_x_median'], '.2f')}× | {fmt(s['ceiling_cpu_us_median'])} / {fmt(s['product_cpu_us_median'])} "
+            f"| {fmt(s['p99_x_median'], '.2f')}× | {fmt(s['ceiling_cpu_us_median'])} / {fmt(s['product_cpu_us_median'])} ({fmt(s['cpu_ratio'], '.2f')}) "
             f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
             f"| {p['target']} | {p['met']} |"
         )
@@ -562,7 +565,9 @@ def main() -> int:
                 p = run_wrk(server_url + path, duration, server)
                 p["busy_before_cores"] = round(busy, 2)
                 h1, m1 = cache_counters(client, server_url)
-                extra = {"cache_misses": m1 - m0, "cache_hits": h1 - h0}
+                # /health reports the counters of the worker that answered it: exact with one worker only
+                extra = ({"cache_misses": m1 - m0, "cache_hits": h1 - h0} if args.workers == 1
+                         else {"cache_misses": "n/a", "cache_hits": "n/a"})
                 p.update(extra)
                 ratio = p["rps"] / c["rps"] if c["rps"] else 0.0
                 load[name]["pairs"].append({"ceiling": c, "product": p, "ratio": ratio})

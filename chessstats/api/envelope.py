@@ -27,16 +27,46 @@ GZIP_MIN_BYTES = 1024
 _encode = msgspec.json.encode
 
 
-class Rendered:
-    """A payload's encoded response: body, ETag and (lazily) its gzip body."""
+class EnvelopeResponse(HTTPResponse):
+    """An ``HTTPResponse`` whose own headers arrive already encoded.
 
-    __slots__ = ("body", "etag", "gzipped", "x_cache")
+    Sanic sanitises every header value with ``str.translate`` on every response (17 % of a
+    cache hit's CPU in a py-spy profile). The headers this module generates (ETag, Cache-Control,
+    X-Cache, Vary, Content-Encoding) are ASCII we built ourselves, with no CR or LF possible, so
+    they are encoded once per cached payload and passed through as bytes; anything else (CORS
+    headers that echo the request's Origin, Sanic's own headers) still goes through Sanic.
+    """
+
+    __slots__ = ("raw_headers",)
+
+    def __init__(self, body: bytes | None, raw_headers: tuple[tuple[bytes, bytes], ...], *,
+                 status: int = 200, headers: dict[str, str] | None = None) -> None:
+        super().__init__(body, status=status, headers=headers, content_type=JSON)
+        self.raw_headers = raw_headers
+
+    @property
+    def processed_headers(self):  # type: ignore[no-untyped-def]  # noqa: ANN201 - Sanic's own signature
+        yield from self.raw_headers
+        yield from super().processed_headers
+
+
+def _raw(**headers: str) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.replace("_", "-").encode(), value.encode()) for name, value in headers.items())
+
+
+class Rendered:
+    """A payload's encoded response: body, ETag, pre-encoded headers and (lazily) its gzip body."""
+
+    __slots__ = ("body", "etag", "gzipped", "x_cache", "raw_plain", "raw_gzip")
 
     def __init__(self, body: bytes, etag: str, x_cache: str) -> None:
         self.body = body
         self.etag = etag
         self.gzipped: bytes | None = None
         self.x_cache = x_cache
+        vary = {"vary": "Accept-Encoding"} if len(body) > GZIP_MIN_BYTES else {}
+        self.raw_plain = _raw(etag=etag, x_cache=x_cache, **vary)
+        self.raw_gzip = _raw(etag=etag[:-1] + '-gzip"', x_cache=x_cache, content_encoding="gzip", **vary)
 
     def gzip_body(self) -> bytes:
         if self.gzipped is None:
@@ -68,7 +98,8 @@ def render(payload: Payload) -> Rendered:
     return rendered
 
 
-PERMANENT = "public, max-age=31536000"
+_PERMANENT = (b"cache-control", b"public, max-age=31536000")
+_STALE = (b"cache-control", b"public, max-age=0")
 
 
 def add_cors(request: Request, headers: dict[str, str]) -> None:
@@ -98,26 +129,25 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
     """
     rendered = render(payload)
     if payload.stale:
-        cache_control = "public, max-age=0"
+        cache_control = _STALE
     elif payload.expires_at is None:
-        cache_control = PERMANENT
+        cache_control = _PERMANENT
     else:
-        cache_control = f"public, max-age={payload.max_age_s(time.time())}"
-    compressible = len(rendered.body) > GZIP_MIN_BYTES
-    use_gzip = compressible and "gzip" in request.headers.get("accept-encoding", "")
-    etag = rendered.etag[:-1] + '-gzip"' if use_gzip else rendered.etag
-    headers = {"ETag": etag, "Cache-Control": cache_control, "X-Cache": rendered.x_cache}
-    if compressible:
-        headers["Vary"] = "Accept-Encoding"
-    if "origin" in request.headers:
+        cache_control = (b"cache-control", b"public, max-age=%d" % payload.max_age_s(time.time()))
+    request_headers = request.headers
+    use_gzip = len(rendered.body) > GZIP_MIN_BYTES and "gzip" in request_headers.get("accept-encoding", "")
+    raw = (cache_control, *(rendered.raw_gzip if use_gzip else rendered.raw_plain))
+    headers: dict[str, str] | None = None
+    if "origin" in request_headers:
+        headers = {}
         add_cors(request, headers)
-    inm = request.headers.get("if-none-match")
-    if inm is not None and (inm.strip() == "*" or rendered.etag in inm or etag in inm):
-        return HTTPResponse(status=304, headers=headers)
-    if use_gzip:
-        headers["Content-Encoding"] = "gzip"
-        return HTTPResponse(rendered.gzip_body(), status=200, headers=headers, content_type=JSON)
-    return HTTPResponse(rendered.body, status=200, headers=headers, content_type=JSON)
+    inm = request_headers.get("if-none-match")
+    if inm is not None:
+        etag = rendered.etag[:-1] + '-gzip"' if use_gzip else rendered.etag
+        if inm.strip() == "*" or rendered.etag in inm or etag in inm:
+            return EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
+                                    headers=headers)
+    return EnvelopeResponse(rendered.gzip_body() if use_gzip else rendered.body, raw, headers=headers)
 
 
 def error_body(message: str, code: str) -> bytes:

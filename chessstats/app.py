@@ -93,8 +93,9 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
 
     def _preflight(request: Request) -> HTTPResponse:
         """Answer a CORS preflight (an OPTIONS request reaches no route, so it arrives here as a 405)."""
+        any_origin = "*" in app.ctx.cors_origins  # open to any site: reads only, never admin actions
         headers = {
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Methods": "GET, OPTIONS" if any_origin else "GET, POST, OPTIONS",
             "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match",
             "Access-Control-Max-Age": "86400",
         }

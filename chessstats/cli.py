@@ -8,6 +8,7 @@ a one-line message naming the key and exit status 2.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chessstats: configuration error: {exc.message}", file=sys.stderr)
         return 2
     from chessstats import commands
+    from chessstats.commands import StartupError
 
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,
@@ -94,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chessstats: configuration error: {exc.message}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"chessstats: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as exc:
+        print(f"chessstats: the database in {config.data_dir} cannot be used: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"chessstats: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
+import sqlite3
 import sys
 from functools import partial
 
@@ -16,18 +18,60 @@ from chessstats.log import setup_logging
 log = logging.getLogger("chessstats")
 
 
+class StartupError(Exception):
+    """Raised when the server cannot start (port taken, data dir unusable); the CLI prints one line."""
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _check_data_dir(config: Config) -> None:
+    """Open the database once (applying migrations) before any worker starts.
+
+    Raises:
+        StartupError: the data dir or the database file cannot be used.
+    """
+    from chessstats.store import Database
+    from chessstats.store.db import DB_FILENAME
+
+    async def check() -> None:
+        db = Database(config.data_dir / DB_FILENAME, config.storage.busy_timeout_ms)
+        await db.open()
+        await db.close()
+
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(check())
+    except sqlite3.DatabaseError as exc:
+        raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
+    except OSError as exc:
+        raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
+
+
 def serve(config: Config, args: argparse.Namespace) -> int:
-    """Run the HTTP server: one process by default, ``--workers N`` for N worker processes."""
+    """Run the HTTP server: one process by default, ``--workers N`` for N worker processes.
+
+    Raises:
+        StartupError: the port is taken or the data dir is unusable (checked before serving).
+    """
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
     from chessstats.app import create_app
-
     from chessstats.scheduler.registry import check_jobs_config
 
     check_jobs_config(config)
     setup_logging(config.log.level)
     server = config.server
+    _check_port(server.host, server.port)
+    _check_data_dir(config)
     log.info(
         "chessstats serving on http://%s:%s (data dir %s, %d worker%s, jobs %s)", server.host, server.port,
         config.data_dir, server.workers, "" if server.workers == 1 else "s",

@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from croniter import croniter
@@ -64,6 +65,12 @@ class UpstreamConfig(_Table):
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
 
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+
+
 class LichessConfig(_Table):
     """``[lichess]``: the Lichess API. ``url`` includes the ``/api`` prefix."""
 
@@ -71,17 +78,26 @@ class LichessConfig(_Table):
     token: str = ""
     max_requests_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
 
+    def __post_init__(self) -> None:
+        _check_url(self.url)
+
 
 class ChesscomConfig(_Table):
     """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix."""
 
     url: str = "https://api.chess.com/pub"
 
+    def __post_init__(self) -> None:
+        _check_url(self.url)
+
 
 class FideConfig(_Table):
     """``[fide]``: the community FIDE ratings API."""
 
     url: str = "https://fide-api.vercel.app"
+
+    def __post_init__(self) -> None:
+        _check_url(self.url)
 
 
 class TournamentsConfig(_Table):
@@ -91,6 +107,7 @@ class TournamentsConfig(_Table):
     list_ttl_s: PositiveInt = 120
     upcoming_list_ttl_s: PositiveInt = 1800
     max_standings: PositiveInt = 100_000
+    not_found_ttl_s: PositiveInt = 60
 
 
 class AdminConfig(_Table):
@@ -289,6 +306,8 @@ def load_config(
             raise ConfigError(f"config file not found: {path}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
     _merge(raw, _env_overrides(env))
     _merge(raw, flags or {})
     jobs = raw.get("jobs")

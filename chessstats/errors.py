@@ -45,10 +45,17 @@ class Unauthorized(ChessstatsError):
 
 
 class NotFound(ChessstatsError):
-    """Raised when the upstream says an entity does not exist, or a route is unknown."""
+    """Raised when the upstream says an entity does not exist, or a route is unknown.
+
+    ``cached`` is True when the answer came from a negative cache entry, not from the upstream.
+    """
 
     status = 404
     code = "not_found"
+
+    def __init__(self, message: str, *, cached: bool = False) -> None:
+        super().__init__(message)
+        self.cached = cached
 
 
 class Gone(ChessstatsError):

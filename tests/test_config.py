@@ -72,6 +72,8 @@ def test_original_environment_names_keep_working() -> None:
     ({"TOURNAMENT_MONITOR_INTERVAL": "two"}, "TOURNAMENT_MONITOR_INTERVAL"),
     ({"CHESSSTATS_JOBS_CLEANUP_SCHEDULE": "every day"}, "cron"),
     ({"CHESSSTATS_SCHEDULER_TIMEZONE": "Mars/Olympus"}, "time zone"),
+    ({"LICHESS_API_URL": "ftp://lichess.org/api"}, "lichess"),
+    ({"FIDE_API_URL": "not a url"}, "fide"),
 ])
 def test_bad_environment_values_name_the_key(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -125,3 +127,29 @@ def test_config_check_masks_secrets_and_migrate_applies(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "applied now: 2" in proc.stdout and "0002_" in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
     assert "applied now: 0" in proc.stdout
+
+
+def test_unusable_start_up_conditions_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    import socket
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "chessstats.db").write_bytes(os.urandom(10_000))
+    for args in (("migrate", "--data-dir", str(corrupt)), ("serve", "--data-dir", str(corrupt), "--port", "0"),
+                 ("jobs", "list", "--data-dir", str(corrupt))):
+        proc = run_cli(*args)  # a hang here would be the timeout of run_cli
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    proc = run_cli("serve", "--data-dir", str(a_file / "sub"))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--port", str(port))
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("config", "check", "--config", str(tmp_path))
+    assert proc.returncode == 2 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr

@@ -46,6 +46,10 @@ def stored_rows(server: Server) -> tuple[int, int, int]:
     ("/api/tournaments?limit=ten", "limit"),
     ("/api/tournaments?page=0", "page"),
     ("/api/tournaments?page=-1", "page"),
+    ("/api/tournaments?limit=%C2%B2", "limit"),  # superscript two: a digit to str.isdigit, not to int()
+    ("/api/tournaments?limit=%D9%A3", "limit"),  # Arabic-Indic three
+    ("/api/tournaments?page=" + "9" * 5000, "page"),  # beyond int()'s digit limit
+    ("/api/tournaments/sH24g2zH/games?page=%E2%91%A0", "page"),
     ("/api/tournaments?status=live", "status"),
     ("/api/tournaments?platform=icc", "platform"),
     ("/api/tournaments/sH24g2zH?platform=chesscom", "not served yet"),
@@ -68,7 +72,12 @@ def test_bad_requests_are_400_and_never_reach_upstream(
 def test_unknown_tournament_and_route_are_404(server: Server, upstream: ReplayUpstream) -> None:
     assert_error(server.client.get("/api/tournaments/zzzzzzzz"), 404, "not_found")
     assert upstream.counts == {"/lichess/api/tournament/zzzzzzzz": 1, "/lichess/api/swiss/zzzzzzzz": 1}
+    # the upstream's answer is remembered briefly (negative cache entry): no second round trip
+    assert_error(server.client.get("/api/tournaments/zzzzzzzz"), 404, "not_found")
     assert_error(server.client.get("/api/tournaments/zzzzzzzz/results"), 404, "not_found")
+    batch = server.client.get("/api/tournaments/batch?ids=zzzzzzzz").json()
+    assert (batch["count"], batch["notFound"], batch["source"], batch["cached"]) == (0, ["zzzzzzzz"], "cache", True)
+    assert upstream.total() == 2
     assert_error(server.client.get("/api/nothing-here"), 404, "not_found")
     assert_error(server.client.post("/api/tournaments"), 405, "method_not_allowed")
 

@@ -144,6 +144,10 @@ def test_batch_in_order_asked_with_count_and_not_found(server: Server) -> None:
     assert body["count"] == 2 and body["notFound"] == ["zzzzzzzz"]
     again = envelope_ok(server.client.get(f"/api/tournaments/batch?ids={SWISS},{TEAM_BATTLE}"))
     assert again["cached"] is True and again["source"] == "cache"
+    repeated = envelope_ok(server.client.get(f"/api/tournaments/batch?ids={SWISS}&ids={TEAM_BATTLE}"))
+    assert [t["id"] for t in repeated["data"]] == [SWISS, TEAM_BATTLE]
+    fresh = envelope_ok(server.client.get(f"/api/tournaments/batch?ids={SWISS},yyyyyyyy"))
+    assert (fresh["notFound"], fresh["source"], fresh["cached"]) == (["yyyyyyyy"], "api", False)
 
 
 def test_etag_304_gzip_cache_control_and_cors(server: Server) -> None:

@@ -44,7 +44,8 @@ async def health(request: Request) -> HTTPResponse:
         cache_stats = None
         ok = False
     lichess = ctx.lichess
-    checks["lichess"] = {"status": "ok" if lichess.healthy else "degraded", "requests": lichess.requests}
+    state = {None: "unknown", True: "ok", False: "degraded"}[lichess.healthy]
+    checks["lichess"] = {"status": state, "requests": lichess.requests}
     if getattr(ctx, "scheduler", None) is not None:
         checks["scheduler"] = ctx.scheduler.health()
     else:

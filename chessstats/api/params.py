@@ -20,8 +20,8 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}, got {raw!r}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(hi))):
+        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}, got {raw[:40]!r}")
     value = int(raw)
     if not lo <= value <= hi:
         raise BadRequest(f"{name} must be from {lo} to {hi}, got {value}")
@@ -37,12 +37,12 @@ def choice_param(request: Request, name: str, choices: Iterable[str], default: s
         return default
     allowed = tuple(choices)
     if raw not in allowed:
-        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {raw[:40]!r}")
     return raw
 
 
 def tournament_id(value: str, platform: str) -> str:
     """Validate a tournament id of ``platform`` (Lichess: 8 letters or digits)."""
     if platform == "lichess" and not LICHESS_ID.match(value):
-        raise BadRequest(f"malformed Lichess tournament id {value!r}: expected 8 letters or digits")
+        raise BadRequest(f"malformed Lichess tournament id {value[:40]!r}: expected 8 letters or digits")
     return value

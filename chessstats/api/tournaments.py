@@ -46,7 +46,7 @@ async def list_tournaments(request: Request) -> HTTPResponse:
 @bp.get("/batch")
 async def batch(request: Request) -> HTTPResponse:
     """Several tournaments in the order asked: ``?ids=a,b,c`` (at most 50); adds ``count`` and ``notFound``."""
-    raw = request.args.get("ids", "")
+    raw = ",".join(request.args.getlist("ids", []))  # ?ids=a,b and ?ids=a&ids=b both work
     ids = [part.strip() for part in raw.split(",") if part.strip()]
     if not ids:
         raise BadRequest("ids is required: a comma-separated list of tournament ids")
@@ -54,14 +54,14 @@ async def batch(request: Request) -> HTTPResponse:
         raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch, got {len(ids)}")
     platform = _platform(request)
     ids = list(dict.fromkeys(tournament_id(i, platform) for i in ids))
-    found, missing = await _service(request).batch(ids, platform)
+    found, missing, asked_upstream = await _service(request).batch(ids, platform)
     prefix = b'"data":'
     items = [p.fields[len(prefix):] for p in found]
     missing_json = b"[" + b",".join(b'"' + m.encode() + b'"' for m in missing) + b"]"
     fields = b"".join((prefix, b"[", b",".join(items), b'],"count":', str(len(items)).encode(),
                        b',"notFound":', missing_json))
-    all_cached = bool(found) and all(p.cached for p in found)
-    sources = {p.source for p in found}
+    all_cached = not asked_upstream and all(p.cached for p in found)
+    sources = {p.source for p in found} | ({"api"} if asked_upstream else set())
     source = "cache" if all_cached else ("api" if "api" in sources else "database")
     fetched_at = min((p.fetched_at for p in found), default=0.0) or time.time()
     expires = [p.expires_at for p in found if p.expires_at is not None]

@@ -8,6 +8,8 @@
   no upcoming or ongoing tournament is filled from Lichess's current list on a list miss.
 * Concurrent misses on one key make one upstream call (:class:`SingleFlight`).
 * When Lichess fails and the tournament is stored, the stored row is served with ``stale=true``.
+* When Lichess says a tournament does not exist (neither arena nor swiss), that answer is cached
+  for ``not_found_ttl_s`` (a negative entry ``missing:<platform>:<id>``).
 """
 
 from __future__ import annotations
@@ -101,8 +103,15 @@ class TournamentService:
     ) -> tuple[store.StoredTournament | None, Tournament]:
         if platform != "lichess":
             raise NotFound(f"no {platform} tournament {tid!r}")
+        missing_key = f"missing:{platform}:{tid}"
+        if self.cache.get(missing_key) is not None:
+            raise NotFound(f"no tournament {tid!r} on {platform}", cached=True)
         try:
             live, raw = await self.lichess.fetch_tournament(tid)
+        except NotFound:
+            self.cache.set(missing_key, Payload(b'"data":null', source="api", fetched_at=time.time()),
+                           self.config.not_found_ttl_s)
+            raise NotFound(f"no tournament {tid!r} on {platform}") from None
         except UpstreamError:
             if stored is not None:
                 log.warning("lichess failed for tournament %s: serving the stored row", tid)
@@ -268,18 +277,20 @@ class TournamentService:
         self.cache.set(key, payload, ttl)
         return payload
 
-    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str]]:
-        """Each id's detail payload in the order asked, and the ids that do not exist."""
-        async def one(tid: str) -> Payload | None:
+    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str], bool]:
+        """Each id's detail payload in the order asked, the ids that do not exist, and whether
+        finding out that they do not exist took an upstream call (False: negative cache entries)."""
+        async def one(tid: str) -> Payload | NotFound:
             try:
                 return await self.get(tid, platform)
-            except NotFound:
-                return None
+            except NotFound as exc:
+                return exc
 
         results = await asyncio.gather(*(one(t) for t in ids))
-        found = [p for p in results if p is not None]
-        missing = [t for t, p in zip(ids, results, strict=True) if p is None]
-        return found, missing
+        found = [p for p in results if isinstance(p, Payload)]
+        missing = [t for t, p in zip(ids, results, strict=True) if isinstance(p, NotFound)]
+        asked_upstream = any(isinstance(p, NotFound) and not p.cached for p in results)
+        return found, missing, asked_upstream
 
     # --- jobs ------------------------------------------------------------------------------
 

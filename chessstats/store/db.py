@@ -44,11 +44,15 @@ class Database:
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def open(self, *, migrate: bool = True) -> Database:
@@ -58,10 +62,14 @@ class Database:
             sqlite3.Error: the file cannot be opened or is not a database.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        self._reader = await self._connect()
-        if migrate:
-            await self.migrate()
+        try:
+            self._writer = await self._connect()
+            self._reader = await self._connect()
+            if migrate:
+                await self.migrate()
+        except BaseException:
+            await self.close()  # never leave a connection thread behind (it would keep the process alive)
+            raise
         return self
 
     async def close(self) -> None:

@@ -322,7 +322,7 @@ class LichessClient:
         self._limiter = AsyncLimiter(max_requests_per_s, 1.0)
         self._paused_until = 0.0
         self.requests = 0
-        self.healthy = True  # False after a failed request, True again after a good one
+        self.healthy: bool | None = None  # None until a request; False after a failure, True after a success
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

@@ -7,7 +7,7 @@ import time
 from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.envelope import add_cors, respond
-from chessstats.api.params import choice_param, int_param, tournament_id
+from chessstats.api.params import choice_param, int_param, query_values, tournament_id
 from chessstats.errors import BadRequest
 from chessstats.models.common import PLATFORMS, TOURNAMENT_STATUSES
 from chessstats.payload import Payload
@@ -46,7 +46,7 @@ async def list_tournaments(request: Request) -> HTTPResponse:
 @bp.get("/batch")
 async def batch(request: Request) -> HTTPResponse:
     """Several tournaments in the order asked: ``?ids=a,b,c`` (at most 50); adds ``count`` and ``notFound``."""
-    raw = ",".join(request.args.getlist("ids", []))  # ?ids=a,b and ?ids=a&ids=b both work
+    raw = ",".join(query_values(request, "ids"))  # ?ids=a,b and ?ids=a&ids=b both work
     ids = [part.strip() for part in raw.split(",") if part.strip()]
     if not ids:
         raise BadRequest("ids is required: a comma-separated list of tournament ids")

@@ -101,6 +101,13 @@ def test_games_are_newest_first_with_san_opening_and_pgn(server: Server) -> None
     pgn = server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=2&format=pgn")
     assert pgn.status_code == 200 and pgn.headers["content-type"].startswith("application/x-chess-pgn")
     assert pgn.text.count("[Event ") == 2 and '[Site "https://lichess.org/Xl32c0aA"]' in pgn.text
+    assert pgn.headers["cache-control"] == "public, max-age=31536000" and pgn.headers["etag"].startswith('"')
+    again = server.client.get(f"/api/tournaments/{TEAM_BATTLE}/games?limit=2&format=pgn",
+                              headers={"If-None-Match": pgn.headers["etag"]})
+    assert again.status_code == 304
+    zipped = httpx.get(f"{server.url}/api/tournaments/{TEAM_BATTLE}/games?limit=2&format=pgn",
+                       headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.text == pgn.text
 
 
 def test_swiss_found_after_arena_404(server: Server, upstream: ReplayUpstream) -> None:

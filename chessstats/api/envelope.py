@@ -150,6 +150,28 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
     return EnvelopeResponse(rendered.gzip_body() if use_gzip else rendered.body, raw, headers=headers)
 
 
+def respond_text(request: Request, body: bytes, content_type: str, fresh_s: int | None) -> HTTPResponse:
+    """A non-JSON success (PGN) with the same caching headers as an envelope: a strong ETag
+    from the body, ``If-None-Match`` → 304, ``Cache-Control`` (a year when ``fresh_s`` is None),
+    gzip above 1 KiB when accepted, CORS."""
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    use_gzip = len(body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "")
+    headers = {
+        "ETag": etag[:-1] + '-gzip"' if use_gzip else etag,
+        "Cache-Control": "public, max-age=31536000" if fresh_s is None else f"public, max-age={fresh_s}",
+    }
+    if len(body) > GZIP_MIN_BYTES:
+        headers["Vary"] = "Accept-Encoding"
+    add_cors(request, headers)
+    inm = request.headers.get("if-none-match")
+    if inm is not None and (inm.strip() == "*" or etag in inm or headers["ETag"] in inm):
+        return HTTPResponse(status=304, headers=headers)
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+    return HTTPResponse(body, headers=headers, content_type=content_type)
+
+
 def error_body(message: str, code: str) -> bytes:
     """The canonical error envelope ``{"success": false, "error": message, "code": code}``."""
     return _encode({"success": False, "error": message, "code": code})

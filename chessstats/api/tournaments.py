@@ -6,7 +6,7 @@ import time
 
 from sanic import Blueprint, HTTPResponse, Request
 
-from chessstats.api.envelope import add_cors, respond
+from chessstats.api.envelope import respond, respond_text
 from chessstats.api.params import choice_param, int_param, query_values, tournament_id
 from chessstats.errors import BadRequest
 from chessstats.models.common import PLATFORMS, TOURNAMENT_STATUSES
@@ -14,6 +14,8 @@ from chessstats.payload import Payload
 from chessstats.services.tournaments import TournamentService
 
 bp = Blueprint("tournaments", url_prefix="/api/tournaments")
+
+PGN = "application/x-chess-pgn; charset=utf-8"
 
 MAX_BATCH_IDS = 50
 MAX_PAGE = 100_000
@@ -96,9 +98,7 @@ async def games(request: Request, tid: str) -> HTTPResponse:
     service = _service(request)
     tid = tournament_id(tid, platform)
     if fmt == "pgn":
-        text = await service.games_pgn(tid, page, limit, platform)
-        headers: dict[str, str] = {}
-        add_cors(request, headers)
-        return HTTPResponse(text.encode("utf-8"), headers=headers, content_type="application/x-chess-pgn; charset=utf-8")
+        text, fresh_s = await service.games_pgn(tid, page, limit, platform)
+        return respond_text(request, text.encode("utf-8"), PGN, fresh_s)
     return respond(request, await service.games(tid, page, limit, platform))
 

@@ -250,10 +250,12 @@ class TournamentService:
         self.cache.set(key, payload, None if permanent else self.config.ongoing_ttl_s)
         return payload
 
-    async def games_pgn(self, tid: str, page: int, limit: int, platform: str = "lichess") -> str:
-        """The same page of games as PGN text (games separated by a blank line)."""
-        rows, _, _, _, _ = await self._games_page(tid, page, limit, platform)
-        return "\n".join((pgn or game_to_pgn(game)).rstrip("\n") + "\n" for game, pgn in rows)
+    async def games_pgn(self, tid: str, page: int, limit: int, platform: str = "lichess") -> tuple[str, int | None]:
+        """The same page of games as PGN text (games separated by a blank line), and how long
+        (seconds) it stays fresh: None for an imported tournament (never changes)."""
+        rows, _, _, _, permanent = await self._games_page(tid, page, limit, platform)
+        text = "\n".join((pgn or game_to_pgn(game)).rstrip("\n") + "\n" for game, pgn in rows)
+        return text, None if permanent else self.config.ongoing_ttl_s
 
     async def list(self, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
         """``GET /api/tournaments``: stored tournaments newest first, filtered and paginated."""

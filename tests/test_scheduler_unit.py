@@ -315,7 +315,7 @@ async def run_job(ctx: JobContext, name: str) -> runs.RunRow:
 
 
 async def test_tournament_discovery_stores_and_cancels(ctx: JobContext) -> None:
-    from chessstats.upstream.lichess import arena_to_model, _Arena
+    from chessstats.upstream.lichess import _Arena, arena_to_model
 
     gone = arena_to_model(_Arena(id="gone0001", fullName="Vanished", status=10, startsAt=1_800_000_000_000), "x")
     swiss = arena_to_model(_Arena(id="swiss001", system="swiss", status=10), "x")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import aiosqlite
 
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
-from chessstats.models.game import ParsedGame
 from chessstats.models.common import now_iso
+from chessstats.models.game import ParsedGame
 from chessstats.store.db import Database
 
 

@@ -28,8 +28,8 @@ from aiolimiter import AsyncLimiter
 from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
 from chessstats.models.common import utc_iso
-from chessstats.upstream.http import build_client, check_response, iter_ndjson, map_upstream_errors
 from chessstats.models.game import ParsedGame
+from chessstats.upstream.http import build_client, check_response, iter_ndjson, map_upstream_errors
 from chessstats.upstream.pgn import parse_pgn_games
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import chess
 import chess.pgn
 
 from chessstats.models import Game, GamePlayer, Opening
-from chessstats.models.game import ParsedGame
 from chessstats.models.common import utc_iso
+from chessstats.models.game import ParsedGame
 from chessstats.upstream.http import TruncatedStream
 
 log = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
         db, cache, lichess = open_resources(config)
         await db.open()
         app.ctx.db, app.ctx.cache, app.ctx.lichess = db, cache, lichess
-        app.ctx.tournaments = TournamentService(db, cache, lichess, config.tournaments)
+        app.ctx.tournaments = TournamentService(db, cache, lichess, config.tournaments, config.data_dir / "locks")
         app.ctx.scheduler = None
         if app.ctx.jobs_enabled:
             from chessstats.scheduler import start_scheduler

@@ -108,6 +108,7 @@ class TournamentsConfig(_Table):
     upcoming_list_ttl_s: PositiveInt = 1800
     max_standings: PositiveInt = 100_000
     not_found_ttl_s: PositiveInt = 60
+    import_lock_timeout_s: PositiveInt = 300
 
 
 class AdminConfig(_Table):

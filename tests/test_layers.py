@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "chessstats"
 #: layer → the layers it must never import
 FORBIDDEN = {
     "models": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "cli", "commands"},
+    "locks": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "models", "config"},
     "errors": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "models"},
     "config": {"api", "services", "store", "upstream", "scheduler", "app", "cache"},
     "upstream": {"api", "services", "store", "scheduler", "app", "cache", "cli", "commands"},

@@ -225,3 +225,25 @@ def test_cache_clear_command_empties_the_cache_of_a_data_dir(server: Server, ups
     upstream.reset()
     again = envelope_ok(server.client.get("/api/tournaments/YxwjQGYu"))  # the running server sees it at once
     assert (again["cached"], again["source"]) == (False, "database") and upstream.total() == 0
+
+
+def test_two_processes_import_a_tournament_once(start_server: object, upstream: ReplayUpstream, tmp_path) -> None:
+    """Two server processes on one data dir (as with --workers 2): one imports, the other waits and
+    then reads the import from the database."""
+    import concurrent.futures
+
+    shared = tmp_path / "shared"
+    a = start_server(data_dir=shared)  # type: ignore[operator]
+    b = start_server(data_dir=shared)  # type: ignore[operator]
+    upstream.reset()
+    upstream.set_fault(r"/tournament/sH24g2zH/games$", "slow", seconds=0.7)
+    urls = [f"{srv.url}/api/tournaments/{TEAM_BATTLE}" for srv in (a, b) for _ in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda url: httpx.get(url, timeout=60), urls))
+    assert [r.status_code for r in answers] == [200] * 10
+    assert upstream.counts == {
+        f"/lichess/api/tournament/{TEAM_BATTLE}": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/results": 1,
+        f"/lichess/api/tournament/{TEAM_BATTLE}/games": 1,
+    }
+    assert {r.json()["source"] for r in answers} == {"api", "database"}

@@ -62,5 +62,5 @@ async def open_context(config: Config) -> JobContext:
         config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
         timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
     )
-    service = TournamentService(db, cache, lichess, config.tournaments)
+    service = TournamentService(db, cache, lichess, config.tournaments, config.data_dir / "locks")
     return JobContext(config, db, cache, lichess, fide_client(config), service, owns=True)

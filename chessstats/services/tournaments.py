@@ -6,7 +6,8 @@
   asked for, then served from the database (and cached permanently) without touching Lichess.
 * The list comes from the database, kept filled by the discovery job; a database that knows
   no upcoming or ongoing tournament is filled from Lichess's current list on a list miss.
-* Concurrent misses on one key make one upstream call (:class:`SingleFlight`).
+* Concurrent misses on one key make one upstream call (:class:`SingleFlight`); with several
+  worker processes, one imports a finished tournament while the others wait on a file lock.
 * When Lichess fails and the tournament is stored, the stored row is served with ``stale=true``.
 * When Lichess says a tournament does not exist (neither arena nor swiss), that answer is cached
   for ``not_found_ttl_s`` (a negative entry ``missing:<platform>:<id>``).
@@ -19,6 +20,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
 
 import chess
 import chess.pgn
@@ -27,6 +30,7 @@ import msgspec
 from chessstats.cache import TTLCache
 from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
+from chessstats.locks import hold
 from chessstats.models import Game, Pagination, Tournament, TournamentPlayer
 from chessstats.models.common import now_iso
 from chessstats.payload import Payload, encode_fields
@@ -49,6 +53,15 @@ def _epoch(iso: str | None) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+class Resolved(NamedTuple):
+    """A resolved tournament: the stored row (imported, or stale fallback) or None, the model,
+    and whether this call fetched it from the upstream."""
+
+    stored: store.StoredTournament | None
+    model: Tournament
+    fetched: bool
+
+
 @dataclass(slots=True)
 class ImportReport:
     """What an import wrote: counts of standings and games, games skipped, seconds taken."""
@@ -68,11 +81,14 @@ class TournamentService:
     :class:`~chessstats.errors.UpstreamRateLimited`.
     """
 
-    def __init__(self, db: Database, cache: TTLCache, lichess: LichessClient, config: TournamentsConfig) -> None:
+    def __init__(self, db: Database, cache: TTLCache, lichess: LichessClient, config: TournamentsConfig,
+                 locks_dir: Path | None = None) -> None:
         self.db = db
         self.cache = cache
         self.lichess = lichess
         self.config = config
+        #: where per-tournament import locks live (``<data dir>/locks``); None: this process only
+        self.locks_dir = locks_dir
         self.flights = SingleFlight()
         self.last_import: ImportReport | None = None
 
@@ -87,20 +103,30 @@ class TournamentService:
     async def _stored(self, platform: str, tid: str) -> store.StoredTournament | None:
         return await store.get_tournament(self.db, platform, tid)
 
-    async def resolve(self, tid: str, platform: str = "lichess") -> tuple[store.StoredTournament | None, Tournament]:
-        """The tournament, imported if finished: ``(stored row or None, model)``.
+    async def resolve(self, tid: str, platform: str = "lichess") -> Resolved:
+        """The tournament, imported if finished: ``(stored row or None, model, fetched)``.
 
-        Returns the stored row when the tournament is imported (or the upstream failed and a
-        row is stored); the live model otherwise.
+        ``stored`` is the row when the tournament is imported (or the upstream failed and a row
+        is stored), None for a live one; ``fetched`` whether this call went to the upstream.
         """
         stored = await self._stored(platform, tid)
         if stored is not None and stored.imported_at is not None:
-            return stored, stored.tournament
-        return await self.flights.do(f"resolve:{platform}:{tid}", lambda: self._fetch(tid, platform, stored))
+            return Resolved(stored, stored.tournament, False)
+        return await self.flights.do(f"resolve:{platform}:{tid}", lambda: self._fetch_once(tid, platform, stored))
 
-    async def _fetch(
-        self, tid: str, platform: str, stored: store.StoredTournament | None
-    ) -> tuple[store.StoredTournament | None, Tournament]:
+    async def _fetch_once(self, tid: str, platform: str, stored: store.StoredTournament | None) -> Resolved:
+        """:meth:`_fetch` under a cross-process lock per tournament: with ``--workers N`` one
+        worker imports while the others wait, then read the import from the database."""
+        if self.locks_dir is None:
+            return await self._fetch(tid, platform, stored)
+        path = self.locks_dir / f"tournament-{platform}-{tid}.lock"
+        async with hold(path, timeout_s=self.config.import_lock_timeout_s):
+            again = await self._stored(platform, tid)
+            if again is not None and again.imported_at is not None:  # another worker imported it
+                return Resolved(again, again.tournament, False)
+            return await self._fetch(tid, platform, again)
+
+    async def _fetch(self, tid: str, platform: str, stored: store.StoredTournament | None) -> Resolved:
         if platform != "lichess":
             raise NotFound(f"no {platform} tournament {tid!r}")
         missing_key = f"missing:{platform}:{tid}"
@@ -115,15 +141,15 @@ class TournamentService:
         except UpstreamError:
             if stored is not None:
                 log.warning("lichess failed for tournament %s: serving the stored row", tid)
-                return stored, stored.tournament
+                return Resolved(stored, stored.tournament, False)
             raise
         if live.status == "finished":
             await self.import_finished(live, raw)
             imported = await self._stored(platform, tid)
             assert imported is not None
-            return imported, imported.tournament
+            return Resolved(imported, imported.tournament, True)
         await store.upsert_tournaments(self.db, [(live, raw)], now_iso())
-        return None, live
+        return Resolved(None, live, True)
 
     async def import_finished(self, tournament: Tournament, raw: bytes | None) -> ImportReport:
         """Fetch every standing and every game of a finished tournament and store them in one transaction.
@@ -171,9 +197,8 @@ class TournamentService:
         return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
 
     async def _get_miss(self, key: str, tid: str, platform: str) -> Payload:
-        stored_before = await self._stored(platform, tid)
-        source = "database" if stored_before is not None and stored_before.imported_at else "api"
-        stored, model = await self.resolve(tid, platform)
+        stored, model, fetched = await self.resolve(tid, platform)
+        source = "api" if fetched else "database"
         if stored is not None and stored.imported_at is not None:
             page, _ = await store.get_standings(self.db, stored.pk, offset=0, limit=DETAIL_STANDINGS)
             model = _replace(stored.tournament, standings=page)
@@ -199,7 +224,8 @@ class TournamentService:
         stored = await self._stored(platform, tid)
         if stored is not None and stored.imported_at is None and stored.tournament.status in LIVE_STATUSES:
             return None, stored.tournament
-        return await self.resolve(tid, platform)
+        stored, model, _ = await self.resolve(tid, platform)
+        return stored, model
 
     async def _results_miss(self, key: str, tid: str, page: int, limit: int, platform: str) -> Payload:
         offset = (page - 1) * limit

@@ -117,7 +117,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
                 return _preflight(request)
             code = _SANIC_CODES.get(status, "bad_request" if status < 500 else "internal_error")
             message = "no such route" if status == 404 else str(exc.message or exc)
-            return error_response(request, status, message, code)
+            return error_response(request, status, message, code, dict(getattr(exc, "headers", None) or {}))
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(request, 500, "internal error", "internal_error")
 

@@ -79,7 +79,13 @@ def test_unknown_tournament_and_route_are_404(server: Server, upstream: ReplayUp
     assert (batch["count"], batch["notFound"], batch["source"], batch["cached"]) == (0, ["zzzzzzzz"], "cache", True)
     assert upstream.total() == 2
     assert_error(server.client.get("/api/nothing-here"), 404, "not_found")
-    assert_error(server.client.post("/api/tournaments"), 405, "method_not_allowed")
+    wrong_method = server.client.post("/api/tournaments")
+    assert_error(wrong_method, 405, "method_not_allowed")
+    assert "GET" in wrong_method.headers["allow"]
+    head = server.client.head("/api/tournaments/zzzzzzzz")
+    assert head.status_code == 404 and head.content == b""
+    head = server.client.head("/health")
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
 
 
 @pytest.mark.parametrize("kind", ["500", "html500", "html404", "badjson", "slow"])

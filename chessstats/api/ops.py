@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ops")
 
 
-@bp.get("/health")
+@bp.route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> HTTPResponse:
     """200 ``{"status": "ok", "checks": {...}, "cache": {...}, "jobs": {waiting, active, completed,
     failed}}``; ``checks.scheduler`` is this worker's scheduler (time zone, whether it holds the

@@ -35,7 +35,7 @@ def _platform(request: Request) -> str:
     return platform
 
 
-@bp.get("", strict_slashes=False)
+@bp.route("", methods=["GET", "HEAD"], strict_slashes=False)
 async def list_tournaments(request: Request) -> HTTPResponse:
     """Tournament summaries, newest first: ``?status=&platform=&page=&limit=`` (limit 1..100, default 20)."""
     status = choice_param(request, "status", TOURNAMENT_STATUSES)
@@ -45,7 +45,7 @@ async def list_tournaments(request: Request) -> HTTPResponse:
     return respond(request, await _service(request).list(status, platform, page, limit))
 
 
-@bp.get("/batch")
+@bp.route("/batch", methods=["GET", "HEAD"])
 async def batch(request: Request) -> HTTPResponse:
     """Several tournaments in the order asked: ``?ids=a,b,c`` (at most 50); adds ``count`` and ``notFound``."""
     raw = ",".join(query_values(request, "ids"))  # ?ids=a,b and ?ids=a&ids=b both work
@@ -72,14 +72,14 @@ async def batch(request: Request) -> HTTPResponse:
     return respond(request, payload)
 
 
-@bp.get("/<tid:str>")
+@bp.route("/<tid:str>", methods=["GET", "HEAD"])
 async def get_tournament(request: Request, tid: str) -> HTTPResponse:
     """One tournament (Lichess arena, else swiss), with its first standings when known."""
     platform = _platform(request)
     return respond(request, await _service(request).get(tournament_id(tid, platform), platform))
 
 
-@bp.get("/<tid:str>/results")
+@bp.route("/<tid:str>/results", methods=["GET", "HEAD"])
 async def results(request: Request, tid: str) -> HTTPResponse:
     """Standings in rank order: ``?page=&limit=`` (limit 1..500, default 100)."""
     platform = _platform(request)
@@ -88,7 +88,7 @@ async def results(request: Request, tid: str) -> HTTPResponse:
     return respond(request, await _service(request).results(tournament_id(tid, platform), page, limit, platform))
 
 
-@bp.get("/<tid:str>/games")
+@bp.route("/<tid:str>/games", methods=["GET", "HEAD"])
 async def games(request: Request, tid: str) -> HTTPResponse:
     """Games newest first: ``?page=&limit=`` (limit 1..200, default 50); ``?format=pgn`` for PGN text."""
     platform = _platform(request)

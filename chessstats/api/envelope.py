@@ -50,6 +50,18 @@ class EnvelopeResponse(HTTPResponse):
         yield from super().processed_headers
 
 
+def gzip_etag(etag: str) -> str:
+    """The ETag of a representation's gzip body: the same tag with ``-gzip`` (``"abc-gzip"``)."""
+    return etag[:-1] + '-gzip"'
+
+
+def etag_matches(if_none_match: str | None, *etags: str) -> bool:
+    """Whether an ``If-None-Match`` header names one of ``etags`` (or is ``*``)."""
+    if if_none_match is None:
+        return False
+    return if_none_match.strip() == "*" or any(tag in if_none_match for tag in etags)
+
+
 def _raw(**headers: str) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((name.replace("_", "-").encode(), value.encode()) for name, value in headers.items())
 
@@ -66,7 +78,7 @@ class Rendered:
         self.x_cache = x_cache
         vary = {"vary": "Accept-Encoding"} if len(body) > GZIP_MIN_BYTES else {}
         self.raw_plain = _raw(etag=etag, x_cache=x_cache, **vary)
-        self.raw_gzip = _raw(etag=etag[:-1] + '-gzip"', x_cache=x_cache, content_encoding="gzip", **vary)
+        self.raw_gzip = _raw(etag=gzip_etag(etag), x_cache=x_cache, content_encoding="gzip", **vary)
 
     def gzip_body(self) -> bytes:
         if self.gzipped is None:
@@ -142,11 +154,9 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
         headers = {}
         add_cors(request, headers)
     inm = request_headers.get("if-none-match")
-    if inm is not None:
-        etag = rendered.etag[:-1] + '-gzip"' if use_gzip else rendered.etag
-        if inm.strip() == "*" or rendered.etag in inm or etag in inm:
-            return EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
-                                    headers=headers)
+    if inm is not None and etag_matches(inm, rendered.etag, gzip_etag(rendered.etag)):
+        return EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
+                                headers=headers)
     return EnvelopeResponse(rendered.gzip_body() if use_gzip else rendered.body, raw, headers=headers)
 
 
@@ -157,14 +167,13 @@ def respond_text(request: Request, body: bytes, content_type: str, fresh_s: int 
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     use_gzip = len(body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "")
     headers = {
-        "ETag": etag[:-1] + '-gzip"' if use_gzip else etag,
+        "ETag": gzip_etag(etag) if use_gzip else etag,
         "Cache-Control": "public, max-age=31536000" if fresh_s is None else f"public, max-age={fresh_s}",
     }
     if len(body) > GZIP_MIN_BYTES:
         headers["Vary"] = "Accept-Encoding"
     add_cors(request, headers)
-    inm = request.headers.get("if-none-match")
-    if inm is not None and (inm.strip() == "*" or etag in inm or headers["ETag"] in inm):
+    if etag_matches(request.headers.get("if-none-match"), etag, gzip_etag(etag)):
         return HTTPResponse(status=304, headers=headers)
     if use_gzip:
         headers["Content-Encoding"] = "gzip"

@@ -163,7 +163,8 @@ class TournamentService:
         export = await self.lichess.fetch_games(tournament)
         if tournament.winner is None and standings:
             first = standings[0]
-            tournament = _replace(tournament, winner=TournamentPlayer(username=first.username, title=first.title))
+            winner = TournamentPlayer(username=first.username, title=first.title)
+            tournament = msgspec.structs.replace(tournament, winner=winner)
         await store.import_tournament(self.db, tournament, raw, standings, export.games, fetched_at)
         report = ImportReport(
             tournament.id, len(standings), len(export.games), export.skipped, time.perf_counter() - started
@@ -201,7 +202,7 @@ class TournamentService:
         source = "api" if fetched else "database"
         if stored is not None and stored.imported_at is not None:
             page, _ = await store.get_standings(self.db, stored.pk, offset=0, limit=DETAIL_STANDINGS)
-            model = _replace(stored.tournament, standings=page)
+            model = msgspec.structs.replace(stored.tournament, standings=page)
             payload = Payload(encode_fields(model), source=source, fetched_at=_epoch(stored.fetched_at))
             self.cache.set(key, payload, None)
             return payload
@@ -327,10 +328,6 @@ class TournamentService:
         current = await self.lichess.fetch_current()
         await store.upsert_tournaments(self.db, [(t, None) for t in current], now_iso())
         return len(current)
-
-
-def _replace(model: Tournament, **changes: object) -> Tournament:
-    return msgspec.structs.replace(model, **changes)
 
 
 def game_to_pgn(game: Game) -> str:

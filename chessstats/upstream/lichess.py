@@ -338,32 +338,30 @@ class LichessClient:
                 raise UpstreamRateLimited(f"{UPSTREAM}: paused after a 429", UPSTREAM, int(pause) + 1)
             async with self._limiter:
                 self.requests += 1
-                with map_upstream_errors(UPSTREAM):
-                    try:
+                try:
+                    # also maps what the caller's block raises while reading the body (it is
+                    # thrown in at ``yield``): truncated streams, undecodable records
+                    with map_upstream_errors(UPSTREAM):
                         async with self._client.stream("GET", path, params=params, headers={"Accept": accept}) as resp:
                             if resp.status_code != 200:
                                 await resp.aread()
                             check_response(resp, UPSTREAM)
                             yield resp
-                    except UpstreamRateLimited as exc:
-                        self._paused_until = time.monotonic() + exc.retry_after_s
-                        self.healthy = False
-                        log.warning("lichess answered 429: pausing %s s", exc.retry_after_s)
-                        raise
-                    except UpstreamError:
-                        self.healthy = False
-                        raise
-                    except (httpx.HTTPError, msgspec.MsgspecError, UnicodeDecodeError):
-                        self.healthy = False
-                        raise
-                    else:
-                        self.healthy = True
+                except UpstreamRateLimited as exc:
+                    self._paused_until = time.monotonic() + exc.retry_after_s
+                    self.healthy = False
+                    log.warning("lichess answered 429: pausing %s s", exc.retry_after_s)
+                    raise
+                except UpstreamError:
+                    self.healthy = False
+                    raise
+                else:
+                    self.healthy = True
 
     async def _json(self, path: str, decoder: msgspec.json.Decoder[object]) -> tuple[object, bytes]:
         async with self._request(path) as resp:
             body = await resp.aread()
-            with map_upstream_errors(UPSTREAM):
-                return decoder.decode(body), body
+            return decoder.decode(body), body
 
     async def fetch_current(self) -> list[Tournament]:
         """``GET /tournament``: created, started and finished arenas, as Tournaments."""
@@ -401,13 +399,12 @@ class LichessClient:
         params: dict[str, str | int] = {"nb": nb} if nb else {}
         rows: list[Standing] = []
         async with self._request(f"/{kind}/{tournament.id}/results", accept="application/x-ndjson", params=params) as r:
-            with map_upstream_errors(UPSTREAM):
-                async for line in iter_ndjson(r.aiter_bytes(), _result_decoder):
-                    rows.append(Standing(
-                        rank=line.rank, username=line.username, title=line.title, rating=line.rating,
-                        score=line.score if kind == "tournament" else None,
-                        points=line.points, tie_break=line.tieBreak, performance=line.performance, team=line.team,
-                    ))
+            async for line in iter_ndjson(r.aiter_bytes(), _result_decoder):
+                rows.append(Standing(
+                    rank=line.rank, username=line.username, title=line.title, rating=line.rating,
+                    score=line.score if kind == "tournament" else None,
+                    points=line.points, tie_break=line.tieBreak, performance=line.performance, team=line.team,
+                ))
         return rows
 
     async def fetch_games(self, tournament: Tournament) -> GamesExport:
@@ -422,19 +419,18 @@ class LichessClient:
             f"/{kind}/{tournament.id}/games", accept="application/x-ndjson", params=params
         ) as resp:
             ctype = resp.headers.get("content-type", "")
-            with map_upstream_errors(UPSTREAM):
-                if "pgn" in ctype:
-                    text = (await resp.aread()).decode("utf-8")
-                    # CPU-bound (about 1.7 ms a game): off the event loop, so other requests go on
-                    games, skipped = await asyncio.to_thread(
-                        parse_pgn_games, text, tournament_id=tournament.id, perf_type=tournament.perf_type,
-                        rated=tournament.rated,
-                    )
-                    return GamesExport(games, skipped)
-                if "json" not in ctype:
-                    raise UpstreamError(f"{UPSTREAM}: unexpected Content-Type {ctype!r} for games", UPSTREAM)
-                out: list[ParsedGame] = []
-                async for raw in iter_ndjson(resp.aiter_bytes(), _game_decoder):
-                    model = game_to_model(raw, self.site, tournament.id)
-                    out.append(ParsedGame(model, raw.pgn or ""))
-                return GamesExport(out, 0)
+            if "pgn" in ctype:
+                text = (await resp.aread()).decode("utf-8")
+                # CPU-bound (about 1.7 ms a game): off the event loop, so other requests go on
+                games, skipped = await asyncio.to_thread(
+                    parse_pgn_games, text, tournament_id=tournament.id, perf_type=tournament.perf_type,
+                    rated=tournament.rated,
+                )
+                return GamesExport(games, skipped)
+            if "json" not in ctype:
+                raise UpstreamError(f"{UPSTREAM}: unexpected Content-Type {ctype!r} for games", UPSTREAM)
+            out: list[ParsedGame] = []
+            async for raw in iter_ndjson(resp.aiter_bytes(), _game_decoder):
+                model = game_to_model(raw, self.site, tournament.id)
+                out.append(ParsedGame(model, raw.pgn or ""))
+            return GamesExport(out, 0)

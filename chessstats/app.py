@@ -15,7 +15,7 @@ from chessstats.api import admin, jobs_admin, ops, tournaments
 from chessstats.api.envelope import add_cors, error_response
 from chessstats.cache import TTLCache
 from chessstats.config import Config
-from chessstats.errors import ChessstatsError, RateLimited, UpstreamRateLimited
+from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
@@ -106,8 +106,9 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     async def _error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, ChessstatsError):
             headers = {}
-            if isinstance(exc, UpstreamRateLimited | RateLimited):
-                headers["Retry-After"] = str(exc.retry_after_s)
+            retry_after = getattr(exc, "retry_after_s", None)
+            if retry_after is not None:
+                headers["Retry-After"] = str(max(1, int(retry_after)))
             if exc.status >= 500:
                 log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
             return error_response(request, exc.status, exc.message, exc.code, headers)

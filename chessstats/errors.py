@@ -10,9 +10,13 @@ boundary (:func:`chessstats.upstream.http.map_upstream_errors`), keeping the cau
     ├── Unauthorized           401 unauthorized
     ├── NotFound               404 not_found
     ├── Gone                   410 gone
+    ├── PayloadTooLarge        413 payload_too_large
     ├── RateLimited            429 rate_limited          (inbound limit)
+    ├── StorageUnavailable     503 storage_unavailable   (disk full, read-only)
     ├── UpstreamError          502 upstream_error
-    │   └── UpstreamRateLimited 503 upstream_rate_limited (carries retry_after_s)
+    │   ├── UpstreamBlocked     502 upstream_blocked      (the upstream's edge refused us)
+    │   ├── UpstreamRateLimited 503 upstream_rate_limited (carries retry_after_s)
+    │   └── UpstreamBusy        503 upstream_busy         (queue bound or circuit open; carries retry_after_s)
     └── ConfigError            (start-up only, never sent to a client)
 """
 
@@ -65,6 +69,28 @@ class Gone(ChessstatsError):
     code = "gone"
 
 
+class PayloadTooLarge(ChessstatsError):
+    """Raised when a request body is over the limit (refused before it is read)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class StorageUnavailable(ChessstatsError):
+    """Raised when the database or the cache cannot be written (disk full, read-only, gone).
+
+    Nothing is half-written: the transaction that hit it was rolled back.
+    """
+
+    status = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str = "storage is unavailable (disk full or read-only); try again later",
+                 retry_after_s: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class RateLimited(ChessstatsError):
     """Raised when a client exceeds the inbound rate limit. ``retry_after_s`` is in seconds."""
 
@@ -97,6 +123,25 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
 
     def __init__(self, message: str, upstream: str = "", retry_after_s: int = 60) -> None:
+        super().__init__(message, upstream)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamBlocked(UpstreamError):
+    """Raised when an upstream's edge refuses us (an HTML 403 page); the message says what to configure."""
+
+    status = 502
+    code = "upstream_blocked"
+
+
+class UpstreamBusy(UpstreamError):
+    """Raised when a request would wait longer than the bound for an upstream (its queue is full, or its
+    circuit breaker is open after repeated failures). ``retry_after_s`` is in seconds."""
+
+    status = 503
+    code = "upstream_busy"
+
+    def __init__(self, message: str, upstream: str = "", retry_after_s: int = 5) -> None:
         super().__init__(message, upstream)
         self.retry_after_s = retry_after_s
 

@@ -1,7 +1,9 @@
 """The Sanic application factory: routes, error envelope, CORS, and resources on ``app.ctx``.
 
-Resources are opened in ``before_server_start`` (database with migrations, cache, upstream
-clients, services, scheduler) and closed in ``after_server_stop``, in reverse order.
+:class:`~chessstats.resources.Resources` is opened in ``before_server_start`` (database with
+migrations, cache, upstream clients, services, the import runner), then the scheduler; both are
+closed in ``after_server_stop``, in reverse order. ``app.ctx.db``, ``cache``, ``lichess`` and
+``tournaments`` are the resources' own, for the routes.
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ import logging
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
 
-from chessstats.api import admin, jobs_admin, ops, tournaments
+from chessstats.api import admin, imports_admin, jobs_admin, ops, tournaments
 from chessstats.api.envelope import add_cors, error_response
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging
-from chessstats.services.tournaments import TournamentService
-from chessstats.store import Database
-from chessstats.store.db import DB_FILENAME
-from chessstats.upstream.lichess import LichessClient
+from chessstats.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +27,6 @@ APP_NAME = "chessstats"
 
 _SANIC_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 408: "request_timeout"}
-
-
-def open_resources(config: Config) -> tuple[Database, TTLCache, LichessClient]:
-    """The database (not yet opened), the cache and the Lichess client for ``config``."""
-    data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(data_dir / DB_FILENAME, busy_timeout_ms=config.storage.busy_timeout_ms)
-    cache = TTLCache(
-        data_dir / "cache", memory_entries=config.cache.memory_entries, size_limit_mb=config.cache.size_limit_mb,
-        enabled=config.cache.enabled,
-    )
-    lichess = LichessClient(
-        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
-        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
-    )
-    return db, cache, lichess
 
 
 def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None) -> Sanic:
@@ -61,6 +44,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     app.ctx.jobs_enabled = config.scheduler.enabled if jobs is None else jobs
     app.blueprint(tournaments.bp)
     app.blueprint(admin.bp)
+    app.blueprint(imports_admin.bp)
     app.blueprint(jobs_admin.bp)
     app.blueprint(ops.bp)
 
@@ -68,10 +52,10 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     async def _open(app: Sanic) -> None:
         if not logging.getLogger().handlers:  # a spawned worker process: log like the main process
             setup_logging(config.log.level)
-        db, cache, lichess = open_resources(config)
-        await db.open()
-        app.ctx.db, app.ctx.cache, app.ctx.lichess = db, cache, lichess
-        app.ctx.tournaments = TournamentService(db, cache, lichess, config.tournaments, config.data_dir / "locks")
+        res = await Resources.open(config)
+        app.ctx.resources = res
+        app.ctx.db, app.ctx.cache, app.ctx.lichess, app.ctx.fide = res.db, res.cache, res.lichess, res.fide
+        app.ctx.tournaments, app.ctx.imports = res.tournaments, res.imports
         app.ctx.scheduler = None
         if app.ctx.jobs_enabled:
             from chessstats.scheduler import start_scheduler
@@ -82,12 +66,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     async def _close(app: Sanic) -> None:
         if getattr(app.ctx, "scheduler", None) is not None:
             await app.ctx.scheduler.stop()
-        if hasattr(app.ctx, "lichess"):
-            await app.ctx.lichess.aclose()
-        if hasattr(app.ctx, "cache"):
-            app.ctx.cache.close()
-        if hasattr(app.ctx, "db"):
-            await app.ctx.db.close()
+        if getattr(app.ctx, "resources", None) is not None:
+            await app.ctx.resources.aclose()
 
     app.ctx.cors_origins = tuple(config.server.cors_origins)
 

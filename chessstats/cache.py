@@ -145,7 +145,27 @@ class TTLCache:
         self.hits += 1
         return payload
 
-    def set(self, key: str, payload: Payload, ttl_s: float | None) -> None:
+    def get_stale(self, key: str) -> Payload | None:
+        """TEMPORARY (replaced by the storage branch): fresh or expired-but-kept entry."""
+        if not self.enabled:
+            return None
+        raw = self._disk.get(key)
+        if raw is None:
+            return None
+        entry = _decode(raw)
+        stale = entry.expires_at is not None and entry.expires_at <= time.time()
+        return Payload(entry.fields, source="cache", cached=True, stale=stale, fetched_at=entry.fetched_at,
+                       expires_at=entry.expires_at)
+
+    def evict_tag(self, tag: str) -> int:
+        """TEMPORARY (replaced by the storage branch)."""
+        n = self._disk.evict(tag)
+        self._memory.clear()
+        self._bump_generation()
+        return n
+
+    def set(self, key: str, payload: Payload, ttl_s: float | None, *, stale_s: float = 0.0,
+            tag: str | None = None) -> None:
         """Store ``payload`` under ``key`` for ``ttl_s`` seconds (None: permanent).
 
         Sets ``payload.expires_at`` accordingly. A diskcache timeout is logged and ignored.
@@ -156,7 +176,7 @@ class TTLCache:
         entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
         try:
             replaced = key in self._disk
-            self._disk.set(key, _encode(entry), expire=ttl_s)
+            self._disk.set(key, _encode(entry), expire=None if ttl_s is None else ttl_s + stale_s, tag=tag)
         except diskcache.Timeout:
             log.warning("cache write timed out for %s; not cached", key)
             return

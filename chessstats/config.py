@@ -56,6 +56,15 @@ class CacheConfig(_Table):
     default_ttl_s: PositiveInt = 300
     memory_entries: Annotated[int, msgspec.Meta(ge=0)] = 2048
     size_limit_mb: PositiveInt = 1024
+    #: Seconds an expired entry is kept and served stale (``stale: true``) while it is revalidated
+    #: in the background, or while its upstream fails (stale-while-revalidate, stale-if-error).
+    stale_s: Annotated[float, msgspec.Meta(ge=0)] = 86_400.0
+    #: Seconds a client waits for an upstream when a stored copy exists (then it gets that copy).
+    client_wait_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    #: A failed upstream fetch is remembered per key for this many seconds, doubled with each
+    #: consecutive failure up to ``failure_max_s``: meanwhile no request fetches it again.
+    failure_base_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    failure_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
 class UpstreamConfig(_Table):
@@ -109,6 +118,21 @@ class TournamentsConfig(_Table):
     max_standings: PositiveInt = 100_000
     not_found_ttl_s: PositiveInt = 60
     import_lock_timeout_s: PositiveInt = 300
+    #: Seconds a request for a finished tournament waits for its background import before it
+    #: answers with what is known (``importState``).
+    import_wait_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.5
+    #: Seconds between a worker's looks for queued, interrupted or due imports.
+    import_poll_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    #: Seconds before a failed import is tried again; doubled each attempt (at most an hour).
+    import_retry_base_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    import_max_attempts: PositiveInt = 8
+    #: Seconds an import may wait for its turn at the upstream (imports are not in a hurry).
+    import_queue_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    #: Seconds between refreshes of imported games whose status was not final yet.
+    pending_refresh_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: Upstream lookups one batch request may start at most; the other unknown ids are answered
+    #: as not yet known (``notYetKnown``).
+    batch_max_upstream: PositiveInt = 5
 
 
 class AdminConfig(_Table):

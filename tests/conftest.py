@@ -120,3 +120,18 @@ def server(start_server: object, upstream: ReplayUpstream) -> Server:
     srv = start_server()  # type: ignore[operator]
     upstream.reset()
     return srv
+
+
+def imported(server: Server, tid: str, *, timeout_s: float = 60, states: tuple[str, ...] = ("complete",)) -> dict:
+    """Poll ``GET /api/tournaments/{tid}`` until its background import reaches one of ``states``
+    (``complete`` by default); returns the last body. Fails the test on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = server.client.get(f"/api/tournaments/{tid}")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        if body["data"].get("importState") in states:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"import of {tid} still {body['data'].get('importState')} after {timeout_s} s")
+        time.sleep(0.1)

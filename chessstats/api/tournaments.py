@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import time
 
+import msgspec
+
 from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.envelope import respond, respond_text
@@ -69,7 +71,8 @@ async def list_tournaments(request: Request) -> HTTPResponse:
 
 @bp.route("/batch", methods=["GET", "HEAD"])
 async def batch(request: Request) -> HTTPResponse:
-    """Several tournaments in the order asked: ``?ids=a,b,c`` (at most 50); adds ``count`` and ``notFound``."""
+    """Several tournaments in the order asked: ``?ids=a,b,c`` (at most 50); adds ``count``, ``notFound``
+    (the upstream does not know them) and ``notYetKnown`` (not looked up yet, or the lookup failed: ask again)."""
     query = parse_query(request.query_string)
     ids = list_param(query, "ids")  # ?ids=a,b and ?ids=a&ids=b both work
     if not ids:
@@ -78,13 +81,12 @@ async def batch(request: Request) -> HTTPResponse:
         raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch, got {len(ids)}")
     platform = _platform(query)
     ids = list(dict.fromkeys(tournament_id(i, platform) for i in ids))
-    found, missing, asked_upstream = await _service(request).batch(ids, platform)
+    found, missing, not_yet, asked_upstream = await _service(request).batch(ids, platform)
     prefix = b'"data":'
     items = [p.fields[len(prefix):] for p in found]
-    missing_json = b"[" + b",".join(b'"' + m.encode() + b'"' for m in missing) + b"]"
     fields = b"".join((prefix, b"[", b",".join(items), b'],"count":', str(len(items)).encode(),
-                       b',"notFound":', missing_json))
-    all_cached = not asked_upstream and all(p.cached for p in found)
+                       b',"notFound":', msgspec.json.encode(missing), b',"notYetKnown":', msgspec.json.encode(not_yet)))
+    all_cached = not asked_upstream and not not_yet and all(p.cached for p in found)
     sources = {p.source for p in found} | ({"api"} if asked_upstream else set())
     source = "cache" if all_cached else ("api" if "api" in sources else "database")
     fetched_at = min((p.fetched_at for p in found), default=0.0) or time.time()

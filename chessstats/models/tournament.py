@@ -43,6 +43,8 @@ class Tournament(Model, kw_only=True):
     ``id`` is the upstream's id (Lichess 8-character id). ``status`` is one of
     ``upcoming ongoing finished cancelled``. Times are ISO 8601 UTC; ``clock`` in seconds.
     ``standings`` (first page) is present on detail responses only, when known.
+    ``import_state`` (``queued importing complete failed``) is set on detail responses of a
+    finished tournament: its import runs in the background.
     """
 
     id: str
@@ -61,3 +63,4 @@ class Tournament(Model, kw_only=True):
     winner: TournamentPlayer | None = None
     url: str | None = None
     standings: list[Standing] | None = None
+    import_state: str | None = None

@@ -12,7 +12,7 @@ from chessstats.scheduler.core import Scheduler
 
 
 async def start_scheduler(app: Any) -> Scheduler:
-    """Start this process's scheduler from ``app.ctx`` (config, db, cache, lichess, tournaments).
+    """Start this process's scheduler on ``app.ctx.resources`` (:class:`~chessstats.resources.Resources`).
 
     Every worker runs one; only the holder of ``<data dir>/scheduler.lock`` schedules, the
     others keep serving HTTP and retry the lock every ``scheduler.poll_s`` seconds.
@@ -20,23 +20,13 @@ async def start_scheduler(app: Any) -> Scheduler:
     Raises:
         ConfigError: a ``[jobs.<name>]`` table names no registered job.
     """
-    from chessstats.scheduler.context import JobContext, fide_client
     from chessstats.scheduler.registry import check_jobs_config
 
-    ctx = app.ctx
-    check_jobs_config(ctx.config)
-    job_ctx = JobContext(ctx.config, ctx.db, ctx.cache, ctx.lichess, fide_client(ctx.config), ctx.tournaments)
-    scheduler = _Owned(job_ctx, ctx.config.data_dir)
+    resources = app.ctx.resources
+    check_jobs_config(resources.config)
+    scheduler = Scheduler(resources, resources.config.data_dir)
     scheduler.start()
     return scheduler
-
-
-class _Owned(Scheduler):
-    """A scheduler that also closes the FIDE client it was given when it stops."""
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self.ctx.close()
 
 
 __all__ = ["Scheduler", "start_scheduler"]

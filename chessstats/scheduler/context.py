@@ -1,66 +1,21 @@
-"""What a job gets: the process's database, cache, upstream clients and services.
+"""What a job gets: the process's :class:`~chessstats.resources.Resources`.
 
-:func:`open_context` builds one without Sanic (for ``chessstats jobs run``); the server builds
-one from ``app.ctx`` in :func:`chessstats.scheduler.start_scheduler`.
+:func:`open_context` opens them without Sanic (for ``chessstats jobs run``); the server hands its
+own to :func:`chessstats.scheduler.start_scheduler`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-
-from chessstats.cache import TTLCache
 from chessstats.config import Config
-from chessstats.services.tournaments import TournamentService
-from chessstats.store import Database
-from chessstats.store.db import DB_FILENAME
-from chessstats.upstream.fide import FideClient
-from chessstats.upstream.lichess import LichessClient
+from chessstats.resources import Resources, utc_now
+
+#: The jobs' view of a process's resources (``config db cache lichess fide tournaments now``).
+JobContext = Resources
 
 
-def utc_now() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
+async def open_context(config: Config) -> Resources:
+    """Open the resources of ``config`` for a foreground job run (no import runner, no memory LRU)."""
+    return await Resources.open(config, background=False, memory_entries=0)
 
 
-@dataclass(slots=True)
-class JobContext:
-    """Resources shared by every job of a process. ``now()`` returns an aware UTC datetime."""
-
-    config: Config
-    db: Database
-    cache: TTLCache
-    lichess: LichessClient
-    fide: FideClient
-    tournaments: TournamentService
-    now: Callable[[], datetime] = field(default=utc_now)
-    owns: bool = False  # whether :meth:`close` closes db, cache and clients (the CLI) or only fide
-
-    async def close(self) -> None:
-        """Close what this context opened."""
-        await self.fide.aclose()
-        if self.owns:
-            await self.lichess.aclose()
-            self.cache.close()
-            await self.db.close()
-
-
-def fide_client(config: Config) -> FideClient:
-    """The FIDE client for ``config`` (``[fide] url``)."""
-    return FideClient(config.fide.url, contact=config.upstream.contact, timeout_s=max(config.upstream.timeout_s, 30))
-
-
-async def open_context(config: Config) -> JobContext:
-    """Open the database (migrated), cache and clients of ``config`` for a foreground job run."""
-    data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database(data_dir / DB_FILENAME, busy_timeout_ms=config.storage.busy_timeout_ms).open()
-    cache = TTLCache(data_dir / "cache", memory_entries=0, size_limit_mb=config.cache.size_limit_mb,
-                     enabled=config.cache.enabled)
-    lichess = LichessClient(
-        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
-        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
-    )
-    service = TournamentService(db, cache, lichess, config.tournaments, config.data_dir / "locks")
-    return JobContext(config, db, cache, lichess, fide_client(config), service, owns=True)
+__all__ = ["JobContext", "open_context", "utc_now"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from chessstats.config import Config
 from chessstats.errors import ConfigError
-from chessstats.scheduler import jobs
+from chessstats.services import jobs
 from chessstats.scheduler.context import JobContext
 
 JobFunc = Callable[[JobContext], Awaitable[str]]

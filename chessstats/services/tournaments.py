@@ -1,16 +1,18 @@
-"""Tournaments: cache → database → upstream, as the original design draws it.
+"""Tournaments: cache → database → upstream, through the one read-through path.
 
-* An ongoing or upcoming tournament is served from the cache (``ongoing_ttl_s``, 5 min) and
-  fetched from Lichess on a miss.
-* A finished one is imported whole (info, every standing, every game) the first time it is
-  asked for, then served from the database (and cached permanently) without touching Lichess.
-* The list comes from the database, kept filled by the discovery job; a database that knows
-  no upcoming or ongoing tournament is filled from Lichess's current list on a list miss.
-* Concurrent misses on one key make one upstream call (:class:`SingleFlight`); with several
-  worker processes, one imports a finished tournament while the others wait on a file lock.
-* When Lichess fails and the tournament is stored, the stored row is served with ``stale=true``.
-* When Lichess says a tournament does not exist (neither arena nor swiss), that answer is cached
-  for ``not_found_ttl_s`` (a negative entry ``missing:<platform>:<id>``).
+* Every cached route goes through :class:`~chessstats.services.readthrough.ReadThrough`: fresh
+  entries are hits, expired ones are served stale while one background revalidation refreshes
+  them, misses make one fetch per key across every worker, failures are remembered briefly.
+* An ongoing or upcoming tournament is cached ``ongoing_ttl_s`` (5 min) and fetched from Lichess;
+  when Lichess fails or is slow and the row is stored, the stored row is served stale.
+* A finished one is imported whole (info, every standing, every game) by a background task
+  (:class:`~chessstats.services.imports.ImportService`); a request waits for it at most
+  ``import_wait_s`` and then answers with what is known and ``importState``. Once complete it is
+  served from the database and cached permanently (unless some games were not final yet).
+* What one route learns (a tournament started, finished, cancelled, gone) updates the database
+  and drops every cached entry that shows it, lists included.
+* The list comes from the database, kept filled by the discovery job; a database that knows no
+  upcoming or ongoing tournament is filled from Lichess's current list on a list miss.
 """
 
 from __future__ import annotations
@@ -18,24 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import NamedTuple
 
 import chess
 import chess.pgn
 import msgspec
 
+from chessstats import keys
 from chessstats.cache import TTLCache
 from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
-from chessstats.locks import hold
-from chessstats.models import Game, Pagination, Tournament, TournamentPlayer
+from chessstats.models import Game, Pagination, Tournament
 from chessstats.models.common import now_iso
 from chessstats.payload import Payload, encode_fields
-from chessstats.services.singleflight import SingleFlight
+from chessstats.services.imports import ImportService, invalidate_tournament
+from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
+from chessstats.store import imports as istore
 from chessstats.store import tournaments as store
 from chessstats.upstream.lichess import LichessClient
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 DETAIL_STANDINGS = 10
 #: Upstream statuses a discovery keeps live; others are history.
 LIVE_STATUSES = ("upcoming", "ongoing")
+UPSTREAM = "lichess"
 
 
 def _epoch(iso: str | None) -> float:
@@ -53,249 +55,266 @@ def _epoch(iso: str | None) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-class Resolved(NamedTuple):
-    """A resolved tournament: the stored row (imported, or stale fallback) or None, the model,
-    and whether this call fetched it from the upstream."""
-
-    stored: store.StoredTournament | None
-    model: Tournament
-    fetched: bool
-
-
-@dataclass(slots=True)
-class ImportReport:
-    """What an import wrote: counts of standings and games, games skipped, seconds taken."""
-
-    tournament_id: str
-    standings: int
-    games: int
-    skipped_games: int
-    seconds: float
-
-
 class TournamentService:
-    """Tournament reads and imports over the store, the cache and the Lichess client.
+    """Tournament reads over the read-through path, the store, the imports and the Lichess client.
 
     Every public read returns a :class:`~chessstats.payload.Payload` or raises
-    :class:`~chessstats.errors.NotFound`, :class:`~chessstats.errors.UpstreamError` or
-    :class:`~chessstats.errors.UpstreamRateLimited`.
+    :class:`~chessstats.errors.NotFound`, :class:`~chessstats.errors.UpstreamError` (or one of its
+    subclasses: rate limited, busy, blocked).
     """
 
     def __init__(self, db: Database, cache: TTLCache, lichess: LichessClient, config: TournamentsConfig,
-                 locks_dir: Path | None = None) -> None:
+                 read: ReadThrough, imports: ImportService) -> None:
         self.db = db
         self.cache = cache
         self.lichess = lichess
         self.config = config
-        #: where per-tournament import locks live (``<data dir>/locks``); None: this process only
-        self.locks_dir = locks_dir
-        self.flights = SingleFlight()
-        self.last_import: ImportReport | None = None
+        self.read = read
+        self.imports = imports
 
-    # --- keys ------------------------------------------------------------------------------
+    # --- what every route learns -------------------------------------------------------------
 
-    @staticmethod
-    def detail_key(platform: str, tid: str) -> str:
-        return f"tournament:{platform}:{tid}"
+    async def _learned(self, platform: str, tournament: Tournament, stored: store.StoredTournament | None,
+                       raw: bytes | None) -> None:
+        """Store what the upstream just said of a tournament; when its status changed, drop every
+        cached entry that shows it (lists included)."""
+        await store.upsert_tournaments(self.db, [(tournament, raw)], now_iso())
+        if stored is None or stored.tournament.status != tournament.status:
+            invalidate_tournament(self.cache, platform, tournament.id)
 
-    # --- resolution: database or upstream --------------------------------------------------
+    async def mark_gone(self, platform: str, tids: list[str]) -> int:
+        """The upstream no longer knows these stored live tournaments: mark them cancelled (never
+        deleted) and drop every cached entry that shows them; returns how many changed."""
+        changed = await store.cancel_tournaments(self.db, platform, tids)
+        for tid in tids:
+            invalidate_tournament(self.cache, platform, tid)
+        if changed:
+            log.info("%d tournaments gone upstream: marked cancelled (%s)", changed, ", ".join(tids[:5]))
+        return changed
 
-    async def _stored(self, platform: str, tid: str) -> store.StoredTournament | None:
-        return await store.get_tournament(self.db, platform, tid)
+    async def store_listed(self, tournaments: list[Tournament]) -> int:
+        """Store tournaments from an upstream list (discovery); every one whose status changed is
+        dropped from the cache, and so are the lists. Returns how many were stored."""
+        for t in tournaments:
+            stored = await store.get_tournament(self.db, t.platform, t.id)
+            if stored is not None and stored.tournament.status != t.status:
+                invalidate_tournament(self.cache, t.platform, t.id)
+        await store.upsert_tournaments(self.db, [(t, None) for t in tournaments], now_iso())
+        if tournaments:
+            self.cache.evict_tag(keys.LISTS_TAG)
+        return len(tournaments)
 
-    async def resolve(self, tid: str, platform: str = "lichess") -> Resolved:
-        """The tournament, imported if finished: ``(stored row or None, model, fetched)``.
-
-        ``stored`` is the row when the tournament is imported (or the upstream failed and a row
-        is stored), None for a live one; ``fetched`` whether this call went to the upstream.
-        """
-        stored = await self._stored(platform, tid)
-        if stored is not None and stored.imported_at is not None:
-            return Resolved(stored, stored.tournament, False)
-        return await self.flights.do(f"resolve:{platform}:{tid}", lambda: self._fetch_once(tid, platform, stored))
-
-    async def _fetch_once(self, tid: str, platform: str, stored: store.StoredTournament | None) -> Resolved:
-        """:meth:`_fetch` under a cross-process lock per tournament: with ``--workers N`` one
-        worker imports while the others wait, then read the import from the database."""
-        if self.locks_dir is None:
-            return await self._fetch(tid, platform, stored)
-        path = self.locks_dir / f"tournament-{platform}-{tid}.lock"
-        async with hold(path, timeout_s=self.config.import_lock_timeout_s):
-            again = await self._stored(platform, tid)
-            if again is not None and again.imported_at is not None:  # another worker imported it
-                return Resolved(again, again.tournament, False)
-            return await self._fetch(tid, platform, again)
-
-    async def _fetch(self, tid: str, platform: str, stored: store.StoredTournament | None) -> Resolved:
-        if platform != "lichess":
-            raise NotFound(f"no {platform} tournament {tid!r}")
-        missing_key = f"missing:{platform}:{tid}"
-        if self.cache.get(missing_key) is not None:
-            raise NotFound(f"no tournament {tid!r} on {platform}", cached=True)
-        try:
-            live, raw = await self.lichess.fetch_tournament(tid)
-        except NotFound:
-            self.cache.set(missing_key, Payload(b'"data":null', source="api", fetched_at=time.time()),
-                           self.config.not_found_ttl_s)
-            raise NotFound(f"no tournament {tid!r} on {platform}") from None
-        except UpstreamError:
-            if stored is not None:
-                log.warning("lichess failed for tournament %s: serving the stored row", tid)
-                return Resolved(stored, stored.tournament, False)
-            raise
-        if live.status == "finished":
-            await self.import_finished(live, raw)
-            imported = await self._stored(platform, tid)
-            assert imported is not None
-            return Resolved(imported, imported.tournament, True)
-        await store.upsert_tournaments(self.db, [(live, raw)], now_iso())
-        return Resolved(None, live, True)
-
-    async def import_finished(self, tournament: Tournament, raw: bytes | None) -> ImportReport:
-        """Fetch every standing and every game of a finished tournament and store them in one transaction.
-
-        Raises:
-            UpstreamError: a fetch failed or a stream was truncated (nothing is written).
-        """
-        started = time.perf_counter()
-        fetched_at = now_iso()
-        standings = await self.lichess.fetch_standings(tournament, nb=self.config.max_standings)
-        export = await self.lichess.fetch_games(tournament)
-        if tournament.winner is None and standings:
-            first = standings[0]
-            winner = TournamentPlayer(username=first.username, title=first.title)
-            tournament = msgspec.structs.replace(tournament, winner=winner)
-        await store.import_tournament(self.db, tournament, raw, standings, export.games, fetched_at)
-        report = ImportReport(
-            tournament.id, len(standings), len(export.games), export.skipped, time.perf_counter() - started
-        )
-        if export.skipped:
-            log.warning("import of %s skipped %d unreadable games", tournament.id, export.skipped)
-        log.info(
-            "imported tournament %s: %d standings, %d games in %.2f s",
-            tournament.id, report.standings, report.games, report.seconds,
-        )
-        self.last_import = report
-        return report
-
-    # --- reads -----------------------------------------------------------------------------
+    # --- detail ------------------------------------------------------------------------------
 
     async def get(self, tid: str, platform: str = "lichess") -> Payload:
         """``GET /api/tournaments/{id}``: the tournament, with its first standings when known."""
-        key = self.detail_key(platform, tid)
+        key = keys.tournament(platform, tid)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
+        return await self.read.get(key, lambda: self._fetch_detail(tid, platform),
+                                   fallback=lambda: self._stored_detail(tid, platform), upstream=UPSTREAM)
 
     async def refresh(self, tid: str, platform: str = "lichess") -> Payload:
-        """Fetch a tournament again whatever the cache holds and re-cache it (the monitor job):
-        an ongoing one for ``ongoing_ttl_s``, a finished one imported whole and cached forever.
+        """Fetch a tournament again whatever the cache holds and re-cache it (the monitor job).
 
-        Raises NotFound / UpstreamError like :meth:`get` (a stored row is served stale instead).
+        Raises NotFound / UpstreamError like :meth:`get`.
         """
-        key = self.detail_key(platform, tid)
-        return await self.flights.do(key, lambda: self._get_miss(key, tid, platform))
+        return await self.read.refresh(keys.tournament(platform, tid), lambda: self._fetch_detail(tid, platform))
 
-    async def _get_miss(self, key: str, tid: str, platform: str) -> Payload:
-        stored, model, fetched = await self.resolve(tid, platform)
-        source = "api" if fetched else "database"
-        if stored is not None and stored.imported_at is not None:
-            page, _ = await store.get_standings(self.db, stored.pk, offset=0, limit=DETAIL_STANDINGS)
-            model = msgspec.structs.replace(stored.tournament, standings=page)
-            payload = Payload(encode_fields(model), source=source, fetched_at=_epoch(stored.fetched_at))
-            self.cache.set(key, payload, None)
-            return payload
-        if stored is not None:  # upstream failed: the stored row, flagged stale, not cached
-            return Payload(encode_fields(stored.tournament), source="database", stale=True,
-                           fetched_at=_epoch(stored.fetched_at))
-        payload = Payload(encode_fields(model), source="api", fetched_at=time.time())
-        self.cache.set(key, payload, self.config.ongoing_ttl_s)
-        return payload
+    async def _imported_detail(self, stored: store.StoredTournament, record: istore.ImportRecord | None,
+                               source: str) -> Fresh:
+        page, _ = await store.get_standings(self.db, stored.pk, offset=0, limit=DETAIL_STANDINGS)
+        model = msgspec.structs.replace(stored.tournament, standings=page, import_state="complete")
+        payload = Payload(encode_fields(model), source=source, fetched_at=_epoch(stored.fetched_at))
+        return Fresh(payload, self._imported_ttl(record), tag=keys.tournament_tag(stored.tournament.platform,
+                                                                                    stored.tournament.id))
+
+    def _imported_ttl(self, record: istore.ImportRecord | None) -> float | None:
+        """Permanent, unless some imported games were not final (then they are refreshed)."""
+        return self.config.ongoing_ttl_s if record is not None and record.pending_games else None
+
+    async def _importing(self, stored: store.StoredTournament, record: istore.ImportRecord | None,
+                         source: str) -> Fresh:
+        """The detail of a finished tournament whose import is not complete: what is known. Not cached
+        while the import is queued or running; cached ``ongoing_ttl_s`` when it failed (the entry is
+        dropped when its retry starts)."""
+        state = record.state if record else "queued"
+        model = msgspec.structs.replace(stored.tournament, import_state=state)
+        return Fresh(Payload(encode_fields(model), source=source, fetched_at=_epoch(stored.fetched_at)),
+                     self.config.ongoing_ttl_s, cache=state == "failed",
+                     tag=keys.tournament_tag(stored.tournament.platform, stored.tournament.id))
+
+    async def _finished(self, platform: str, tid: str, source: str, *, wait: bool = True) -> Fresh | None:
+        """A stored finished tournament: imported → from the database; otherwise its import is
+        requested and (with ``wait``) waited for up to ``import_wait_s``. None when it is not
+        stored as finished."""
+        stored = await store.get_tournament(self.db, platform, tid)
+        if stored is None or (stored.imported_at is None and stored.tournament.status != "finished"):
+            return None
+        record = await self.imports.state(platform, tid)
+        if stored.imported_at is not None:  # complete (a re-import under way serves the previous one)
+            return await self._imported_detail(stored, record, source)
+        if record is None or record.state == "complete":  # complete but not stored: the store was replaced
+            record = await self.imports.request(platform, tid, force=record is not None)
+        if wait and record.state in ("queued", "importing"):
+            record = await self.imports.wait(platform, tid, self.config.import_wait_s) or record
+            stored = await store.get_tournament(self.db, platform, tid) or stored
+            if stored.imported_at is not None:
+                return await self._imported_detail(stored, record, source)
+        return await self._importing(stored, record, source)
+
+    async def _fetch_detail(self, tid: str, platform: str) -> Fresh:
+        if platform != "lichess":
+            raise NotFound(f"no {platform} tournament {tid!r}")
+        finished = await self._finished(platform, tid, "database")
+        if finished is not None:
+            return finished
+        stored = await store.get_tournament(self.db, platform, tid)
+        try:
+            live, raw = await self.lichess.fetch_tournament(tid)
+        except NotFound:
+            if stored is not None:
+                await self.mark_gone(platform, [tid])
+            raise NotFound(f"no tournament {tid!r} on {platform}") from None
+        if live.id != tid:  # the upstream's spelling of the id (it matched case-insensitively)
+            stored = await store.get_tournament(self.db, platform, live.id)
+        await self._learned(platform, live, stored, raw)
+        if live.status == "finished":
+            finished = await self._finished(platform, live.id, "api")
+            assert finished is not None
+            return finished
+        payload = Payload(encode_fields(live), source="api", fetched_at=time.time())
+        return Fresh(payload, self.config.ongoing_ttl_s, tag=keys.tournament_tag(platform, live.id))
+
+    async def _stored_detail(self, tid: str, platform: str) -> Payload | None:
+        """The stored row of a tournament, flagged stale (the upstream failed or is slow)."""
+        stored = await store.get_tournament(self.db, platform, tid)
+        if stored is None:
+            return None
+        if stored.imported_at is not None or stored.tournament.status == "finished":
+            fresh = await self._finished(platform, tid, "database", wait=False)
+            if fresh is not None:
+                return fresh.payload
+        return Payload(encode_fields(stored.tournament), source="database", stale=True,
+                       fetched_at=_epoch(stored.fetched_at))
+
+    async def _model(self, tid: str, platform: str) -> tuple[store.StoredTournament | None, Tournament]:
+        """The stored row and model of a tournament, resolving it through the detail when unknown."""
+        stored = await store.get_tournament(self.db, platform, tid)
+        if stored is None:
+            await self.get(tid, platform)
+            stored = await store.get_tournament(self.db, platform, tid)
+            if stored is None:
+                raise NotFound(f"no tournament {tid!r} on {platform}")
+        return stored, stored.tournament
+
+    # --- standings and games ---------------------------------------------------------------
 
     async def results(self, tid: str, page: int, limit: int, platform: str = "lichess") -> Payload:
         """``GET /api/tournaments/{id}/results``: standings in rank order, paginated."""
-        key = f"results:{platform}:{tid}:{page}:{limit}"
+        key = keys.results(platform, tid, page, limit)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        return await self.flights.do(key, lambda: self._results_miss(key, tid, page, limit, platform))
+        return await self.read.get(key, lambda: self._fetch_results(tid, page, limit, platform), upstream=UPSTREAM)
 
-    async def _live_or_stored(self, tid: str, platform: str) -> tuple[store.StoredTournament | None, Tournament]:
-        stored = await self._stored(platform, tid)
-        if stored is not None and stored.imported_at is None and stored.tournament.status in LIVE_STATUSES:
-            return None, stored.tournament
-        stored, model, _ = await self.resolve(tid, platform)
-        return stored, model
+    async def _import_page(self, stored: store.StoredTournament, page: int, limit: int) -> Fresh | None:
+        """A page of an imported tournament's rows is served from the database; while its import
+        runs, an empty page with ``importState`` (not cached). None for a live tournament."""
+        if stored.imported_at is None and stored.tournament.status != "finished":
+            return None
+        platform, tid = stored.tournament.platform, stored.tournament.id
+        detail = await self._finished(platform, tid, "database")
+        assert detail is not None
+        stored = await store.get_tournament(self.db, platform, tid) or stored
+        if stored.imported_at is not None:
+            return None  # imported: the caller reads its page
+        record = await self.imports.state(platform, tid)
+        state = record.state if record else "queued"
+        payload = Payload(encode_fields([], pagination=Pagination.of(page, limit, 0), importState=state),
+                          source="database", fetched_at=_epoch(stored.fetched_at))
+        return Fresh(payload, self.config.ongoing_ttl_s, cache=state == "failed", tag=keys.tournament_tag(platform, tid))
 
-    async def _results_miss(self, key: str, tid: str, page: int, limit: int, platform: str) -> Payload:
+    async def _fetch_results(self, tid: str, page: int, limit: int, platform: str) -> Fresh:
         offset = (page - 1) * limit
-        stored, model = await self._live_or_stored(tid, platform)
-        if stored is not None and stored.imported_at is not None:
+        stored, model = await self._model(tid, platform)
+        assert stored is not None
+        waiting = await self._import_page(stored, page, limit)
+        if waiting is not None:
+            return waiting
+        stored = await store.get_tournament(self.db, platform, tid) or stored
+        if stored.imported_at is not None:
+            record = await self.imports.state(platform, tid)
             rows, total = await store.get_standings(self.db, stored.pk, offset=offset, limit=limit)
             payload = Payload(encode_fields(rows, pagination=Pagination.of(page, limit, total)),
                               source="database", fetched_at=_epoch(stored.fetched_at))
-            self.cache.set(key, payload, None)
-            return payload
-        if stored is not None:
-            raise UpstreamError(f"lichess is unavailable and the standings of {tid} are not stored", "lichess")
+            return Fresh(payload, self._imported_ttl(record), tag=keys.tournament_tag(platform, tid))
         rows = await self.lichess.fetch_standings(model, nb=offset + limit)
         total = model.nb_players if model.nb_players is not None else len(rows)
         payload = Payload(encode_fields(rows[offset:], pagination=Pagination.of(page, limit, max(total, len(rows)))),
                           source="api", fetched_at=time.time())
-        self.cache.set(key, payload, self.config.ongoing_ttl_s)
-        return payload
+        return Fresh(payload, self.config.ongoing_ttl_s, tag=keys.tournament_tag(platform, tid))
 
     async def games(self, tid: str, page: int, limit: int, platform: str = "lichess") -> Payload:
         """``GET /api/tournaments/{id}/games``: games newest first, paginated (JSON)."""
-        key = f"games:{platform}:{tid}:{page}:{limit}"
+        key = keys.games(platform, tid, page, limit)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        return await self.flights.do(key, lambda: self._games_miss(key, tid, page, limit, platform))
+        return await self.read.get(key, lambda: self._fetch_games(tid, page, limit, platform), upstream=UPSTREAM)
 
     async def _games_page(
         self, tid: str, page: int, limit: int, platform: str
-    ) -> tuple[list[tuple[Game, str | None]], int, str, float, bool]:
-        """``(games with PGN, total, source, fetched_at, permanent)`` of one page."""
+    ) -> tuple[list[tuple[Game, str | None]], int, str, float, float | None, Fresh | None]:
+        """``(games with PGN, total, source, fetched_at, ttl or None, importing page or None)``."""
         offset = (page - 1) * limit
-        stored, model = await self._live_or_stored(tid, platform)
-        if stored is not None and stored.imported_at is not None:
+        stored, model = await self._model(tid, platform)
+        assert stored is not None
+        waiting = await self._import_page(stored, page, limit)
+        if waiting is not None:
+            return [], 0, "database", waiting.payload.fetched_at, 0, waiting
+        stored = await store.get_tournament(self.db, platform, tid) or stored
+        if stored.imported_at is not None:
+            record = await self.imports.state(platform, tid)
             rows, total = await store.get_games(self.db, stored.pk, tid, offset=offset, limit=limit)
-            return rows, total, "database", _epoch(stored.fetched_at), True
-        if stored is not None:
-            raise UpstreamError(f"lichess is unavailable and the games of {tid} are not stored", "lichess")
+            return rows, total, "database", _epoch(stored.fetched_at), self._imported_ttl(record), None
         export = await self.lichess.fetch_games(model)
         ordered = sorted(export.games, key=lambda g: g.game.started_at or "", reverse=True)
         rows = [(g.game, g.pgn or None) for g in ordered[offset: offset + limit]]
-        return rows, len(ordered), "api", time.time(), False
+        return rows, len(ordered), "api", time.time(), self.config.ongoing_ttl_s, None
 
-    async def _games_miss(self, key: str, tid: str, page: int, limit: int, platform: str) -> Payload:
-        rows, total, source, fetched_at, permanent = await self._games_page(tid, page, limit, platform)
+    async def _fetch_games(self, tid: str, page: int, limit: int, platform: str) -> Fresh:
+        rows, total, source, fetched_at, ttl, waiting = await self._games_page(tid, page, limit, platform)
+        if waiting is not None:
+            return waiting
         payload = Payload(encode_fields([g for g, _ in rows], pagination=Pagination.of(page, limit, total)),
                           source=source, fetched_at=fetched_at)
-        self.cache.set(key, payload, None if permanent else self.config.ongoing_ttl_s)
-        return payload
+        return Fresh(payload, ttl, tag=keys.tournament_tag(platform, tid))
 
     async def games_pgn(self, tid: str, page: int, limit: int, platform: str = "lichess") -> tuple[str, int | None]:
         """The same page of games as PGN text (games separated by a blank line), and how long
         (seconds) it stays fresh: None for an imported tournament (never changes)."""
-        rows, _, _, _, permanent = await self._games_page(tid, page, limit, platform)
+        rows, _, _, _, ttl, waiting = await self._games_page(tid, page, limit, platform)
         text = "\n".join((pgn or game_to_pgn(game)).rstrip("\n") + "\n" for game, pgn in rows)
-        return text, None if permanent else self.config.ongoing_ttl_s
+        if waiting is not None:
+            return text, 0
+        return text, None if ttl is None else int(ttl)
+
+    # --- lists -------------------------------------------------------------------------------
 
     async def list(self, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
         """``GET /api/tournaments``: stored tournaments newest first, filtered and paginated."""
-        key = f"tournaments:{status or '*'}:{platform or '*'}:{page}:{limit}"
+        key = keys.tournament_list(status, platform, page, limit)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        return await self.flights.do(key, lambda: self._list_miss(key, status, platform, page, limit))
+        return await self.read.get(key, lambda: self._fetch_list(status, platform, page, limit), upstream=UPSTREAM)
 
-    async def _list_miss(self, key: str, status: str | None, platform: str | None, page: int, limit: int) -> Payload:
+    async def _fetch_list(self, status: str | None, platform: str | None, page: int, limit: int) -> Fresh:
         source = "database"
         if await store.count_tournaments(self.db, statuses=LIVE_STATUSES) == 0:
-            await self.flights.do("discover:lichess", self.discover)
+            await self.read.refresh("discover:lichess", self._discover_fresh)
             source = "api"
         rows, total = await store.list_tournaments(
             self.db, status=status, platform=platform, offset=(page - 1) * limit, limit=limit
@@ -303,31 +322,66 @@ class TournamentService:
         payload = Payload(encode_fields(rows, pagination=Pagination.of(page, limit, total)),
                           source=source, fetched_at=time.time())
         ttl = self.config.upcoming_list_ttl_s if status == "upcoming" else self.config.list_ttl_s
-        self.cache.set(key, payload, ttl)
-        return payload
+        return Fresh(payload, ttl, tag=keys.LISTS_TAG)
 
-    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str], bool]:
-        """Each id's detail payload in the order asked, the ids that do not exist, and whether
-        finding out that they do not exist took an upstream call (False: negative cache entries)."""
-        async def one(tid: str) -> Payload | NotFound:
-            try:
-                return await self.get(tid, platform)
-            except NotFound as exc:
-                return exc
+    async def _discover_fresh(self) -> Fresh:
+        count = await self.discover()
+        return Fresh(Payload(b'"data":' + str(count).encode(), source="api", fetched_at=time.time()), None,
+                     cache=False)
 
-        results = await asyncio.gather(*(one(t) for t in ids))
-        found = [p for p in results if isinstance(p, Payload)]
-        missing = [t for t, p in zip(ids, results, strict=True) if isinstance(p, NotFound)]
-        asked_upstream = any(isinstance(p, NotFound) and not p.cached for p in results)
-        return found, missing, asked_upstream
+    async def reimport(self, tid: str, platform: str = "lichess") -> istore.ImportRecord | None | bool:
+        """Queue a re-import (``POST /api/admin/tournaments/{id}/reimport``): the import record, None
+        when the tournament is not stored, False when it is not finished."""
+        stored = await store.get_tournament(self.db, platform, tid)
+        if stored is None:
+            return None
+        if stored.imported_at is None and stored.tournament.status != "finished":
+            return False
+        self.read.forget_failure(keys.tournament(platform, tid))
+        return await self.imports.request(platform, tid, trigger="reimport", force=True)
 
-    # --- jobs ------------------------------------------------------------------------------
+    # --- batch -------------------------------------------------------------------------------
+
+    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str], list[str], bool]:
+        """Each id's detail payload in the order asked, the ids the upstream does not know, the ids
+        not yet known (more unknown ids than ``batch_max_upstream`` upstream lookups, or a failed
+        lookup), and whether the answer took an upstream call.
+
+        Ids that are cached or stored are answered first; at most ``batch_max_upstream`` of the
+        others start an upstream lookup (each coalesced and remembered like a single request).
+        """
+        known: dict[str, Payload | NotFound] = {}
+        unknown: list[str] = []
+        for tid in ids:
+            key = keys.tournament(platform, tid)
+            if self.cache.get(key) is not None or self.cache.get_stale(key) is not None \
+                    or self.cache.get_stale(keys.failure(key)) is not None \
+                    or await store.get_tournament(self.db, platform, tid) is not None:
+                known[tid] = await self._one(tid, platform)
+            else:
+                unknown.append(tid)
+        looked_up = unknown[: self.config.batch_max_upstream]
+        later = unknown[self.config.batch_max_upstream:]
+        results = await asyncio.gather(*(self._one(t, platform) for t in looked_up))
+        known.update(zip(looked_up, results, strict=True))
+        found = [p for t in ids if isinstance(p := known.get(t), Payload)]
+        missing = [t for t in ids if isinstance(known.get(t), NotFound)]
+        not_yet = [t for t in ids if t in later or isinstance(known.get(t), UpstreamError)]
+        asked_upstream = bool(looked_up) or any(isinstance(p, NotFound) and not p.cached for p in known.values())
+        return found, missing, not_yet, asked_upstream
+
+    async def _one(self, tid: str, platform: str) -> Payload | NotFound | UpstreamError:
+        try:
+            return await self.get(tid, platform)
+        except (NotFound, UpstreamError) as exc:
+            return exc
+
+    # --- jobs --------------------------------------------------------------------------------
 
     async def discover(self) -> int:
-        """Store every tournament of Lichess's current list; returns how many (upserted)."""
-        current = await self.lichess.fetch_current()
-        await store.upsert_tournaments(self.db, [(t, None) for t in current], now_iso())
-        return len(current)
+        """Store every tournament of Lichess's current list; returns how many (upserted). Lists
+        are dropped from the cache when a stored tournament's status changed."""
+        return await self.store_listed(await self.lichess.fetch_current())
 
 
 def game_to_pgn(game: Game) -> str:

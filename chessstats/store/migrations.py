@@ -178,4 +178,37 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX job_runs_due ON job_runs (state, scheduled_for)",
         ),
     ),
+    (
+        3,
+        "imports",
+        (
+            # One row per tournament import: a background task recorded like a job run. ``state``:
+            # queued, importing, complete, failed. The check compares what was stored with the
+            # upstream's own counts; ``pending_games`` counts games whose status was not final yet
+            # (refreshed at ``next_attempt_at`` until none is left). Times: ISO 8601 UTC.
+            """CREATE TABLE imports (
+                id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                external_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                queued_at TEXT NOT NULL,
+                started_at TEXT,
+                finished_at TEXT,
+                next_attempt_at TEXT,
+                duration_ms INTEGER,
+                expected_players INTEGER,
+                expected_games INTEGER,
+                stored_players INTEGER,
+                stored_games INTEGER,
+                skipped_games INTEGER,
+                pending_games INTEGER NOT NULL DEFAULT 0,
+                summary TEXT,
+                error TEXT,
+                UNIQUE (platform, external_id)
+            )""",
+            "CREATE INDEX imports_due ON imports (state, next_attempt_at)",
+        ),
+    ),
 )

@@ -8,7 +8,7 @@ failure leaves nothing half-written.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -177,12 +177,13 @@ def _game_values(pk: int, parsed: ParsedGame) -> tuple[object, ...]:
 
 async def import_tournament(
     db: Database, t: Tournament, raw: bytes | None, standings: Sequence[Standing], games: Sequence[ParsedGame],
-    fetched_at: str,
+    fetched_at: str, after: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
 ) -> int:
     """Store a finished tournament whole, in one transaction; returns its key.
 
-    Replaces any earlier standings and games of the tournament. Raises (and writes nothing)
-    on any database error.
+    Replaces any earlier standings and games of the tournament. ``after(conn, pk)`` runs inside
+    the same transaction (the import's own record). Raises (and writes nothing) on any database
+    error.
     """
     now = now_iso()
     async with db.transaction() as conn:
@@ -215,7 +216,37 @@ async def import_tournament(
         )
         await conn.execute("DELETE FROM games WHERE tournament_id = ?", (pk,))
         await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        if after is not None:
+            await after(conn, pk)
     return pk
+
+
+async def update_games(db: Database, pk: int, games: Sequence[ParsedGame],
+                       after: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None) -> int:
+    """Replace the stored rows of ``games`` (same ids) of tournament ``pk``, in one transaction with
+    ``after(conn)``; returns how many were written."""
+    async with db.transaction() as conn:
+        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        if after is not None:
+            await after(conn)
+    return len(games)
+
+
+async def get_raw(db: Database, pk: int) -> bytes | None:
+    """The upstream's body of tournament ``pk`` as last fetched (its detail), or None."""
+    value = await db.fetchval("SELECT raw FROM tournaments WHERE id = ?", (pk,))
+    return bytes(value) if value is not None else None
+
+
+async def set_status(db: Database, platform: str, external_id: str, status: str) -> bool:
+    """Set the status of a stored, not imported tournament; returns whether it changed."""
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE tournaments SET status = ?, updated_at = ? WHERE platform = ? AND external_id = ? "
+            "AND imported_at IS NULL AND status != ?",
+            (status, now_iso(), platform, external_id, status),
+        )
+        return cursor.rowcount > 0
 
 
 async def get_standings(db: Database, pk: int, *, offset: int, limit: int) -> tuple[list[Standing], int]:
@@ -258,3 +289,11 @@ async def get_games(
         (pk, limit, offset),
     )
     return [(_row_to_game(r, tournament_id), r["pgn"]) for r in rows], int(total or 0)
+
+
+async def game_ids_with_status(db: Database, pk: int, statuses: frozenset[str] | set[str]) -> list[str]:
+    """Upstream ids of the games of tournament ``pk`` whose status is one of ``statuses``."""
+    marks = ", ".join("?" * len(statuses))
+    rows = await db.fetchall(f"SELECT external_id FROM games WHERE tournament_id = ? AND status IN ({marks})",
+                             (pk, *sorted(statuses)))
+    return [r[0] for r in rows]

@@ -381,14 +381,15 @@ class LichessClient:
         assert isinstance(swiss, _Swiss)
         return swiss_to_model(swiss, self.site), raw
 
-    async def fetch_tournament(self, tournament_id: str) -> tuple[Tournament, bytes]:
+    async def fetch_tournament(self, tournament_id: str, *, max_wait_s: float | None = None) -> tuple[Tournament, bytes]:
         """An arena, or (when Lichess has no arena with that id) a swiss. Raises NotFound for neither."""
         try:
             return await self.fetch_arena(tournament_id)
         except NotFound:
             return await self.fetch_swiss(tournament_id)
 
-    async def fetch_standings(self, tournament: Tournament, nb: int | None = None) -> list[Standing]:
+    async def fetch_standings(self, tournament: Tournament, nb: int | None = None, *,
+                              max_wait_s: float | None = None) -> list[Standing]:
         """``GET /{tournament|swiss}/{id}/results`` (NDJSON): the standings in rank order.
 
         Args:
@@ -407,7 +408,7 @@ class LichessClient:
                 ))
         return rows
 
-    async def fetch_games(self, tournament: Tournament) -> GamesExport:
+    async def fetch_games(self, tournament: Tournament, *, max_wait_s: float | None = None) -> GamesExport:
         """``GET /{tournament|swiss}/{id}/games``: every game, NDJSON asked for, PGN accepted.
 
         NDJSON is requested with ``pgnInJson``, ``opening`` and ``clocks=false``; a body served as
@@ -434,3 +435,27 @@ class LichessClient:
                 model = game_to_model(raw, self.site, tournament.id)
                 out.append(ParsedGame(model, raw.pgn or ""))
             return GamesExport(out, 0)
+
+
+class _Stats(_Wire):
+    games: int | None = None
+
+
+class _Counts(_Wire):
+    nbPlayers: int | None = None
+    stats: _Stats | None = None
+
+
+_counts_decoder = msgspec.json.Decoder(_Counts)
+
+
+def upstream_counts(raw: bytes | None) -> tuple[int | None, int | None]:
+    """``(players, games)`` a tournament detail body (``GET /tournament/{id}`` or ``/swiss/{id}``)
+    reports: ``nbPlayers`` and ``stats.games``; None where absent or when the body is unreadable."""
+    if not raw:
+        return None, None
+    try:
+        counts = _counts_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    return counts.nbPlayers, counts.stats.games if counts.stats else None

@@ -1,4 +1,8 @@
-"""The background jobs: plain async functions ``(JobContext) -> summary``.
+"""The background jobs' bodies: plain async functions ``(JobContext) -> summary``.
+
+The scheduler (:mod:`chessstats.scheduler`) only schedules them; what they do lives here, with
+the services. ``JobContext`` is what they need of a process's resources
+(:class:`chessstats.resources.Resources` is one).
 
 Each returns a one-line summary ("refreshed 12 tournaments") and raises on failure (the
 scheduler records the error and retries). A job that did part of its work and failed on the
@@ -15,16 +19,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
 import msgspec
 
+from chessstats import keys
+from chessstats.cache import TTLCache
+from chessstats.config import Config
 from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
-from chessstats.models.common import now_iso
 from chessstats.payload import Payload, encode_fields
-from chessstats.scheduler.context import JobContext
+from chessstats.services.tournaments import TournamentService
+from chessstats.store import Database
 from chessstats.store import players as players_store
 from chessstats.store import tournaments as tournaments_store
+from chessstats.upstream.fide import FideClient
+from chessstats.upstream.lichess import LichessClient
 from chessstats.upstream.lichess_players import MAX_NB, LeaderboardEntry, fetch_leaderboard
+
+
+class JobContext(Protocol):
+    """What a job uses of a process's resources; ``now()`` returns an aware UTC datetime."""
+
+    config: Config
+    db: Database
+    cache: TTLCache
+    lichess: LichessClient
+    fide: FideClient
+    tournaments: TournamentService
+    now: Callable[[], datetime]
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +65,12 @@ TITLED_TUESDAY_UNAVAILABLE = (
 
 def leaderboard_key(perf_type: str, nb: int = MAX_NB) -> str:
     """Cache key of a Lichess leaderboard."""
-    return f"players:lichess:top:{perf_type}:{nb}"
+    return keys.leaderboard(perf_type, nb)
 
 
 def fide_top_key(limit: int = FIDE_TOP_LIMIT) -> str:
     """Cache key of the FIDE top list."""
-    return f"players:fide:top:{limit}"
+    return keys.fide_top(limit)
 
 
 async def tournament_monitor(ctx: JobContext) -> str:
@@ -66,8 +90,8 @@ async def tournament_monitor(ctx: JobContext) -> str:
                 errors.append(f"{t.id}: lichess unavailable")
                 continue
             stored = await tournaments_store.get_tournament(ctx.db, "lichess", t.id)
-            if stored is not None and stored.imported_at is not None:
-                finished += 1
+            if stored is not None and (stored.imported_at is not None or stored.tournament.status == "finished"):
+                finished += 1  # its import runs in the background
             else:
                 await ctx.tournaments.results(t.id, 1, 100)
                 refreshed += 1
@@ -76,7 +100,7 @@ async def tournament_monitor(ctx: JobContext) -> str:
         except UpstreamError as exc:
             failed += 1
             errors.append(f"{t.id}: {exc.message}")
-    cancelled = await tournaments_store.cancel_tournaments(ctx.db, "lichess", gone)
+    cancelled = await ctx.tournaments.mark_gone("lichess", gone)
     summary = f"refreshed {refreshed} tournaments, imported {finished} finished, cancelled {cancelled}"
     if failed:
         summary += f", {failed} failed"
@@ -91,7 +115,7 @@ async def tournament_discovery(ctx: JobContext) -> str:
     unknown → marked cancelled (never deleted)."""
     current = await ctx.lichess.fetch_current()
     live = [t for t in current if t.status in ("upcoming", "ongoing")]
-    await tournaments_store.upsert_tournaments(ctx.db, [(t, None) for t in live], now_iso())
+    await ctx.tournaments.store_listed(live)
     listed = {t.id for t in current}
     vanished: list[str] = []
     for status in ("upcoming", "ongoing"):
@@ -104,7 +128,7 @@ async def tournament_discovery(ctx: JobContext) -> str:
             await ctx.tournaments.refresh(tid)
         except NotFound:
             gone.append(tid)
-    cancelled = await tournaments_store.cancel_tournaments(ctx.db, "lichess", gone)
+    cancelled = await ctx.tournaments.mark_gone("lichess", gone)
     upcoming = sum(t.status == "upcoming" for t in live)
     return (f"stored {len(live)} tournaments ({upcoming} upcoming, {len(live) - upcoming} ongoing); "
             f"re-checked {len(vanished)} no longer listed, cancelled {cancelled}")

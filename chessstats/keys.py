@@ -1,0 +1,53 @@
+"""Every cache key and cache tag, in one place (docs/API.md lists them for ``/api/admin/cache/invalidate``).
+
+Keys are ``<kind>:<platform>:<id>[:<page>:<limit>]``. Tags group the entries that show one thing,
+so that what one route learns (a tournament finished, cancelled, gone) drops every entry that
+shows it, lists included: every entry of a tournament carries :func:`tournament_tag`, every
+tournament list :data:`LISTS_TAG`.
+"""
+
+from __future__ import annotations
+
+#: Tag of every cached tournament list (``GET /api/tournaments``).
+LISTS_TAG = "lists:tournaments"
+
+
+def tournament_tag(platform: str, tid: str) -> str:
+    """Tag of every entry that shows tournament ``tid`` (detail, standings and games pages)."""
+    return f"t:{platform}:{tid}"
+
+
+def tournament(platform: str, tid: str) -> str:
+    """``GET /api/tournaments/{id}``: the detail."""
+    return f"tournament:{platform}:{tid}"
+
+
+def results(platform: str, tid: str, page: int, limit: int) -> str:
+    """``GET /api/tournaments/{id}/results``: one standings page."""
+    return f"results:{platform}:{tid}:{page}:{limit}"
+
+
+def games(platform: str, tid: str, page: int, limit: int) -> str:
+    """``GET /api/tournaments/{id}/games``: one games page."""
+    return f"games:{platform}:{tid}:{page}:{limit}"
+
+
+def tournament_list(status: str | None, platform: str | None, page: int, limit: int) -> str:
+    """``GET /api/tournaments``: one list page (``*`` for an absent filter)."""
+    return f"tournaments:{status or '*'}:{platform or '*'}:{page}:{limit}"
+
+
+def failure(key: str) -> str:
+    """The remembered failure of the fetch behind ``key`` (a 404 is a negative entry, any other
+    failure a short, growing back-off): ``fail:<key>``."""
+    return f"fail:{key}"
+
+
+def leaderboard(perf_type: str, nb: int) -> str:
+    """A Lichess leaderboard (filled by the ``rankings-updater`` job)."""
+    return f"players:lichess:top:{perf_type}:{nb}"
+
+
+def fide_top(limit: int) -> str:
+    """The FIDE top list (filled by the ``fide-ratings`` job)."""
+    return f"players:fide:top:{limit}"

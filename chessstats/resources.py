@@ -1,0 +1,142 @@
+"""The one object that opens and closes every resource of a process, and owns the data-dir layout.
+
+``serve`` (each worker), the scheduler and the CLI all use :class:`Resources`; nothing else opens
+the database, the cache or an upstream client. The data dir holds::
+
+    <data dir>/chessstats.db   the SQLite database (WAL: -wal and -shm beside it)
+    <data dir>/cache/          the diskcache directory (disposable: rebuilt when broken)
+    <data dir>/locks/          striped cross-process locks (fetches, imports) and scheduler.lock
+    <data dir>/gate/           the upstream gates' shared state (in flight, rate, 429 pause, breaker)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chessstats.cache import TTLCache
+from chessstats.config import Config
+from chessstats.services.imports import ImportService
+from chessstats.services.readthrough import ReadThrough
+from chessstats.services.tournaments import TournamentService
+from chessstats.store import Database
+from chessstats.store.db import DB_FILENAME
+from chessstats.upstream.fide import FideClient
+from chessstats.upstream.lichess import LichessClient
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    """The layout of a data dir (absolute paths)."""
+
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_FILENAME
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def gate_dir(self) -> Path:
+        return self.root / "gate"
+
+
+def open_lichess(config: Config, data_dir: DataDir, transport: Any = None) -> LichessClient:
+    """The Lichess client of ``config`` (its gate state in ``data_dir.gate_dir``)."""
+    return LichessClient(
+        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
+        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
+        transport=transport,
+    )
+
+
+def open_fide(config: Config, data_dir: DataDir, transport: Any = None) -> FideClient:
+    """The FIDE client of ``config``."""
+    return FideClient(config.fide.url, contact=config.upstream.contact, timeout_s=max(config.upstream.timeout_s, 30),
+                      transport=transport)
+
+
+@dataclass(slots=True)
+class Resources:
+    """Everything a process works with: configuration, database, cache, upstream clients, services.
+
+    Open with ``await Resources.open(config)`` and close with :meth:`aclose` (in reverse order).
+    Jobs receive this object (``config db cache lichess fide tournaments imports now``).
+    """
+
+    config: Config
+    paths: DataDir
+    db: Database
+    cache: TTLCache
+    lichess: LichessClient
+    fide: FideClient
+    read: ReadThrough
+    imports: ImportService
+    tournaments: TournamentService
+    now: Callable[[], datetime] = field(default=utc_now)
+    background: bool = False
+
+    @classmethod
+    async def open(cls, config: Config, *, background: bool = True, memory_entries: int | None = None,
+                   migrate: bool = True) -> Resources:
+        """Open every resource of ``config``.
+
+        Args:
+            config: the validated configuration.
+            background: start this process's import runner (the server); False for CLI commands.
+            memory_entries: the in-memory LRU size; None for ``[cache] memory_entries``.
+            migrate: apply pending migrations when the database opens.
+
+        Raises:
+            sqlite3.DatabaseError: the database cannot be used. OSError: the data dir cannot be made.
+        """
+        paths = DataDir(config.data_dir)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        db = Database(paths.db_path, busy_timeout_ms=config.storage.busy_timeout_ms)
+        await db.open(migrate=migrate)
+        cache = TTLCache(
+            paths.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
+            memory_entries=config.cache.memory_entries if memory_entries is None else memory_entries,
+        )
+        lichess = open_lichess(config, paths)
+        fide = open_fide(config, paths)
+        tcfg = config.tournaments
+        read = ReadThrough(
+            cache, paths.locks_dir, stale_s=config.cache.stale_s, wait_s=config.cache.client_wait_s,
+            failure_base_s=config.cache.failure_base_s, failure_max_s=config.cache.failure_max_s,
+            not_found_ttl_s=tcfg.not_found_ttl_s, lock_wait_s=tcfg.import_lock_timeout_s,
+        )
+        imports = ImportService(db, cache, lichess, tcfg, paths.locks_dir)
+        tournaments = TournamentService(db, cache, lichess, tcfg, read, imports)
+        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, background=background)
+        if background:
+            imports.start()
+        return res
+
+    async def aclose(self) -> None:
+        """Stop background work and close every resource (idempotent enough for shutdown paths)."""
+        await self.imports.stop()
+        await self.read.aclose()
+        await self.fide.aclose()
+        await self.lichess.aclose()
+        self.cache.close()
+        await self.db.close()
+
+    async def close(self) -> None:
+        """The same as :meth:`aclose` (the scheduler's CLI calls it by this name)."""
+        await self.aclose()

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from chessstats.config import Config, ConfigError, load_config
+from chessstats.store.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -124,7 +125,8 @@ def test_config_check_masks_secrets_and_migrate_applies(tmp_path: Path) -> None:
     proc = run_cli("config", "check", env={"CHESSSTATS_ADMIN_TOKEN": "hunter2"})
     assert proc.returncode == 0 and "hunter2" not in proc.stdout and '"token": "********"' in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
-    assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "applied now: 2" in proc.stdout and "0002_" in proc.stdout
+    assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "0002_" in proc.stdout
+    assert f"applied now: {len(MIGRATIONS)}" in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
     assert "applied now: 0" in proc.stdout
 

@@ -4,11 +4,12 @@ no stack trace, and no partial row left by a failed import."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, imported
 from tests.replay import ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"
@@ -92,13 +93,20 @@ def test_unknown_tournament_and_route_are_404(server: Server, upstream: ReplayUp
 def test_upstream_failure_with_nothing_stored_is_502(
     start_server: object, upstream: ReplayUpstream, kind: str
 ) -> None:
-    server = start_server(env={"CHESSSTATS_UPSTREAM_TIMEOUT_S": "0.5"})  # type: ignore[operator]
+    server = start_server(env={"CHESSSTATS_UPSTREAM_TIMEOUT_S": "0.5",  # type: ignore[operator]
+                               "CHESSSTATS_CACHE_FAILURE_BASE_S": "1"})
     upstream.set_fault(r"/tournament/sH24g2zH$", kind, seconds=2)
     body = assert_error(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"), 502, "upstream_error")
     assert "lichess" in body["error"]
     assert stored_rows(server) == (0, 0, 0)
+    calls = upstream.total()
     upstream.clear_faults()
-    assert server.client.get(f"/api/tournaments/{TEAM_BATTLE}").status_code == 200  # errors are not cached
+    # the failure is remembered for a moment (failure_base_s): the next requests cost no upstream call
+    for _ in range(5):
+        assert_error(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"), 502, "upstream_error")
+    assert upstream.total() == calls
+    time.sleep(1.1)
+    assert server.client.get(f"/api/tournaments/{TEAM_BATTLE}").status_code == 200  # then it is tried again
 
 
 @pytest.mark.parametrize("fault, retry_after", [("429", "60"), ("429-retry", "17")])
@@ -120,16 +128,20 @@ def test_upstream_429_with_nothing_stored_is_503_with_retry_after(
 
 @pytest.mark.parametrize("kind", ["truncate", "drop", "500"])
 def test_failed_import_leaves_no_partial_rows(server: Server, upstream: ReplayUpstream, kind: str) -> None:
-    """Info and standings arrive, the games export breaks: nothing of the tournament is imported."""
+    """Info and standings arrive, the games export breaks: nothing of the tournament is imported, the
+    attempt is recorded as failed; a re-import replaces it whole once the upstream is well."""
     upstream.set_fault(r"/tournament/sH24g2zH/games$", kind)
-    assert_error(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"), 502, "upstream_error")
+    imported(server, TEAM_BATTLE, states=("failed",))
     assert stored_rows(server) == (0, 0, 0)
     upstream.clear_faults()
     upstream.set_fault(r"/tournament/sH24g2zH/results$", "truncate")
-    assert_error(server.client.get(f"/api/tournaments/{TEAM_BATTLE}"), 502, "upstream_error")
+    assert server.admin("POST", f"/api/admin/tournaments/{TEAM_BATTLE}/reimport").status_code == 202
+    imported(server, TEAM_BATTLE, states=("failed",))
     assert stored_rows(server) == (0, 0, 0)
     upstream.clear_faults()
-    assert server.client.get(f"/api/tournaments/{TEAM_BATTLE}").status_code == 200
+    answer = server.admin("POST", f"/api/admin/tournaments/{TEAM_BATTLE}/reimport")
+    assert answer.status_code == 202 and answer.json()["data"]["job"] == "tournament-import"
+    imported(server, TEAM_BATTLE)
     assert stored_rows(server) == (1, 191, 1463)
 
 
@@ -137,11 +149,15 @@ def test_stored_tournament_served_stale_when_upstream_fails(server: Server, upst
     """A tournament the discovery stored (not imported) is served from the database, flagged stale."""
     assert server.client.get("/api/tournaments?limit=1").status_code == 200  # fills from the current list
     upstream.set_fault(r"/tournament/", "500")
-    resp = server.client.get("/api/tournaments/C95n7Ce4")
+    resp = server.client.get("/api/tournaments/OD2t5mm2")  # listed as started
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert (body["stale"], body["source"], body["cached"]) == (True, "database", False)
-    assert resp.headers["x-cache"] == "STALE" and body["data"]["name"] == "Hourly Bullet Arena"
+    assert resp.headers["x-cache"] == "STALE" and body["data"]["name"] == "≤2000 Blitz Arena"
+    # a finished one (C95n7Ce4 is in the list's finished part) answers what is known with its import state
+    finished = server.client.get("/api/tournaments/C95n7Ce4").json()
+    assert finished["data"]["name"] == "Hourly Bullet Arena"
+    assert finished["data"]["importState"] in ("queued", "importing", "failed")
 
 
 def test_admin_routes_need_the_token(server: Server, start_server: object) -> None:

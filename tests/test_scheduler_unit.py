@@ -356,6 +356,8 @@ async def test_tournament_monitor_refreshes_imports_and_cancels(ctx: JobContext,
     assert live_row is not None and live_row.tournament.nb_players == 77 and live_row.imported_at is None
     assert ctx.cache.get("tournament:lichess:live0001").expires_at is not None  # type: ignore[union-attr]
     assert ctx.cache.get("results:lichess:live0001:1:100") is not None
+    assert await ctx.imports.run_due() == 1  # the import the monitor queued (a server runs it in the background)
+    await ctx.tournaments.get("fin00001")
     finished = await tstore.get_tournament(ctx.db, "lichess", "fin00001")
     assert finished is not None and finished.imported_at is not None and finished.tournament.status == "finished"
     assert await ctx.db.fetchval("SELECT count(*) FROM games WHERE tournament_id = ?", (finished.pk,)) == 30

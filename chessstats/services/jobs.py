@@ -100,7 +100,8 @@ async def tournament_monitor(ctx: JobContext) -> str:
         except UpstreamError as exc:
             failed += 1
             errors.append(f"{t.id}: {exc.message}")
-    cancelled = await ctx.tournaments.mark_gone("lichess", gone)
+    await ctx.tournaments.mark_gone("lichess", gone)  # (the refresh that found them gone marked them already)
+    cancelled = len(gone)
     summary = f"refreshed {refreshed} tournaments, imported {finished} finished, cancelled {cancelled}"
     if failed:
         summary += f", {failed} failed"
@@ -128,7 +129,8 @@ async def tournament_discovery(ctx: JobContext) -> str:
             await ctx.tournaments.refresh(tid)
         except NotFound:
             gone.append(tid)
-    cancelled = await ctx.tournaments.mark_gone("lichess", gone)
+    await ctx.tournaments.mark_gone("lichess", gone)  # (the refresh that found them gone marked them already)
+    cancelled = len(gone)
     upcoming = sum(t.status == "upcoming" for t in live)
     return (f"stored {len(live)} tournaments ({upcoming} upcoming, {len(live) - upcoming} ongoing); "
             f"re-checked {len(vanished)} no longer listed, cancelled {cancelled}")

@@ -126,6 +126,9 @@ class ReadThrough:
         self.not_found_ttl_s = not_found_ttl_s
         self.lock_wait_s = lock_wait_s
         self._inflight: dict[str, asyncio.Task[Payload]] = {}
+        #: stripes this process holds: a fetch nested in another (standings need the detail) on the
+        #: same stripe must not wait for its own process
+        self._held: set[Path] = set()
         self.revalidations = 0
         self.stale_served = 0
 
@@ -231,14 +234,18 @@ class ReadThrough:
         return self.locks_dir / f"fetch-{stripe:03d}.lock"
 
     async def _load(self, key: str, fetch: Fetch, *, background: bool, force: bool) -> Payload:
-        lock = FileLock(self._lock_path(key))
+        path = self._lock_path(key)
+        lock = FileLock(path)
         deadline = time.monotonic() + self.lock_wait_s
-        try:
-            held = lock.acquire()
-        except OSError as exc:  # the locks dir cannot be written (full disk): fetch unlocked
-            log.warning("fetch lock for %s unavailable (%s); fetching without it", key, exc)
-            held = False
+        held = False
+        if path in self._held:  # this process holds the stripe already (a nested fetch): go ahead
             deadline = 0.0
+        else:
+            try:
+                held = lock.acquire()
+            except OSError as exc:  # the locks dir cannot be written (full disk): fetch unlocked
+                log.warning("fetch lock for %s unavailable (%s); fetching without it", key, exc)
+                deadline = 0.0
         try:
             while not held and time.monotonic() < deadline:
                 if background:  # another worker is fetching it (or a key on the same stripe): leave it
@@ -253,6 +260,8 @@ class ReadThrough:
                 if failure is not None and failure.until > time.time() and not force:
                     raise _rebuild(failure, "")
                 await asyncio.sleep(POLL_S)
+                if path in self._held:
+                    break
                 try:
                     held = lock.acquire()
                 except OSError:
@@ -264,8 +273,12 @@ class ReadThrough:
                 failure = self._failure(key)
                 if failure is not None and failure.until > time.time():
                     raise _rebuild(failure, "")
+            if held:
+                self._held.add(path)
             return await self._fetch(key, fetch)
         finally:
+            if held:
+                self._held.discard(path)
             lock.release()
 
     async def _fetch(self, key: str, fetch: Fetch) -> Payload:

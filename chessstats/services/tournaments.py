@@ -338,7 +338,10 @@ class TournamentService:
         if stored.imported_at is None and stored.tournament.status != "finished":
             return False
         self.read.forget_failure(keys.tournament(platform, tid))
-        return await self.imports.request(platform, tid, trigger="reimport", force=True)
+        record = await self.imports.request(platform, tid, trigger="reimport", force=True)
+        if stored.imported_at is None:  # a failed import's cached answers go; an imported one stays served
+            invalidate_tournament(self.cache, platform, tid)
+        return record
 
     # --- batch -------------------------------------------------------------------------------
 

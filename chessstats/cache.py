@@ -50,7 +50,7 @@ DB_FILE = "cache.db"
 #: replacement reaches this process's memory layer within this time.
 GENERATION_CHECK_S = 0.1
 #: While the disk layer cannot be opened, how often (seconds) a lookup tries to reopen it.
-REOPEN_INTERVAL_S = 5.0
+REOPEN_INTERVAL_S = 1.0
 #: While the cache is unhealthy, how often (seconds) :meth:`TTLCache.check` tries a probe write.
 PROBE_INTERVAL_S = 10.0
 #: During a burst of errors, how often (seconds) a summary is logged (the first error always is).
@@ -186,6 +186,8 @@ class TTLCache:
             self._reopen_at = time.monotonic() + REOPEN_INTERVAL_S
             self._fault("open", exc, rebuild=False)
             return False
+        if not self.healthy:  # opening wrote the db's settings: the disk layer works again
+            self._recovered()
         return True
 
     def _close_disk(self) -> None:
@@ -264,6 +266,14 @@ class TTLCache:
                 self._memory.clear()
                 self._bump_generation()
         return self._disk
+
+    def _current_disk(self) -> diskcache.Cache | None:
+        """The disk layer for an invalidation: reopened first when its file was deleted or replaced
+        (``rm -rf cache/`` while running), so that the invalidation reaches the file the workers use."""
+        if self._disk is not None and not self._same_db():
+            log.warning("cache db %s was deleted or replaced: reopened", self._db_path)
+            self._open()
+        return self._disk or self._disk_or_reopen()
 
     def _lost_invalidation(self, op: str, exc: BaseException) -> None:
         """An entry could not be removed: remove everything (the cache is disposable), else bypass it."""
@@ -448,7 +458,7 @@ class TTLCache:
         """
         self._memory.pop(key, None)
         existed = False
-        disk = self._disk or self._disk_or_reopen()
+        disk = self._current_disk()
         if disk is not None:
             try:
                 existed = bool(disk.delete(key))
@@ -463,7 +473,7 @@ class TTLCache:
         Never raises (a failure wipes the whole cache, as :meth:`delete` does).
         """
         count = 0
-        disk = self._disk or self._disk_or_reopen()
+        disk = self._current_disk()
         if disk is not None:
             try:
                 for key in list(disk.iterkeys()):
@@ -480,7 +490,7 @@ class TTLCache:
         memory layer. Returns how many entries went. Never raises (a failure wipes the whole cache,
         as :meth:`delete` does)."""
         count = 0
-        disk = self._disk or self._disk_or_reopen()
+        disk = self._current_disk()
         if disk is not None:
             try:
                 count = int(disk.evict(tag))
@@ -498,7 +508,7 @@ class TTLCache:
         """
         self._memory.clear()
         count = 0
-        disk = self._disk or self._disk_or_reopen()
+        disk = self._current_disk()
         if disk is not None:
             try:
                 count = int(disk.clear())
@@ -512,7 +522,7 @@ class TTLCache:
 
     def cull(self) -> int:
         """Remove expired entries (past their stale window) from disk; returns how many went (0 on error)."""
-        disk = self._disk or self._disk_or_reopen()
+        disk = self._current_disk()
         if disk is None:
             return 0
         try:

@@ -181,6 +181,7 @@ class TTLCache:
                             self._db_path, describe_error(exc))
                 self._wipe_files()
                 self._disk = self._connect()
+                self._bump_generation()  # a worker that opened the old file meanwhile reopens within 0.1 s
         except CACHE_ERRORS as exc:
             self._disk = None
             self._reopen_at = time.monotonic() + REOPEN_INTERVAL_S
@@ -531,18 +532,25 @@ class TTLCache:
             self._fault("cull", exc)
             return 0
 
+    @property
+    def usable(self) -> bool:
+        """False while the disk layer cannot be opened at all (every lookup misses); True otherwise,
+        also when the cache is disabled by configuration."""
+        return self._disk is not None or not self.enabled
+
     def check(self) -> bool:
-        """Whether the cache works, for ``/health``; while unhealthy, one tiny probe write at most every
+        """Whether the cache works, for ``/health``. While unhealthy: reopens a closed disk layer (at
+        most every :data:`REOPEN_INTERVAL_S` seconds) and tries one tiny probe write at most every
         :data:`PROBE_INTERVAL_S` seconds (a success clears the fault). Never raises."""
         if self.healthy or not self.enabled:
             return True
+        disk = self._disk or self._disk_or_reopen()
+        if disk is None or self.healthy:
+            return self.healthy
         now = time.monotonic()
         if now < self._probe_at:
             return False
         self._probe_at = now + PROBE_INTERVAL_S
-        disk = self._disk or self._disk_or_reopen()
-        if disk is None:
-            return False
         try:
             disk.set(_PROBE_KEY, b"", expire=1)
         except CACHE_ERRORS as exc:

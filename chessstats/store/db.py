@@ -255,7 +255,8 @@ class Database:
                                  retry_after_s=STORAGE_RETRY_AFTER_S) from exc
 
     async def probe_write(self, *, busy_timeout_ms: int = 200) -> bool | None:
-        """One tiny write (the ``health_probe`` row) to check that the database can be written.
+        """One tiny real write to check that the database can be written: ``user_version`` is read and
+        written back unchanged in a transaction (one page appended to the WAL; no schema needed).
 
         Returns True when it succeeded (which clears :attr:`storage_error`), False on a storage
         failure (recorded), None when it was not tried or inconclusive: another write of this process
@@ -266,14 +267,12 @@ class Database:
             return None
         try:
             async with self.transaction(busy_timeout_ms=busy_timeout_ms) as conn:
-                await conn.execute(
-                    "INSERT INTO health_probe (id, checked_at) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-                    (datetime.now(UTC).isoformat(),),
-                )
+                rows = await conn.execute_fetchall("PRAGMA user_version")
+                version = int(next(iter(rows))[0])
+                await conn.execute(f"PRAGMA user_version = {version}")
         except StorageUnavailable:
             return False
-        except Exception as exc:  # locked by another process, or no health_probe table (not migrated)
+        except Exception as exc:  # locked by another process
             log.debug("health probe write inconclusive: %s", exc)
             return None
         return True

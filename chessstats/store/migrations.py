@@ -178,15 +178,4 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX job_runs_due ON job_runs (state, scheduled_for)",
         ),
     ),
-    (
-        4,
-        "health_probe",
-        (
-            # One row, rewritten by /health at most every 10 s: proves the database can be written.
-            """CREATE TABLE health_probe (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                checked_at TEXT NOT NULL
-            )""",
-        ),
-    ),
 )

@@ -4,6 +4,7 @@ while running. Statuses and codes are asserted, not the detailed service flow.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -125,3 +126,24 @@ def test_cache_dir_deleted_while_running(start_server: object, upstream: ReplayU
     assert (cache_dir / "cache.db").exists()
     health = server.client.get("/health")
     assert health.status_code == 200 and health.json()["checks"]["cache"]["status"] == "ok", health.text
+
+
+def test_starts_on_an_almost_full_disk(start_server: object, upstream: ReplayUpstream, tmp_path: Path) -> None:
+    """With 128 KiB free the server starts, serves what is stored and reports ``disk full``. (With 0 bytes
+    free it cannot: SQLite needs 32 KiB for the WAL index of the database; ``serve`` then exits with a
+    message naming the data dir.)"""
+    generate(upstream, WARM, games=20)
+    with tmpfs(tmp_path / "mnt", "4m") as data:
+        first: Server = start_server(data_dir=data)  # type: ignore[operator]
+        assert first.client.get(f"/api/tournaments/{WARM}").status_code == 200
+        assert first.stop() == 0
+        filler = fill(data)
+        os.truncate(filler, filler.stat().st_size - 128 * 1024)
+        server: Server = start_server(data_dir=data)  # type: ignore[operator]
+        health = server.client.get("/health")
+        assert health.status_code == 503 and health.json()["checks"]["storage"]["error"] == "disk full"
+        resp = server.client.get(f"/api/tournaments/{WARM}")  # stored: served from the database
+        assert resp.status_code == 200 and resp.json()["source"] in ("database", "cache"), resp.text
+        filler.unlink()
+        _, body = wait_health(server, 200)
+        assert body["status"] == "ok", body

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -64,3 +65,15 @@ def fill(directory: Path, name: str = "filler") -> Path:
 def open_fds(pid: int | str = "self") -> int:
     """How many file descriptors process ``pid`` has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def lock_is_free(path: Path) -> bool:
+    """Whether nobody holds the flock on ``path`` (checked with a non-blocking flock of our own)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing releases our probe lock
+    return True

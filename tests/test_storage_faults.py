@@ -4,26 +4,13 @@ descriptor leaks. HTTP-level faults through the real server are in ``test_storag
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
 from chessstats.locks import FileLock, hold
-from tests.fsfault import fill, open_fds, remount, tmpfs
-
-
-def lock_is_free(path: Path) -> bool:
-    """Whether nobody holds the flock on ``path`` (checked with a non-blocking flock of our own)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # closing releases our probe lock
-    return True
+from tests.fsfault import fill, lock_is_free, open_fds, remount, tmpfs
 
 
 def test_lock_on_full_disk_is_held_consistently_and_never_leaks(tmp_path: Path) -> None:

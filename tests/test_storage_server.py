@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import Server
-from tests.fsfault import fill, open_fds, tmpfs
+from tests.fsfault import fill, lock_is_free, open_fds, tmpfs
 from tests.replay import ReplayUpstream
-from tests.test_storage_faults import lock_is_free
 
 WARM, FULL = "warmArna", "fullArna"  # generated finished arenas (small enough for a 4 MiB tmpfs)
 
@@ -54,11 +53,11 @@ def test_full_disk_answers_503_then_recovers_without_restart(
         assert resp.status_code == 503, resp.text
         assert resp.json() == {"success": False, "code": "storage_unavailable", "error": resp.json()["error"]}
         assert "disk full" in resp.json()["error"] and int(resp.headers["retry-after"]) >= 1
-        assert not lock.exists() or lock_is_free(lock)  # no lock stays held
+        assert lock_is_free(lock)  # the import lock was taken (pid not written) and released
         fds = server_fds(server)
         for _ in range(3):
             assert server.client.get(f"/api/tournaments/{FULL}").status_code == 503
-            assert not lock.exists() or lock_is_free(lock)
+            assert lock_is_free(lock)
         assert server_fds(server) <= fds  # no descriptor leak per failed request
 
         # what needs no write answers normally: from the cache, or from the database

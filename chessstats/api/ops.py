@@ -51,7 +51,7 @@ async def storage_check(ctx: Any) -> dict[str, Any]:
     if now >= getattr(ctx, "health_probe_at", 0.0) and not (low and db.storage_error is not None):
         ctx.health_probe_at = now + PROBE_INTERVAL_S
         await db.probe_write()  # records / clears db.storage_error; never raises
-    error = db.storage_error or ("disk full" if low else None)
+    error = "disk full" if low else db.storage_error
     if error is not None:
         check["status"], check["error"] = "error", error
         if db.storage_error is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -42,6 +43,14 @@ _OS_REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full (quota)", err
                errno.EIO: "I/O error"}
 _MESSAGE_REASONS = (("database or disk is full", "disk full"), ("readonly database", "read-only"),
                     ("disk i/o error", "I/O error"))
+
+
+def _nearly_full(directory: Path) -> bool:
+    """Whether the file system of ``directory`` has less than 1 MiB free (False when unknown)."""
+    try:
+        return shutil.disk_usage(directory).free < 2**20
+    except OSError:
+        return False
 
 
 def storage_reason(exc: BaseException) -> str | None:
@@ -248,6 +257,8 @@ class Database:
             if not always or not isinstance(exc, Exception):
                 return
             reason = f"cannot open the database: {exc}"
+        if reason == "I/O error" and _nearly_full(self.path.parent):  # e.g. the WAL index could not grow
+            reason = "disk full"
         if self.storage_error != reason:
             log.error("database write failed (%s): %s; answering 503 until a write succeeds", reason, exc)
         self.storage_error, self.storage_error_at = reason, time.time()

@@ -2,17 +2,24 @@
 
 Used by the scheduler (one scheduler per data dir, no overlapping job runs) and by services (one
 worker imports a tournament while the others wait for it). A crash never leaves a lock set.
+
+A lock needs no disk space: the holder's pid written into the file is informational only, so a
+full disk never keeps a lock from being taken, and no error path leaves a descriptor open (a lock
+is held exactly while :attr:`FileLock.held` is True).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class FileLock:
@@ -32,30 +39,45 @@ class FileLock:
         return self._fd is not None
 
     def acquire(self) -> bool:
-        """Try to take the lock without waiting; True when held (already or now)."""
+        """Try to take the lock without waiting; True when held (already or now), False when another
+        holder has it.
+
+        The pid is then written into the file, best effort: when that fails (disk full, read-only)
+        the lock is still held and True is returned.
+
+        Raises:
+            OSError: the lock file cannot be created or opened (missing permissions, read-only or
+                full file system); no descriptor is left open and the lock is not held.
+        """
         if self._fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        except OSError:
+        except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        self._fd = fd  # held from here on: release() closes it whatever happens below
+        try:
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(fd, pid, 0)  # over the previous holder's pid: needs no new block on a full disk
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:
+            log.debug("lock %s taken, but its pid could not be written: %s", self.path, exc)
         return True
 
     def release(self) -> None:
-        """Release the lock (idempotent)."""
+        """Release the lock and close its descriptor (idempotent; never raises)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                pass  # closing the descriptor below releases the lock anyway
             finally:
                 os.close(fd)
 
@@ -65,12 +87,19 @@ async def hold(path: str | Path, *, timeout_s: float, poll_s: float = 0.02) -> A
     """Hold the lock at ``path`` for the block, waiting (without blocking the event loop) up to
     ``timeout_s`` seconds for another process to release it.
 
-    Yields True when the lock is held, False when the wait timed out (the block then runs
-    unlocked: a lock is an optimisation here, never a reason to fail a request).
+    Yields True when the lock is held, False when the wait timed out or the lock file cannot be
+    created (disk full, read-only): the block then runs unlocked, since a lock is an optimisation
+    here, never a reason to fail a request. The lock is always released after the block.
     """
     lock = FileLock(path)
     deadline = time.monotonic() + timeout_s
-    while not lock.acquire():
+    while True:
+        try:
+            if lock.acquire():
+                break
+        except OSError as exc:
+            log.warning("lock %s unavailable (%s): running without it", path, exc)
+            break
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(poll_s)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
 from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats import __version__
@@ -13,17 +17,73 @@ from chessstats.api.envelope import JSON
 log = logging.getLogger(__name__)
 bp = Blueprint("ops")
 
+#: Below this many free bytes in the data dir's file system, the storage check fails (``disk full``).
+MIN_FREE_BYTES = 256 * 1024
+#: At most one probe write into the database per this many seconds (per process).
+PROBE_INTERVAL_S = 10.0
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+async def storage_check(ctx: Any) -> dict[str, Any]:
+    """``checks.storage``: ``{"status": "ok"|"error", "freeBytes", "totalBytes", "error"?, "since"?,
+    "cacheError"?}``.
+
+    ``error`` (``disk full``, ``read-only``, ``I/O error``) comes from the database's last failed
+    write (until a write succeeds) or from fewer than :data:`MIN_FREE_BYTES` free bytes in the data
+    dir. A tiny probe write into the database runs at most every :data:`PROBE_INTERVAL_S` seconds
+    (skipped while the disk is known to be full). ``cacheError`` is the cache's current fault (the
+    cache is disposable: it never makes the service unhealthy). Never raises.
+    """
+    db, cache = ctx.db, ctx.cache
+    check: dict[str, Any] = {"status": "ok", "freeBytes": None, "totalBytes": None}
+    free: int | None = None
+    try:
+        usage = shutil.disk_usage(ctx.config.data_dir)
+        free = usage.free
+        check["freeBytes"], check["totalBytes"] = usage.free, usage.total
+    except OSError as exc:
+        check["status"], check["error"] = "error", f"data dir unavailable: {exc.strerror or exc}"
+    low = free is not None and free < MIN_FREE_BYTES
+    now = time.monotonic()
+    if now >= getattr(ctx, "health_probe_at", 0.0) and not (low and db.storage_error is not None):
+        ctx.health_probe_at = now + PROBE_INTERVAL_S
+        await db.probe_write()  # records / clears db.storage_error; never raises
+    error = "disk full" if low else db.storage_error
+    if error is not None:
+        check["status"], check["error"] = "error", error
+        if db.storage_error is not None:
+            check["since"] = _iso(db.storage_error_at)
+    if not cache.check():
+        check["cacheError"] = cache.last_error
+    return check
+
 
 @bp.route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> HTTPResponse:
     """200 ``{"status": "ok", "checks": {...}, "cache": {...}, "jobs": {waiting, active, completed,
-    failed}}``; ``checks.scheduler`` is this worker's scheduler (time zone, whether it holds the
-    scheduler lock, job counts) or ``{"status": "disabled"}``; 503 with ``"status": "error"``
-    when the database or the cache is unusable. Upstreams are not probed here (no upstream budget
-    is spent by a health poller); their last known state is reported.
-    """
-    import msgspec
+    failed}}``; 503 with ``"status": "error"`` when the database cannot be read or written, or the
+    cache cannot be opened at all.
 
+    ``checks.storage`` is :func:`storage_check` (free bytes of the data dir, the reason the database
+    cannot be written: ``disk full``, ``read-only``, ``I/O error``); ``checks.cache`` is ``ok``,
+    ``degraded`` (storage errors were absorbed since its last successful write: requests still
+    succeed, uncached) or ``error`` (no disk layer: it could not be reopened or recreated);
+    ``checks.scheduler`` is this worker's scheduler (time zone, whether it holds the scheduler
+    lock, job counts) or ``{"status": "disabled"}``. Upstreams are not probed here (no upstream
+    budget is spent by a health poller); their last known state is reported. Never answers 500.
+    """
+    try:
+        body, ok = await _health(request)
+    except Exception as exc:  # a health check must answer, whatever broke
+        log.exception("health: check failed")
+        body, ok = {"status": "error", "version": __version__, "error": type(exc).__name__}, False
+    return HTTPResponse(msgspec.json.encode(body), status=200 if ok else 503, content_type=JSON)
+
+
+async def _health(request: Request) -> tuple[dict[str, Any], bool]:
     ctx = request.app.ctx
     checks: dict[str, dict[str, object]] = {}
     ok = True
@@ -36,20 +96,38 @@ async def health(request: Request) -> HTTPResponse:
         checks["database"] = {"status": "error", "error": type(exc).__name__}
         ok = False
     try:
-        cache_stats = ctx.cache.stats()
-        checks["cache"] = {"status": "ok", "entries": cache_stats["entries"]}
+        checks["storage"] = await storage_check(ctx)
+    except Exception as exc:
+        log.error("health: storage check failed: %s", exc)
+        checks["storage"] = {"status": "error", "error": type(exc).__name__}
+    if checks["storage"]["status"] != "ok":
+        ok = False
+    cache_stats = None
+    try:
+        cache = ctx.cache
+        cache_stats = cache.stats()
+        status = "ok" if cache.healthy else "degraded" if cache.usable else "error"
+        checks["cache"] = {"status": status, "entries": cache_stats["entries"], "errors": cache.errors}
+        if status != "ok":
+            checks["cache"]["error"] = cache.last_error
+        if status == "error":  # no disk layer at all (it cannot even be recreated)
+            ok = False
     except Exception as exc:
         log.error("health: cache check failed: %s", exc)
         checks["cache"] = {"status": "error", "error": type(exc).__name__}
-        cache_stats = None
         ok = False
     lichess = ctx.lichess
-    state = {None: "unknown", True: "ok", False: "degraded"}[lichess.healthy]
+    state = {None: "unknown", True: "ok", False: "degraded"}.get(lichess.healthy, "unknown")
     checks["lichess"] = {"status": state, "requests": lichess.requests}
-    if getattr(ctx, "scheduler", None) is not None:
-        checks["scheduler"] = ctx.scheduler.health()
-    else:
-        checks["scheduler"] = {"status": "disabled", "timezone": ctx.config.scheduler.timezone, "lockHolder": False}
+    try:
+        if getattr(ctx, "scheduler", None) is not None:
+            checks["scheduler"] = ctx.scheduler.health()
+        else:
+            checks["scheduler"] = {"status": "disabled", "timezone": ctx.config.scheduler.timezone,
+                                   "lockHolder": False}
+    except Exception as exc:
+        log.error("health: scheduler check failed: %s", exc)
+        checks["scheduler"] = {"status": "error", "error": type(exc).__name__}
     try:
         from chessstats.scheduler.control import run_counts
 
@@ -64,4 +142,4 @@ async def health(request: Request) -> HTTPResponse:
         "cache": cache_stats,
         "jobs": jobs,
     }
-    return HTTPResponse(msgspec.json.encode(body), status=200 if ok else 503, content_type=JSON)
+    return body, ok

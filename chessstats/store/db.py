@@ -3,12 +3,22 @@
 Pragmas are set on every connection: ``busy_timeout`` first, then WAL, ``synchronous=NORMAL``
 and ``foreign_keys=ON``. Several processes may open the same file (``--workers N``): SQLite's
 locks plus the busy timeout serialise their writers; inside one process an asyncio lock does.
+
+Storage faults: a write that fails because the disk is full, the file system is read-only or
+the disk answers with an I/O error is rolled back and raised as
+:class:`~chessstats.errors.StorageUnavailable` (503 ``storage_unavailable`` with ``Retry-After``);
+the failure is recorded in :attr:`Database.storage_error` until the next successful write. Nothing
+needs a restart: the next write after space comes back simply succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import shutil
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,9 +27,48 @@ from typing import Any
 
 import aiosqlite
 
+from chessstats.errors import StorageUnavailable
 from chessstats.store.migrations import MIGRATIONS
 
+log = logging.getLogger(__name__)
+
 DB_FILENAME = "chessstats.db"
+#: Seconds a client is told to wait (``Retry-After``) after a storage failure.
+STORAGE_RETRY_AFTER_S = 30
+
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL = 8, 10, 13
+_SQLITE_REASONS = {_SQLITE_FULL: "disk full", _SQLITE_READONLY: "read-only", _SQLITE_IOERR: "I/O error"}
+_OS_REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full (quota)", errno.EROFS: "read-only",
+               errno.EIO: "I/O error"}
+_MESSAGE_REASONS = (("database or disk is full", "disk full"), ("readonly database", "read-only"),
+                    ("disk i/o error", "I/O error"))
+
+
+def _nearly_full(directory: Path) -> bool:
+    """Whether the file system of ``directory`` has less than 1 MiB free (False when unknown)."""
+    try:
+        return shutil.disk_usage(directory).free < 2**20
+    except OSError:
+        return False
+
+
+def storage_reason(exc: BaseException) -> str | None:
+    """``"disk full"``, ``"read-only"`` or ``"I/O error"`` when ``exc`` is a storage failure of SQLite
+    or the OS (``sqlite3.OperationalError`` "database or disk is full" / "attempt to write a readonly
+    database" / "disk I/O error", ``OSError`` ENOSPC / EDQUOT / EROFS / EIO); None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and (code & 0xFF) in _SQLITE_REASONS:
+            return _SQLITE_REASONS[code & 0xFF]
+        text = str(exc).lower()
+        for needle, reason in _MESSAGE_REASONS:
+            if needle in text:
+                return reason
+        return None
+    if isinstance(exc, OSError):
+        return _OS_REASONS.get(exc.errno) if exc.errno is not None else None
+    return None
 
 
 class Database:
@@ -33,6 +82,9 @@ class Database:
     Use ``await db.open()`` / ``await db.close()`` (or ``async with``). Reads go through
     :meth:`fetchall` / :meth:`fetchone`; writes through :meth:`transaction`, which yields the
     writer connection inside ``BEGIN IMMEDIATE`` and commits, or rolls back on any error.
+
+    ``storage_error`` (``"disk full"``, ``"read-only"``, ``"I/O error"`` or None) and
+    ``storage_error_at`` (epoch seconds) describe the last failed write, until a write succeeds.
     """
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
@@ -41,6 +93,9 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._reconnect = False  # the writer was left unusable (a rollback failed): replace it first
+        self.storage_error: str | None = None
+        self.storage_error_at: float | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -76,8 +131,12 @@ class Database:
         """Close both connections (idempotent)."""
         for conn in (self._reader, self._writer):
             if conn is not None:
-                await conn.close()
+                try:
+                    await conn.close()
+                except Exception as exc:  # a connection already broken: nothing more to release
+                    log.warning("closing a database connection failed: %s", exc)
         self._reader = self._writer = None
+        self._reconnect = False
 
     async def __aenter__(self) -> Database:
         return await self.open()
@@ -108,23 +167,126 @@ class Database:
         return None if row is None else row[0]
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self, *, busy_timeout_ms: int | None = None) -> AsyncIterator[aiosqlite.Connection]:
         """Yield the writer connection inside ``BEGIN IMMEDIATE``; commit on success, roll back on error.
 
         Only one transaction runs at a time in a process; other processes wait on SQLite's lock
-        for up to ``busy_timeout_ms``.
+        for up to ``busy_timeout_ms`` (default: the database's).
+
+        Raises:
+            StorageUnavailable: the disk is full, the file system read-only or the disk failed
+                (at ``BEGIN``, in the block or at ``COMMIT``); the transaction was rolled back and
+                the failure is recorded in :attr:`storage_error`.
+            RuntimeError: the database is not open.
+        Any other error of the block is re-raised unchanged after the rollback.
         """
         if self._writer is None:
             raise RuntimeError("database is not open")
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            writer = await self._writable()
+            timeout_set = False
             try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
+                if busy_timeout_ms is not None:
+                    await writer.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                    timeout_set = True
+                try:
+                    await writer.execute("BEGIN IMMEDIATE")
+                except Exception as exc:
+                    await self._rollback(writer)  # normally not inside a transaction here; make sure
+                    self._raise_storage(exc)
+                    raise
+                try:
+                    yield writer
+                    await writer.execute("COMMIT")
+                except BaseException as exc:
+                    await self._rollback(writer)
+                    self._raise_storage(exc)
+                    raise
+                if self.storage_error is not None:
+                    log.warning("database %s is writable again (after: %s)", self.path, self.storage_error)
+                    self.storage_error = self.storage_error_at = None
+            finally:
+                if timeout_set and not self._reconnect:
+                    try:
+                        await writer.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                    except Exception:  # a connection that cannot set a pragma is replaced
+                        self._reconnect = True
+
+    async def _writable(self) -> aiosqlite.Connection:
+        """The writer connection; a new one when the previous one was left unusable."""
+        assert self._writer is not None
+        if self._reconnect:
+            try:
+                conn = await self._connect()
+            except Exception as exc:
+                self._raise_storage(exc, always=True)
                 raise
-            else:
-                await self._writer.execute("COMMIT")
+            old, self._writer, self._reconnect = self._writer, conn, False
+            try:
+                await old.close()
+            except Exception:  # already broken; its thread is gone or going
+                pass
+        return self._writer
+
+    async def _rollback(self, writer: aiosqlite.Connection) -> None:
+        """Roll back; if that fails and the connection is still inside a transaction (or unusable),
+        close it (SQLite then drops its write lock) and open a new writer before the next write."""
+        try:
+            await writer.execute("ROLLBACK")
+            return
+        except Exception as exc:
+            error: Exception = exc
+        try:
+            still_open = writer.in_transaction
+        except Exception:  # the connection itself is gone
+            still_open = True
+        if not still_open:  # SQLite had already rolled back (it does on SQLITE_FULL / IOERR)
+            return
+        log.error("rollback failed (%s): the writer connection is closed and replaced", error)
+        self._reconnect = True
+        try:
+            await writer.close()
+        except Exception as exc:
+            log.warning("closing the writer after a failed rollback failed: %s", exc)
+
+    def _raise_storage(self, exc: BaseException, *, always: bool = False) -> None:
+        """Record and raise :class:`StorageUnavailable` (from ``exc``) when ``exc`` is a storage failure
+        (or, with ``always``, any error); otherwise return and let the caller re-raise ``exc``."""
+        reason = storage_reason(exc)
+        if reason is None:
+            if not always or not isinstance(exc, Exception):
+                return
+            reason = f"cannot open the database: {exc}"
+        if reason == "I/O error" and _nearly_full(self.path.parent):  # e.g. the WAL index could not grow
+            reason = "disk full"
+        if self.storage_error != reason:
+            log.error("database write failed (%s): %s; answering 503 until a write succeeds", reason, exc)
+        self.storage_error, self.storage_error_at = reason, time.time()
+        raise StorageUnavailable(f"storage is unavailable ({reason}); try again later",
+                                 retry_after_s=STORAGE_RETRY_AFTER_S) from exc
+
+    async def probe_write(self, *, busy_timeout_ms: int = 200) -> bool | None:
+        """One tiny real write to check that the database can be written: ``user_version`` is read and
+        written back unchanged in a transaction (one page appended to the WAL; no schema needed).
+
+        Returns True when it succeeded (which clears :attr:`storage_error`), False on a storage
+        failure (recorded), None when it was not tried or inconclusive: another write of this process
+        is in progress, or another process held the write lock for ``busy_timeout_ms`` milliseconds.
+        Never raises.
+        """
+        if self._writer is None or self._write_lock.locked():
+            return None
+        try:
+            async with self.transaction(busy_timeout_ms=busy_timeout_ms) as conn:
+                rows = await conn.execute_fetchall("PRAGMA user_version")
+                version = int(next(iter(rows))[0])
+                await conn.execute(f"PRAGMA user_version = {version}")
+        except StorageUnavailable:
+            return False
+        except Exception as exc:  # locked by another process
+            log.debug("health probe write inconclusive: %s", exc)
+            return None
+        return True
 
     async def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write statement in its own transaction; returns ``lastrowid``."""

@@ -172,8 +172,15 @@ class ImportService:
         return FileLock(self.locks_dir / f"import-{int.from_bytes(digest, 'big') % IMPORT_LOCK_STRIPES:02d}.lock")
 
     async def run_due(self) -> int:
-        """Run every import that is due and not taken by another worker; returns how many ran."""
+        """Run every import that is due and not taken by another worker; returns how many ran.
+
+        While the database cannot be written (a full disk, within the last ``import_poll_s`` × 6
+        seconds) nothing is started: an import would download its exports only to fail to store them.
+        """
         ran = 0
+        failed_at = self.db.storage_error_at
+        if self.db.storage_error and failed_at and time.time() - failed_at < self.config.import_poll_s * 6:
+            return 0
         for record in await istore.due_imports(self.db, now_iso(), self.config.import_max_attempts):
             lock = self._lock(record.platform, record.external_id)
             try:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import socket
 import sqlite3
 import sys
 from functools import partial
+from typing import Any
 
 import msgspec
 
@@ -55,6 +58,98 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
 
 
+#: Environment variable through which worker processes learn the pid of their manager (main) process.
+MANAGER_PID_ENV = "CHESSSTATS_MANAGER_PID"
+
+
+def _worker_serve(*args: Any, **kwargs: Any) -> None:
+    """The target of each worker process (``--workers N``): Sanic's ``worker_serve``, tied to the manager.
+
+    * The worker dies (SIGKILL) with the manager process (``PR_SET_PDEATHSIG``), and exits at once
+      if the manager is already gone: a ``kill -9`` of the manager never leaves a worker on the port.
+    * When the server loop is over, the process ends with ``os._exit``: a thread left running
+      (an ``aiosqlite`` connection that a cut-short shutdown did not close) can no longer keep
+      the worker, and so the manager waiting for it, alive.
+    """
+    from sanic.worker.serve import worker_serve
+
+    from chessstats._frozen import die_with_parent
+
+    manager = int(os.environ.get(MANAGER_PID_ENV) or 0)
+    parent = os.getppid()
+    if manager and not _alive(manager):
+        os._exit(1)
+    die_with_parent(signal.SIGKILL, parent)
+    code = 1
+    try:
+        worker_serve(*args, **kwargs)
+        code = 0
+    except KeyboardInterrupt:  # a shutdown signal before the worker's loop took over its signals
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _start_sync_manager() -> Any:
+    """``multiprocessing.Manager()`` whose server process dies with the main process (Sanic's shared state)."""
+    from multiprocessing import get_context
+    from multiprocessing.managers import SyncManager
+
+    from chessstats._frozen import die_with_parent
+
+    manager = SyncManager(ctx=get_context())
+    manager.start(initializer=partial(die_with_parent, signal.SIGKILL))
+    return manager
+
+
+def _patch_sanic_manager() -> None:
+    """Make Sanic's multi-process mode stop promptly and never leave processes behind.
+
+    * A SIGTERM that arrives before every worker acknowledged its start used to leave the
+      manager waiting for acknowledgements that never come (30 s, then exit status 1): the wait
+      now ends as soon as the manager is shutting down.
+    * Workers run :func:`_worker_serve` (tied to the manager, exit when their loop ends).
+    * Sanic's shared-state process (a ``multiprocessing`` manager) dies with the main process.
+    """
+    import sanic.mixins.startup as startup
+    from sanic.worker.manager import WorkerManager
+
+    if getattr(WorkerManager, "_chessstats_patched", False):
+        return
+    all_acked = WorkerManager._all_workers_ack
+
+    def _all_workers_ack(self: WorkerManager) -> bool:
+        return bool(self._shutting_down) or all_acked(self)
+
+    WorkerManager._all_workers_ack = _all_workers_ack  # type: ignore[method-assign]
+    WorkerManager._chessstats_patched = True  # type: ignore[attr-defined]
+    startup.worker_serve = _worker_serve  # type: ignore[assignment]
+    startup.Manager = _start_sync_manager  # type: ignore[attr-defined]
+
+
 def serve(config: Config, args: argparse.Namespace) -> int:
     """Run the HTTP server: one process by default, ``--workers N`` for N worker processes.
 
@@ -86,6 +181,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     if server.workers == 1:
         Sanic.serve_single(primary=app)
     else:
+        os.environ[MANAGER_PID_ENV] = str(os.getpid())
+        _patch_sanic_manager()
         Sanic.serve(primary=app, app_loader=loader)
     return 0
 

@@ -39,7 +39,7 @@ class ServerConfig(_Table):
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     access_log: bool = False
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-    shutdown_timeout_s: Seconds = 10.0
+    shutdown_timeout_s: Seconds = 2.0
 
 
 class StorageConfig(_Table):

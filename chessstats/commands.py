@@ -125,17 +125,28 @@ def _start_sync_manager() -> Any:
     return manager
 
 
-def _patch_sanic_manager() -> None:
+def _patch_sanic_manager(kill_after_s: float) -> None:
     """Make Sanic's multi-process mode stop promptly and never leave processes behind.
 
     * A SIGTERM that arrives before every worker acknowledged its start used to leave the
       manager waiting for acknowledgements that never come (30 s, then exit status 1): the wait
       now ends as soon as the manager is shutting down.
+    * Workers are stopped with SIGTERM, not Sanic's SIGINT: a worker still importing (it has no
+      handler yet) then ends silently instead of printing a ``KeyboardInterrupt`` traceback, and
+      a running worker's loop handles both signals alike (graceful stop).
+    * While the manager waits for a worker that was still starting when asked to stop, it repeats
+      the SIGTERM every 0.5 s (a signal that came between start-up stages can be lost; a running
+      worker is not nudged: a second signal would cut its graceful shutdown short). It sends
+      SIGKILL after ``kill_after_s`` seconds (Sanic waited 10 s per worker, one after the other).
     * Workers run :func:`_worker_serve` (tied to the manager, exit when their loop ends).
     * Sanic's shared-state process (a ``multiprocessing`` manager) dies with the main process.
     """
+    import contextlib
+
     import sanic.mixins.startup as startup
+    from sanic.worker.constants import ProcessState
     from sanic.worker.manager import WorkerManager
+    from sanic.worker.process import WorkerProcess
 
     if getattr(WorkerManager, "_chessstats_patched", False):
         return
@@ -144,7 +155,38 @@ def _patch_sanic_manager() -> None:
     def _all_workers_ack(self: WorkerManager) -> bool:
         return bool(self._shutting_down) or all_acked(self)
 
+    def terminate(self: WorkerProcess) -> None:
+        if self.state is not ProcessState.TERMINATED:
+            self._chessstats_starting = self.state < ProcessState.ACKED  # type: ignore[attr-defined]
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
+                self.set_state(ProcessState.TERMINATED, force=True)
+            with contextlib.suppress(KeyError, AttributeError, ProcessLookupError, TypeError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    sanic_exit = WorkerProcess.exit
+
+    def exit_(self: WorkerProcess) -> None:
+        import time
+
+        started = time.monotonic()
+        nudged = started
+        while self.is_alive():
+            now = time.monotonic()
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                if now - started > kill_after_s:
+                    log.warning("worker %s did not stop in %.1f s; killing it", self.pid, kill_after_s)
+                    os.kill(self.pid, signal.SIGKILL)
+                    self._current_process.join(2)
+                    break
+                if now - nudged >= 0.5 and getattr(self, "_chessstats_starting", False):
+                    os.kill(self.pid, signal.SIGTERM)
+                    nudged = now
+            time.sleep(0.02)
+        sanic_exit(self)
+
     WorkerManager._all_workers_ack = _all_workers_ack  # type: ignore[method-assign]
+    WorkerProcess.terminate = terminate  # type: ignore[method-assign]
+    WorkerProcess.exit = exit_  # type: ignore[method-assign]
     WorkerManager._chessstats_patched = True  # type: ignore[attr-defined]
     startup.worker_serve = _worker_serve  # type: ignore[assignment]
     startup.Manager = _start_sync_manager  # type: ignore[attr-defined]
@@ -182,7 +224,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         Sanic.serve_single(primary=app)
     else:
         os.environ[MANAGER_PID_ENV] = str(os.getpid())
-        _patch_sanic_manager()
+        jobs_s = config.scheduler.stop_timeout_s if config.scheduler.enabled else 0.0
+        _patch_sanic_manager(kill_after_s=server.shutdown_timeout_s + jobs_s + 2.0)
         Sanic.serve(primary=app, app_loader=loader)
     return 0
 

@@ -58,6 +58,12 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
 
 
+#: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.
+NO_CONTACT_WARNING = (
+    "no contact configured: Lichess and Chess.com ask API clients to put a contact (e-mail or URL) in "
+    "the User-Agent, and Chess.com may answer 403 without one; set [upstream] contact or CHESSSTATS_CONTACT"
+)
+
 #: Environment variable through which worker processes learn the pid of their manager (main) process.
 MANAGER_PID_ENV = "CHESSSTATS_MANAGER_PID"
 
@@ -209,6 +215,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     server = config.server
     _check_port(server.host, server.port)
     _check_data_dir(config)
+    if not config.upstream.contact.strip():
+        log.warning(NO_CONTACT_WARNING)
     log.info(
         "chessstats serving on http://%s:%s (data dir %s, %d worker%s, jobs %s)", server.host, server.port,
         config.data_dir, server.workers, "" if server.workers == 1 else "s",

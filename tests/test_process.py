@@ -5,7 +5,6 @@ Each test runs the real server (``python -m chessstats serve`` as a subprocess o
 
 from __future__ import annotations
 
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -124,3 +123,14 @@ def test_kill_9_of_the_manager_takes_the_workers_down(start_server: StartServer,
     assert again.port == server.port and again.client.get("/health").status_code == 200
     print(f"[measure] a new server answers on the same port {time.monotonic() - t0:.2f} s after the kill")
     assert again.stop() == 0
+
+
+def test_no_contact_warns_once_at_start(start_server: StartServer) -> None:
+    server = start_server("--workers", "2", "--no-jobs")
+    assert server.stop() == 0
+    lines = [line for line in server.log().splitlines() if "no contact configured" in line]
+    assert len(lines) == 1 and " WARNING " in lines[0], server.log()
+    assert "Chess.com" in lines[0] and "CHESSSTATS_CONTACT" in lines[0] and "[upstream] contact" in lines[0]
+    quiet = start_server("--no-jobs", env={"CHESSSTATS_CONTACT": "ops@example.org"})
+    assert quiet.stop() == 0
+    assert "no contact configured" not in quiet.log()

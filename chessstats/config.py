@@ -40,6 +40,10 @@ class ServerConfig(_Table):
     access_log: bool = False
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     shutdown_timeout_s: Seconds = 2.0
+    #: Request bodies larger than this (bytes) are refused with 413 before they are read.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100_000_000)] = 16_384
+    #: A request still without an answer after this many seconds gets 503 ``upstream_busy``.
+    response_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
 
 class StorageConfig(_Table):

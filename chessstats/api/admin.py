@@ -1,4 +1,8 @@
-"""``/api/admin`` routes: bearer token compared in constant time; no token configured → always 401."""
+"""``/api/admin`` routes: bearer token compared in constant time; no token configured → always 401.
+
+The token (and the body size) is checked by :func:`guard` as soon as the route is known, before
+Sanic reads the request body: an unauthenticated client cannot make the server buffer a body.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,42 @@ from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.envelope import data_response
 from chessstats.cache import TTLCache
-from chessstats.errors import BadRequest, Unauthorized
+from chessstats.errors import BadRequest, PayloadTooLarge, Unauthorized
 
 bp = Blueprint("admin", url_prefix="/api/admin")
 
 
-@bp.on_request
-async def require_token(request: Request) -> None:
-    """Reject the request unless ``Authorization: Bearer <admin token>`` matches the configured token."""
+#: Path prefix of every admin route (this blueprint and :mod:`chessstats.api.jobs_admin`).
+ADMIN_PREFIX = "/api/admin/"
+
+
+@bp.signal("http.routing.after")
+async def guard(request: Request, **_: object) -> None:
+    """For any ``/api/admin/`` route, before the body is read: refuse a declared body over
+    ``server.max_body_bytes`` (413), then check the token (401).
+
+    Sanic reads a non-streaming route's body before request middleware runs, so the check is a
+    ``http.routing.after`` signal (it runs for every routed request, not only this blueprint's).
+
+    Raises:
+        PayloadTooLarge: ``Content-Length`` is over the limit.
+        Unauthorized: no valid admin token.
+    """
+    if not request.path.startswith(ADMIN_PREFIX):
+        return
+    length = request.headers.get("content-length", "")
+    limit = request.app.config.REQUEST_MAX_SIZE
+    if length.strip().isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body too large: {int(length)} bytes, at most {limit} are accepted")
+    require_token(request)
+
+
+def require_token(request: Request) -> None:
+    """Reject the request unless ``Authorization: Bearer <admin token>`` matches the configured token.
+
+    Raises:
+        Unauthorized: the header is missing or the token does not match (or none is configured).
+    """
     if request.method == "OPTIONS":
         return
     token: str = request.app.ctx.config.admin.token
@@ -35,6 +67,15 @@ async def cache_clear(request: Request) -> HTTPResponse:
     return data_response(request, {"cleared": _cache(request).clear()})
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` encodes to UTF-8 (JSON allows ``"\\ud800"``, a lone surrogate, which cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @bp.post("/cache/invalidate")
 async def cache_invalidate(request: Request) -> HTTPResponse:
     """Body ``{"key": "..."}`` or ``{"pattern": "tournament:*"}``; answers ``{"invalidated": n}``."""
@@ -45,6 +86,9 @@ async def cache_invalidate(request: Request) -> HTTPResponse:
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object with \"key\" or \"pattern\"")
     key, pattern = body.get("key"), body.get("pattern")
+    for name, value in (("key", key), ("pattern", pattern)):
+        if isinstance(value, str) and not _is_text(value):
+            raise BadRequest(f"\"{name}\" must be valid Unicode text (it has a lone surrogate such as \\ud800)")
     if isinstance(key, str) and key:
         return data_response(request, {"invalidated": int(_cache(request).delete(key))})
     if isinstance(pattern, str) and pattern:

@@ -1,17 +1,19 @@
-"""``/api/admin/jobs`` routes (bearer token, as every admin route): the runs, a retry, a run now."""
+"""``/api/admin/jobs`` routes (bearer token, as every admin route): the runs, a retry, a run now.
+
+The token is checked before the body is read by :func:`chessstats.api.admin.guard` (every
+``/api/admin/`` path), which is registered with the ``admin`` blueprint.
+"""
 
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
 
-from chessstats.api.admin import require_token
 from chessstats.api.envelope import data_response
 from chessstats.errors import BadRequest
 from chessstats.scheduler import control
 from chessstats.scheduler.context import utc_now
 
 bp = Blueprint("jobs_admin", url_prefix="/api/admin/jobs")
-bp.on_request(require_token)
 
 
 def _wake(request: Request) -> None:

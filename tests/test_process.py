@@ -71,12 +71,14 @@ def test_sigterm_exits_0_within_3_s(start_server: StartServer, workers: int) -> 
             for _ in range(3):
                 assert server.client.get("/health").status_code == 200
             assert server.client.get("/api/tournaments/sH24g2zH").status_code == 200
+        descendants = children(server.proc.pid)
         t0 = time.monotonic()
         code = server.stop(timeout_s=10)
         elapsed = time.monotonic() - t0
         print(f"\n[measure] SIGTERM with {workers} worker(s), {when}: exit {code} in {elapsed:.2f} s")
         assert code == 0 and elapsed < 3, (code, elapsed, server.log())
         assert "Traceback" not in server.log()
+        wait_until(lambda left=descendants: not any(alive(pid) for pid in left), 2)  # nothing left behind
 
 
 def test_sigterm_with_a_request_in_flight_exits_within_3_s(start_server: StartServer, upstream) -> None:  # noqa: ANN001

@@ -1,7 +1,7 @@
 """``/api/admin`` routes: bearer token compared in constant time; no token configured → always 401.
 
-The token (and the body size) is checked by :func:`guard` as soon as the route is known, before
-Sanic reads the request body: an unauthenticated client cannot make the server buffer a body.
+The token (and the declared body size) is checked by :func:`guard` before Sanic reads the request
+body: an unauthenticated client cannot make the server buffer a body.
 """
 
 from __future__ import annotations
@@ -17,29 +17,37 @@ from chessstats.errors import BadRequest, PayloadTooLarge, Unauthorized
 bp = Blueprint("admin", url_prefix="/api/admin")
 
 
-#: Path prefix of every admin route (this blueprint and :mod:`chessstats.api.jobs_admin`).
-ADMIN_PREFIX = "/api/admin/"
-
-
-@bp.signal("http.routing.after")
-async def guard(request: Request, **_: object) -> None:
-    """For any ``/api/admin/`` route, before the body is read: refuse a declared body over
+@bp.on_request
+async def guard(request: Request) -> None:
+    """Admin request middleware, run before the body is read: refuse a declared body over
     ``server.max_body_bytes`` (413), then check the token (401).
 
-    Sanic reads a non-streaming route's body before request middleware runs, so the check is a
-    ``http.routing.after`` signal (it runs for every routed request, not only this blueprint's).
+    Sanic reads a route's body *before* request middleware, unless the route streams: so every
+    admin route that takes a body is declared ``stream=True`` and reads it with :func:`read_body`
+    once this check has passed. (Public routes pay nothing for it.)
 
     Raises:
         PayloadTooLarge: ``Content-Length`` is over the limit.
         Unauthorized: no valid admin token.
     """
-    if not request.path.startswith(ADMIN_PREFIX):
-        return
-    length = request.headers.get("content-length", "")
+    length = request.headers.get("content-length", "").strip()
     limit = request.app.config.REQUEST_MAX_SIZE
-    if length.strip().isdigit() and int(length) > limit:
+    if length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body too large: {int(length)} bytes, at most {limit} are accepted")
     require_token(request)
+
+
+async def read_body(request: Request) -> bytes:
+    """Read the body of a streaming admin route, at most ``server.max_body_bytes`` (Sanic lifts the
+    limit for streaming routes; it is put back here).
+
+    Raises:
+        sanic.exceptions.PayloadTooLarge: the body (e.g. chunked) grows over the limit (413).
+    """
+    if request.stream is not None:
+        request.stream.request_max_size = request.app.config.REQUEST_MAX_SIZE
+    await request.receive_body()
+    return request.body
 
 
 def require_token(request: Request) -> None:
@@ -61,7 +69,7 @@ def _cache(request: Request) -> TTLCache:
     return request.app.ctx.cache  # type: ignore[no-any-return]
 
 
-@bp.post("/cache/clear")
+@bp.post("/cache/clear", stream=True)
 async def cache_clear(request: Request) -> HTTPResponse:
     """Empty the cache (the database is untouched); answers ``{"cleared": n}``."""
     return data_response(request, {"cleared": _cache(request).clear()})
@@ -76,9 +84,10 @@ def _is_text(value: str) -> bool:
     return True
 
 
-@bp.post("/cache/invalidate")
+@bp.post("/cache/invalidate", stream=True)
 async def cache_invalidate(request: Request) -> HTTPResponse:
     """Body ``{"key": "..."}`` or ``{"pattern": "tournament:*"}``; answers ``{"invalidated": n}``."""
+    await read_body(request)
     try:
         body = request.json
     except Exception as exc:  # sanic raises its BadRequest on malformed JSON

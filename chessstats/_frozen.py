@@ -35,7 +35,10 @@ behind a name does not silently drop it, and ``selfcheck`` proves each one is in
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import signal
 import sys
 
 #: Modules imported lazily (by name, inside functions, or in a spawned child): the spec's hiddenimports.
@@ -104,6 +107,60 @@ DATA_PACKAGES: tuple[str, ...] = ("sanic", "tracerite", "tzdata", "certifi")
 
 #: Distributions whose metadata is read at import time (copy_metadata in the spec).
 METADATA_PACKAGES: tuple[str, ...] = ("aiolimiter", "html5tagger")
+
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The server must never outlive its launcher: a worker whose manager was killed with ``kill -9``
+    (or a frozen server whose bootloader was) would otherwise keep the port. If the parent is
+    already gone when this runs (the race between the start of this process and this call: the
+    parent pid then differs from ``parent_pid``, or from the parent seen before the call), ``sig``
+    is sent now.
+
+    Args:
+        sig: the signal number (``SIGTERM``: shut down gracefully; ``SIGKILL``: at once).
+        parent_pid: the pid the parent is expected to have; None means the current parent.
+
+    Returns:
+        True when the kernel accepted the request; False off Linux or when ``prctl`` is unavailable
+        (nothing else happens then).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    expected = os.getppid() if parent_pid is None else parent_pid
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != expected:  # the parent died before the request was in place
+        os.kill(os.getpid(), sig)
+    return True
+
+
+def tie_to_bootloader() -> bool:
+    """In the one-file executable, make the Python process die (SIGTERM) with the bootloader.
+
+    PyInstaller's one-file bootloader is a separate process that unpacks the bundle and runs the
+    Python process as its child; ``kill -9`` of the bootloader (the pid a supervisor knows) would
+    leave the server running. The parent is taken for the bootloader only when it runs the same
+    executable file (``/proc/<pid>/exe``), so a one-folder build or a server started from source
+    is never tied to the shell that started it. Returns True when the tie is in place.
+    """
+    if not getattr(sys, "frozen", False) or not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        same = os.path.samefile(f"/proc/{parent}/exe", "/proc/self/exe")
+    except OSError:
+        return False
+    return same and die_with_parent(signal.SIGTERM, parent)
 
 
 def selfcheck() -> int:

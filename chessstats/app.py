@@ -8,10 +8,11 @@ closed in ``after_server_stop``, in reverse order. ``app.ctx.db``, ``cache``, ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sanic import HTTPResponse, Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import SanicException, ServiceUnavailable
 
 from chessstats.api import admin, imports_admin, jobs_admin, ops, tournaments
 from chessstats.api.envelope import add_cors, error_response
@@ -24,6 +25,9 @@ from chessstats.resources import Resources
 log = logging.getLogger(__name__)
 
 APP_NAME = "chessstats"
+
+#: Seconds a client is asked to wait (``Retry-After``) after a response timeout.
+RESPONSE_TIMEOUT_RETRY_AFTER_S = 5
 
 _SANIC_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 408: "request_timeout"}
@@ -40,6 +44,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     app = Sanic(name, configure_logging=False)
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = config.server.shutdown_timeout_s
+    app.config.REQUEST_MAX_SIZE = config.server.max_body_bytes  # larger bodies: 413 before they are read
+    app.config.RESPONSE_TIMEOUT = config.server.response_timeout_s
     app.ctx.config = config
     app.ctx.jobs_enabled = config.scheduler.enabled if jobs is None else jobs
     app.blueprint(tournaments.bp)
@@ -82,8 +88,11 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
         add_cors(request, headers)
         return HTTPResponse(status=204, headers=headers)
 
-    @app.exception(Exception)
-    async def _error(request: Request, exc: Exception) -> HTTPResponse:
+    @app.exception(Exception, asyncio.CancelledError)
+    async def _error(request: Request, exc: BaseException) -> HTTPResponse:
+        """Every error as our envelope. A response timeout (Sanic cancels the handler), and a
+        CancelledError from work shared with a request that timed out (e.g. one upstream call for
+        many requests), are 503 ``upstream_busy`` with ``Retry-After`` and one log line."""
         if isinstance(exc, ChessstatsError):
             headers = {}
             retry_after = getattr(exc, "retry_after_s", None)
@@ -92,6 +101,11 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
             if exc.status >= 500:
                 log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
             return error_response(request, exc.status, exc.message, exc.code, headers)
+        if isinstance(exc, ServiceUnavailable | asyncio.CancelledError):
+            log.warning("%s %s -> 503: no answer within %s s (server.response_timeout_s)", request.method,
+                        request.path, config.server.response_timeout_s)
+            return error_response(request, 503, "the answer took too long; try again", "upstream_busy",
+                                  {"Retry-After": str(RESPONSE_TIMEOUT_RETRY_AFTER_S)})
         if isinstance(exc, SanicException):
             status = exc.status_code
             if status == 405 and request.method == "OPTIONS":

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import socket
 import sqlite3
 import sys
 from functools import partial
+from typing import Any
 
 import msgspec
 
@@ -55,6 +58,146 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
 
 
+#: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.
+NO_CONTACT_WARNING = (
+    "no contact configured: Lichess and Chess.com ask API clients to put a contact (e-mail or URL) in "
+    "the User-Agent, and Chess.com may answer 403 without one; set [upstream] contact or CHESSSTATS_CONTACT"
+)
+
+#: Environment variable through which worker processes learn the pid of their manager (main) process.
+MANAGER_PID_ENV = "CHESSSTATS_MANAGER_PID"
+
+
+def _worker_serve(*args: Any, **kwargs: Any) -> None:
+    """The target of each worker process (``--workers N``): Sanic's ``worker_serve``, tied to the manager.
+
+    * The worker dies (SIGKILL) with the manager process (``PR_SET_PDEATHSIG``), and exits at once
+      if the manager is already gone: a ``kill -9`` of the manager never leaves a worker on the port.
+    * When the server loop is over, the process ends with ``os._exit``: a thread left running
+      (an ``aiosqlite`` connection that a cut-short shutdown did not close) can no longer keep
+      the worker, and so the manager waiting for it, alive.
+    """
+    from sanic.worker.serve import worker_serve
+
+    from chessstats._frozen import die_with_parent
+
+    manager = int(os.environ.get(MANAGER_PID_ENV) or 0)
+    parent = os.getppid()
+    if manager and not _alive(manager):
+        os._exit(1)
+    die_with_parent(signal.SIGKILL, parent)
+    code = 1
+    try:
+        worker_serve(*args, **kwargs)
+        code = 0
+    except KeyboardInterrupt:  # a shutdown signal before the worker's loop took over its signals
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _start_sync_manager() -> Any:
+    """``multiprocessing.Manager()`` whose server process dies with the main process (Sanic's shared state)."""
+    from multiprocessing import get_context
+    from multiprocessing.managers import SyncManager
+
+    from chessstats._frozen import die_with_parent
+
+    manager = SyncManager(ctx=get_context())
+    manager.start(initializer=partial(die_with_parent, signal.SIGKILL))
+    return manager
+
+
+def _patch_sanic_manager(kill_after_s: float) -> None:
+    """Make Sanic's multi-process mode stop promptly and never leave processes behind.
+
+    * A SIGTERM that arrives before every worker acknowledged its start used to leave the
+      manager waiting for acknowledgements that never come (30 s, then exit status 1): the wait
+      now ends as soon as the manager is shutting down.
+    * Workers are stopped with SIGTERM, not Sanic's SIGINT: a worker still importing (it has no
+      handler yet) then ends silently instead of printing a ``KeyboardInterrupt`` traceback, and
+      a running worker's loop handles both signals alike (graceful stop).
+    * While the manager waits for a worker that was still starting when asked to stop, it repeats
+      the SIGTERM every 0.5 s (a signal that came between start-up stages can be lost; a running
+      worker is not nudged: a second signal would cut its graceful shutdown short). It sends
+      SIGKILL after ``kill_after_s`` seconds (Sanic waited 10 s per worker, one after the other).
+    * Workers run :func:`_worker_serve` (tied to the manager, exit when their loop ends).
+    * Sanic's shared-state process (a ``multiprocessing`` manager) dies with the main process.
+    """
+    import contextlib
+
+    import sanic.mixins.startup as startup
+    from sanic.worker.constants import ProcessState
+    from sanic.worker.manager import WorkerManager
+    from sanic.worker.process import WorkerProcess
+
+    if getattr(WorkerManager, "_chessstats_patched", False):
+        return
+    all_acked = WorkerManager._all_workers_ack
+
+    def _all_workers_ack(self: WorkerManager) -> bool:
+        return bool(self._shutting_down) or all_acked(self)
+
+    def terminate(self: WorkerProcess) -> None:
+        if self.state is not ProcessState.TERMINATED:
+            self._chessstats_starting = self.state < ProcessState.ACKED  # type: ignore[attr-defined]
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
+                self.set_state(ProcessState.TERMINATED, force=True)
+            with contextlib.suppress(KeyError, AttributeError, ProcessLookupError, TypeError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    sanic_exit = WorkerProcess.exit
+
+    def exit_(self: WorkerProcess) -> None:
+        import time
+
+        started = time.monotonic()
+        nudged = started
+        while self.is_alive():
+            now = time.monotonic()
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                if now - started > kill_after_s:
+                    log.warning("worker %s did not stop in %.1f s; killing it", self.pid, kill_after_s)
+                    os.kill(self.pid, signal.SIGKILL)
+                    self._current_process.join(2)
+                    break
+                if now - nudged >= 0.5 and getattr(self, "_chessstats_starting", False):
+                    os.kill(self.pid, signal.SIGTERM)
+                    nudged = now
+            time.sleep(0.02)
+        sanic_exit(self)
+
+    WorkerManager._all_workers_ack = _all_workers_ack  # type: ignore[method-assign]
+    WorkerProcess.terminate = terminate  # type: ignore[method-assign]
+    WorkerProcess.exit = exit_  # type: ignore[method-assign]
+    WorkerManager._chessstats_patched = True  # type: ignore[attr-defined]
+    startup.worker_serve = _worker_serve  # type: ignore[assignment]
+    startup.Manager = _start_sync_manager  # type: ignore[attr-defined]
+
+
 def serve(config: Config, args: argparse.Namespace) -> int:
     """Run the HTTP server: one process by default, ``--workers N`` for N worker processes.
 
@@ -72,6 +215,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     server = config.server
     _check_port(server.host, server.port)
     _check_data_dir(config)
+    if not config.upstream.contact.strip():
+        log.warning(NO_CONTACT_WARNING)
     log.info(
         "chessstats serving on http://%s:%s (data dir %s, %d worker%s, jobs %s)", server.host, server.port,
         config.data_dir, server.workers, "" if server.workers == 1 else "s",
@@ -86,6 +231,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     if server.workers == 1:
         Sanic.serve_single(primary=app)
     else:
+        os.environ[MANAGER_PID_ENV] = str(os.getpid())
+        jobs_s = config.scheduler.stop_timeout_s if config.scheduler.enabled else 0.0
+        _patch_sanic_manager(kill_after_s=server.shutdown_timeout_s + jobs_s + 2.0)
         Sanic.serve(primary=app, app_loader=loader)
     return 0
 

@@ -39,7 +39,11 @@ class ServerConfig(_Table):
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     access_log: bool = False
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-    shutdown_timeout_s: Seconds = 10.0
+    shutdown_timeout_s: Seconds = 2.0
+    #: Request bodies larger than this (bytes) are refused with 413 before they are read.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100_000_000)] = 16_384
+    #: A request still without an answer after this many seconds gets 503 ``upstream_busy``.
+    response_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
 
 class StorageConfig(_Table):
@@ -169,8 +173,28 @@ class JobConfig(_Table):
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.schedule is not None and not croniter.is_valid(self.schedule):
+        if self.schedule is None:
+            return
+        if not croniter.is_valid(self.schedule):
             raise ValueError(f"invalid cron expression {self.schedule!r}")
+        if not cron_fires(self.schedule):
+            raise ValueError(f"cron expression {self.schedule!r} never fires (no such date, e.g. 31 February)")
+
+
+def cron_fires(expr: str) -> bool:
+    """Whether a valid cron expression has a tick at all: ``0 0 31 2 *`` (31 February) has none.
+
+    Searched from 2000-01-01 over croniter's window (50 years), so a leap day (``0 0 29 2 *``) fires.
+    """
+    from datetime import datetime
+
+    from croniter import CroniterBadDateError
+
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except (CroniterBadDateError, ValueError, OverflowError):
+        return False
+    return True
 
 
 class LogConfig(_Table):

@@ -99,3 +99,43 @@ def test_binary_runs_the_scheduler_exactly_once_with_two_workers(start_server) -
     assert_no_overlap(rows)
     assert 2 <= len(rows) <= lived + 1, (len(rows), lived)
     assert "Traceback" not in server.log()
+
+
+@needs_binary
+def test_binary_sigterm_exits_0_within_3_s(start_server) -> None:  # noqa: ANN001
+    """SIGTERM to the bootloader (what a supervisor sends): forwarded to the server, which stops its workers."""
+    import time
+
+    from tests.test_process import alive, children, wait_until
+
+    server = start_server("--workers", "2", command=[str(BINARY)])
+    descendants = children(server.proc.pid)
+    t0 = time.monotonic()
+    code = server.stop(timeout_s=10)
+    elapsed = time.monotonic() - t0
+    print(f"\n[measure] frozen, 2 workers: SIGTERM -> exit {code} in {elapsed:.2f} s")
+    assert code == 0 and elapsed < 3, (code, elapsed, server.log())
+    wait_until(lambda: not any(alive(pid) for pid in descendants), 2)
+    assert "Traceback" not in server.log()
+
+
+@needs_binary
+@pytest.mark.parametrize("workers", [1, 2])
+def test_binary_kill_9_of_the_bootloader_takes_the_server_down(start_server, monkeypatch, workers) -> None:  # noqa: ANN001
+    """kill -9 of the pid a supervisor knows (PyInstaller's bootloader): the Python process below it,
+    and its workers, go too; the port is free and a new server starts on it."""
+    from tests.test_process import alive, children, port_free, wait_until
+
+    server = start_server("--workers", str(workers), command=[str(BINARY)])
+    descendants = children(server.proc.pid)
+    assert len(descendants) >= (1 if workers == 1 else 4)  # Python process (+ 2 workers, Sanic's shared state)
+    server.proc.kill()
+    server.proc.wait()
+    freed_s = wait_until(lambda: port_free(server.port), 5)
+    gone_s = wait_until(lambda: not any(alive(pid) for pid in descendants), 5)
+    print(f"\n[measure] frozen, {workers} worker(s), kill -9 of the bootloader: port free in {freed_s:.2f} s, "
+          f"every process gone in {gone_s:.2f} s")
+    monkeypatch.setattr("tests.conftest.free_port", lambda: server.port)
+    again = start_server("--workers", str(workers), data_dir=server.data_dir, command=[str(BINARY)])
+    assert again.port == server.port and again.client.get("/health").status_code == 200
+    assert again.stop() == 0

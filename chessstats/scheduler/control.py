@@ -35,19 +35,25 @@ def to_wire(row: runs.RunRow) -> JobRun:
 
 async def job_table(db: Database, config: Config, now: datetime) -> list[dict[str, Any]]:
     """Every registered job: ``{name, description, schedule, enabled, disabledReason, nextRun,
-    timezone, lastRun: JobRun | None}``; ``nextRun`` is ISO 8601 UTC or null when not scheduled."""
+    timezone, lastRun: JobRun | None}``; ``nextRun`` is ISO 8601 UTC or null when not scheduled.
+
+    A job whose next tick cannot be computed is listed with ``enabled`` false, ``nextRun`` null
+    and the reason in ``disabledReason``; it never makes the table fail."""
     marks = await runs.last_ticks(db)
     last = await runs.last_runs(db)
     tz = config.scheduler.timezone
     out = []
     for name, eff in effective(config).items():
-        next_run = None
+        next_run, reason = None, eff.disabled_reason
         if eff.enabled and config.scheduler.enabled:
             mark = runs.parse_iso(marks[name]) if name in marks else now
-            next_run = _wire_time(runs.iso_ms(next_tick(eff.schedule, max(mark, now), tz)))
+            try:
+                next_run = _wire_time(runs.iso_ms(next_tick(eff.schedule, max(mark, now), tz)))
+            except (ValueError, OverflowError) as exc:  # reported on this job; the others are listed
+                reason = f"schedule {eff.schedule!r} cannot be used: {exc}"
         out.append({
-            "name": name, "description": eff.job.description, "schedule": eff.schedule, "enabled": eff.enabled,
-            "disabledReason": eff.disabled_reason, "nextRun": next_run, "timezone": tz,
+            "name": name, "description": eff.job.description, "schedule": eff.schedule,
+            "enabled": eff.enabled and reason is None, "disabledReason": reason, "nextRun": next_run, "timezone": tz,
             "lastRun": to_wire(last[name]) if name in last else None,
         })
     return out

@@ -78,6 +78,10 @@ class Scheduler:
         self.now = now
         self.registry = REGISTRY if registry is None else registry
         self.jobs: dict[str, Effective] = effective(ctx.config, self.registry)
+        for name, eff in self.jobs.items():
+            if eff.schedule_error:
+                log.error("job %s is not scheduled: %s", name, eff.schedule_error)
+        self._broken: set[str] = set()  # jobs whose next tick failed to compute (reported once)
         self.rng = rng or random.Random()
         self.lock = scheduler_lock(data_dir)
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -189,33 +193,48 @@ class Scheduler:
         marks = await runs.last_ticks(self.db)
         next_due: datetime | None = None
         for name, eff in self.jobs.items():
-            if not eff.enabled:
+            if not eff.enabled or name in self._broken:
                 continue
-            mark = marks.get(name)
-            if mark is None:
-                await runs.set_last_tick(self.db, name, now, now)
-                marks = await runs.last_ticks(self.db)
-                mark = marks[name]
-            mark_dt = runs.parse_iso(mark)
-            tick, missed = _latest(eff.schedule, mark_dt, now, self.tz)
-            if tick is not None:
-                trigger = "catch-up" if self.catch_up or missed > 1 else "schedule"
-                queue = not await runs.has_waiting(self.db, name, ("schedule", "catch-up", "manual"))
-                run = await runs.enqueue_tick(self.db, name, previous=mark, tick=tick, now=now,
-                                              trigger=trigger, queue=queue)
-                if run is not None:
-                    log.info("queued %s run %d for %s (%s%s)", name, run.id, runs.iso_ms(tick), trigger,
-                             f", {missed} ticks missed" if missed > 1 else "")
-                elif not queue:
-                    log.info("tick %s of %s skipped: a run is already queued", runs.iso_ms(tick), name)
-                mark_dt = tick
-            upcoming = next_tick(eff.schedule, mark_dt, self.tz)
+            try:
+                marks, upcoming = await self._step_job(name, eff, marks, now)
+            except (ValueError, OverflowError) as exc:  # its next tick cannot be computed: skip it, not the others
+                self._broken.add(name)
+                log.error("job %s is no longer scheduled: its next tick cannot be computed: %s", name, exc)
+                continue
             next_due = upcoming if next_due is None else min(next_due, upcoming)
         self.catch_up = False
         await self.start_due(now)
         if next_due is None:
             return self.settings.poll_s
         return max(0.0, (next_due - self.now()).total_seconds())
+
+    async def _step_job(self, name: str, eff: Effective, marks: dict[str, str],
+                        now: datetime) -> tuple[dict[str, str], datetime]:
+        """Queue job ``name``'s due tick, if any; returns the tick marks and its next tick.
+
+        Raises:
+            ValueError: the schedule's next tick cannot be computed.
+        """
+        mark = marks.get(name)
+        if mark is None:
+            await runs.set_last_tick(self.db, name, now, now)
+            marks = await runs.last_ticks(self.db)
+            mark = marks[name]
+        mark_dt = runs.parse_iso(mark)
+        tick, missed = _latest(eff.schedule, mark_dt, now, self.tz)
+        if tick is not None:
+            trigger = "catch-up" if self.catch_up or missed > 1 else "schedule"
+            queue = not await runs.has_waiting(self.db, name, ("schedule", "catch-up", "manual"))
+            run = await runs.enqueue_tick(self.db, name, previous=mark, tick=tick, now=now,
+                                          trigger=trigger, queue=queue)
+            if run is not None:
+                log.info("queued %s run %d for %s (%s%s)", name, run.id, runs.iso_ms(tick), trigger,
+                         f", {missed} ticks missed" if missed > 1 else "")
+            elif not queue:
+                log.info("tick %s of %s skipped: a run is already queued", runs.iso_ms(tick), name)
+            mark_dt = tick
+        upcoming = next_tick(eff.schedule, mark_dt, self.tz)
+        return marks, upcoming
 
     async def start_due(self, now: datetime) -> None:
         """Start a task for each due waiting run whose job is not running in this process."""

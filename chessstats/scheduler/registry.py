@@ -3,13 +3,18 @@ effective schedule of each under a configuration (``[jobs.<name>]``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from chessstats.config import Config
 from chessstats.errors import ConfigError
 from chessstats.services import jobs
 from chessstats.scheduler.context import JobContext
+from chessstats.scheduler.cron import next_tick
+
+log = logging.getLogger("chessstats.scheduler")
 
 JobFunc = Callable[[JobContext], Awaitable[str]]
 
@@ -43,12 +48,27 @@ REGISTRY: dict[str, Job] = {j.name: j for j in (
 
 @dataclass(frozen=True, slots=True)
 class Effective:
-    """A job under a configuration: ``schedule``, ``enabled`` (scheduled), ``disabled_reason``."""
+    """A job under a configuration: ``schedule``, ``enabled`` (scheduled), ``disabled_reason``.
+
+    ``schedule_error`` says why the next tick of ``schedule`` cannot be computed (a schedule
+    that never fires); such a job is not scheduled (``enabled`` False, the error as the reason)
+    and every other job still is.
+    """
 
     job: Job
     schedule: str
     enabled: bool
     disabled_reason: str | None
+    schedule_error: str | None = None
+
+
+def schedule_error(schedule: str, tz: str, now: datetime | None = None) -> str | None:
+    """None when ``schedule`` has a next tick after ``now`` in zone ``tz``; else why not (one line)."""
+    try:
+        next_tick(schedule, now or datetime.now(UTC), tz)
+    except (ValueError, OverflowError) as exc:
+        return f"schedule {schedule!r} cannot be used: {exc}"
+    return None
 
 
 def check_jobs_config(config: Config) -> None:
@@ -59,13 +79,21 @@ def check_jobs_config(config: Config) -> None:
 
 
 def effective(config: Config, registry: dict[str, Job] = REGISTRY) -> dict[str, Effective]:
-    """Every registered job with its configured schedule and whether it is scheduled."""
+    """Every registered job with its configured schedule and whether it is scheduled.
+
+    A job whose schedule has no next tick (see :func:`schedule_error`) is reported, not scheduled;
+    it never raises for a schedule.
+    """
     out = {}
+    now = datetime.now(UTC)
     for name, job in registry.items():
         cfg = config.jobs.get(name)
         schedule = (cfg.schedule if cfg and cfg.schedule else None) or job.schedule
         reason = job.unavailable
         if reason is None and cfg is not None and not cfg.enabled:
             reason = f"disabled by configuration (jobs.{name}.enabled = false)"
-        out[name] = Effective(job, schedule, reason is None, reason)
+        error = schedule_error(schedule, config.scheduler.timezone, now)
+        if error is not None:
+            reason = reason or error
+        out[name] = Effective(job, schedule, reason is None, reason, error)
     return out

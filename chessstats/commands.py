@@ -41,11 +41,10 @@ def _check_data_dir(config: Config) -> None:
     Raises:
         StartupError: the data dir or the database file cannot be used.
     """
-    from chessstats.store import Database
-    from chessstats.store.db import DB_FILENAME
+    from chessstats.resources import DataDir
 
     async def check() -> None:
-        db = Database(config.data_dir / DB_FILENAME, config.storage.busy_timeout_ms)
+        db = DataDir(config.data_dir).database(config)
         await db.open()
         await db.close()
 
@@ -240,11 +239,10 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
 def migrate(config: Config, args: argparse.Namespace) -> int:
     """Apply pending migrations and print every migration's state."""
-    from chessstats.store import Database
-    from chessstats.store.db import DB_FILENAME
+    from chessstats.resources import DataDir
 
     async def run() -> None:
-        db = Database(config.data_dir / DB_FILENAME, config.storage.busy_timeout_ms)
+        db = DataDir(config.data_dir).database(config)
         await db.open(migrate=False)
         try:
             applied = await db.migrate()
@@ -274,9 +272,9 @@ def config_check(config: Config, args: argparse.Namespace) -> int:
 
 def cache(config: Config, args: argparse.Namespace) -> int:
     """``cache clear`` / ``cache stats``."""
-    from chessstats.cache import TTLCache
+    from chessstats.resources import DataDir
 
-    ttl_cache = TTLCache(config.data_dir / "cache", memory_entries=0)
+    ttl_cache = DataDir(config.data_dir).cache(config, memory_entries=0)
     try:
         if args.cache_command == "clear":
             print(f"cleared {ttl_cache.clear()} cache entries")

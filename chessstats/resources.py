@@ -5,7 +5,8 @@ the database, the cache or an upstream client. The data dir holds::
 
     <data dir>/chessstats.db   the SQLite database (WAL: -wal and -shm beside it)
     <data dir>/cache/          the diskcache directory (disposable: rebuilt when broken)
-    <data dir>/locks/          striped cross-process locks (fetches, imports) and scheduler.lock
+    <data dir>/scheduler.lock  held by the one scheduler of the data dir
+    <data dir>/locks/          striped cross-process locks (fetches, imports) and one per job run
     <data dir>/gate/           the upstream gates' shared state (in flight, rate, 429 pause, breaker)
 """
 
@@ -54,6 +55,25 @@ class DataDir:
     @property
     def gate_dir(self) -> Path:
         return self.root / "gate"
+
+    @property
+    def scheduler_lock(self) -> Path:
+        return self.root / "scheduler.lock"
+
+    def job_lock(self, job: str) -> Path:
+        """The run lock of one job."""
+        return self.locks_dir / f"job-{job}.lock"
+
+    def database(self, config: Config) -> Database:
+        """The database of this data dir (not opened yet)."""
+        return Database(self.db_path, busy_timeout_ms=config.storage.busy_timeout_ms)
+
+    def cache(self, config: Config, memory_entries: int | None = None) -> TTLCache:
+        """The cache of this data dir; ``memory_entries`` None: ``[cache] memory_entries``."""
+        return TTLCache(
+            self.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
+            memory_entries=config.cache.memory_entries if memory_entries is None else memory_entries,
+        )
 
 
 def open_lichess(config: Config, data_dir: DataDir, transport: Any = None) -> LichessClient:
@@ -107,12 +127,9 @@ class Resources:
         """
         paths = DataDir(config.data_dir)
         paths.root.mkdir(parents=True, exist_ok=True)
-        db = Database(paths.db_path, busy_timeout_ms=config.storage.busy_timeout_ms)
+        db = paths.database(config)
         await db.open(migrate=migrate)
-        cache = TTLCache(
-            paths.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
-            memory_entries=config.cache.memory_entries if memory_entries is None else memory_entries,
-        )
+        cache = paths.cache(config, memory_entries)
         lichess = open_lichess(config, paths)
         fide = open_fide(config, paths)
         tcfg = config.tournaments

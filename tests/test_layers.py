@@ -17,9 +17,12 @@ FORBIDDEN = {
     "store": {"api", "services", "scheduler", "app", "cache", "cli", "commands", "upstream"},
     "cache": {"api", "services", "store", "upstream", "scheduler", "app"},
     "payload": {"api", "services", "store", "upstream", "scheduler", "app", "cache"},
-    "services": {"api", "app", "cli", "commands"},
-    "scheduler": {"api", "cli", "commands"},
-    "api": {"cli", "commands", "store", "upstream"},
+    "keys": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "models", "config", "resources"},
+    "services": {"api", "app", "cli", "commands", "resources", "scheduler"},
+    # the scheduler only schedules: job bodies live in the services (its registry names them)
+    "scheduler": {"api", "cli", "commands", "upstream", "cache", "payload", "keys"},
+    "resources": {"api", "app", "cli", "commands", "scheduler"},
+    "api": {"cli", "commands", "store", "upstream", "resources"},
 }
 
 
@@ -50,3 +53,56 @@ def test_no_module_imports_a_layer_above_it() -> None:
 
 def test_the_check_sees_imports() -> None:
     assert "store" in imported_layers(PACKAGE / "services" / "tournaments.py")
+
+
+def _sources() -> list[tuple[Path, str]]:
+    return [(p, p.read_text(encoding="utf-8")) for p in PACKAGE.rglob("*.py")]
+
+
+def test_the_scheduler_reaches_the_services_only_through_its_registry() -> None:
+    offenders = [str(p.relative_to(PACKAGE)) for p, _ in _sources()
+                 if p.parent.name == "scheduler" and p.name != "registry.py" and "services" in imported_layers(p)]
+    assert offenders == []
+
+
+def test_resources_are_opened_only_by_the_resources_object() -> None:
+    """Database, cache and upstream clients are built in chessstats/resources.py alone (and the
+    upstream modules' own factories), so the data-dir layout has one owner."""
+    offenders = []
+    for path, text in _sources():
+        rel = str(path.relative_to(PACKAGE))
+        for ctor in ("Database(", "TTLCache(", "LichessClient(", "FideClient("):
+            if ctor in text and rel != "resources.py" and f"class {ctor[:-1]}" not in text \
+                    and not rel.startswith("upstream/"):
+                offenders.append(f"{rel}: {ctor}")
+    assert offenders == []
+
+
+def _string_starts(tree: ast.AST) -> list[str]:
+    """The literal text every string constant and f-string of a module starts with (docstrings excluded)."""
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            out.append(node.value)
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            out.append(str(node.values[0].value))
+    return out
+
+
+def test_cache_keys_are_spelled_in_one_module() -> None:
+    """Every cache key is built by chessstats/keys.py: no other module spells a key prefix."""
+    prefixes = ("tournament:", "results:", "games:", "tournaments:", "players:", "fail:", "missing:")
+    offenders = []
+    for path, text in _sources():
+        rel = str(path.relative_to(PACKAGE))
+        if rel == "keys.py":
+            continue
+        offenders += [f"{rel}: {value!r}" for value in _string_starts(ast.parse(text)) if value.startswith(prefixes)]
+    assert offenders == []
+
+
+def test_one_http_client_factory_for_every_upstream() -> None:
+    offenders = [str(p.relative_to(PACKAGE)) for p, text in _sources()
+                 if "httpx.AsyncClient(" in text and p.relative_to(PACKAGE).as_posix() != "upstream/http.py"]
+    assert offenders == []

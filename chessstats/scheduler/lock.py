@@ -14,17 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from chessstats.locks import FileLock
+from chessstats.resources import DataDir
 
 __all__ = ["FileLock", "job_lock", "scheduler_lock"]
 
-SCHEDULER_LOCK = "scheduler.lock"
-
 
 def scheduler_lock(data_dir: Path) -> FileLock:
-    """The scheduler lock of a data dir."""
-    return FileLock(data_dir / SCHEDULER_LOCK)
+    """The scheduler lock of a data dir (its path comes from :class:`~chessstats.resources.DataDir`)."""
+    return FileLock(DataDir(data_dir).scheduler_lock)
 
 
 def job_lock(data_dir: Path, job: str) -> FileLock:
     """The run lock of one job."""
-    return FileLock(data_dir / "locks" / f"job-{job}.lock")
+    return FileLock(DataDir(data_dir).job_lock(job))

@@ -79,6 +79,10 @@ async def _run(config: Config, name: str) -> int:
             run = await runs.insert_run(ctx.db, name, trigger="manual", now=utc_now(), state="active")
             ok = await execute_claimed(None, run, job, ctx)
             done = await runs.get_run(ctx.db, run.id)
+            # imports the job queued run here (a server runs them in its background)
+            imports = await ctx.imports.run_due()
+            if imports:
+                print(f"ran {imports} queued tournament import{'s' if imports > 1 else ''}")
         finally:
             await ctx.close()
     finally:

@@ -20,7 +20,7 @@ from chessstats.log import setup_logging
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store.db import DB_FILENAME
-from chessstats.upstream.lichess import LichessClient
+from chessstats.upstream.lichess import LichessClient, open_lichess
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,7 @@ def open_resources(config: Config) -> tuple[Database, TTLCache, LichessClient]:
         data_dir / "cache", memory_entries=config.cache.memory_entries, size_limit_mb=config.cache.size_limit_mb,
         enabled=config.cache.enabled,
     )
-    lichess = LichessClient(
-        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
-        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
-    )
+    lichess = open_lichess(config, data_dir)
     return db, cache, lichess
 
 

@@ -9,6 +9,7 @@ working as aliases (see :data:`ENV_ALIASES`).
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 import zoneinfo
@@ -21,6 +22,9 @@ import msgspec
 from croniter import croniter
 
 from chessstats.errors import ConfigError
+from chessstats.upstream.gate import parse_rate
+
+log = logging.getLogger(__name__)
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -59,10 +63,13 @@ class CacheConfig(_Table):
 
 
 class UpstreamConfig(_Table):
-    """``[upstream]``: settings shared by every upstream client."""
+    """``[upstream]``: settings shared by every upstream client.
+
+    ``contact`` (an e-mail or URL) goes into the User-Agent. The round-one key ``timeout_s`` is a
+    deprecated alias of ``timeout_s`` of ``[lichess]``, ``[chesscom]`` and ``[fide]``.
+    """
 
     contact: str = ""
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
 
 def _check_url(url: str) -> None:
@@ -71,33 +78,100 @@ def _check_url(url: str) -> None:
         raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
 
 
-class LichessConfig(_Table):
-    """``[lichess]``: the Lichess API. ``url`` includes the ``/api`` prefix."""
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class UpstreamSettings(_Table):
+    """The one shape of ``[lichess]``, ``[chesscom]`` and ``[fide]`` (durations in seconds).
+
+    * ``url``: the API base.
+    * ``timeout_s``: total deadline of a JSON call (connect, headers and whole body).
+    * ``stream_timeout_s``: total deadline of a streamed export (tournament results, games).
+    * ``max_in_flight``: requests at once across every worker process of the host.
+    * ``rate``: requests per window, e.g. ``"2/1s"``, ``"10/60s"``, ``"10 per 60 s"``, ``"30/min"``;
+      strictly spaced (no burst).
+    * ``pause_after_429_s``: pause after a 429 without ``Retry-After``; ``max_pause_s``: ceiling of
+      a doubled pause (repeated 429) and of the breaker's interval.
+    * ``max_queue_wait_s``: a request that would wait longer for its turn is answered 503 ``upstream_busy``.
+    * ``breaker_failures``: consecutive failures that open the circuit breaker for ``breaker_open_s``.
+    """
+
+    url: str = ""
+    timeout_s: PositiveSeconds = 20.0
+    stream_timeout_s: PositiveSeconds = 600.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    rate: str = "2/1s"
+    pause_after_429_s: PositiveSeconds = 60.0
+    max_pause_s: PositiveSeconds = 900.0
+    max_queue_wait_s: Seconds = 2.0
+    breaker_failures: PositiveInt = 5
+    breaker_open_s: PositiveSeconds = 10.0
+
+    def __post_init__(self) -> None:
+        # "<key>: <message>" is turned into "<table>.<key>: <message>" by :func:`_describe`
+        try:
+            _check_url(self.url)
+        except ValueError as exc:
+            raise ValueError(f"url: {exc}") from None
+        try:
+            parse_rate(self.rate)
+        except ValueError as exc:
+            raise ValueError(f"rate: {exc}") from None
+
+
+class LichessConfig(UpstreamSettings):
+    """``[lichess]``: the Lichess API (``url`` includes ``/api``) and an optional API ``token``.
+    ``max_requests_per_s`` (round one) is a deprecated alias of ``rate = "<n>/1s"``."""
 
     url: str = "https://lichess.org/api"
     token: str = ""
-    max_requests_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-
-    def __post_init__(self) -> None:
-        _check_url(self.url)
 
 
-class ChesscomConfig(_Table):
+class ChesscomConfig(UpstreamSettings):
     """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix."""
 
     url: str = "https://api.chess.com/pub"
-
-    def __post_init__(self) -> None:
-        _check_url(self.url)
+    rate: str = "3/1s"
 
 
-class FideConfig(_Table):
-    """``[fide]``: the community FIDE ratings API."""
+class FideConfig(UpstreamSettings):
+    """``[fide]``: the community FIDE ratings API (slow: it scrapes FIDE live)."""
 
     url: str = "https://fide-api.vercel.app"
+    timeout_s: PositiveSeconds = 30.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
-    def __post_init__(self) -> None:
-        _check_url(self.url)
+
+#: Round-one keys still accepted: ``(table, key)`` -> the new ``(table, key)`` pairs they set.
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("lichess", "max_requests_per_s"): (("lichess", "rate"),),
+    ("upstream", "timeout_s"): (("lichess", "timeout_s"), ("chesscom", "timeout_s"), ("fide", "timeout_s")),
+}
+
+
+def _apply_deprecated(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Move deprecated keys of one layer (file, environment, flags) onto their new keys; a new key
+    given in the same layer wins."""
+    for (table, key), targets in DEPRECATED_KEYS.items():
+        values = raw.get(table)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values.pop(key)
+        if not values:
+            del raw[table]
+        log.warning("%s: %s.%s is deprecated; use %s", source, table, key, " / ".join(f"{t}.{k}" for t, k in targets))
+        for new_table, new_key in targets:
+            if key == "max_requests_per_s":
+                try:
+                    per_s = float(value)
+                except (TypeError, ValueError):
+                    message = f"{table}.{key}: expected a number of requests per second, got {value!r}"
+                    raise ConfigError(message) from None
+                if not per_s > 0:
+                    raise ConfigError(f"{table}.{key}: expected a positive number, got {value!r}")
+                value = f"{per_s:g}/1s"
+            raw.setdefault(new_table, {}).setdefault(new_key, value)
+    return raw
 
 
 class TournamentsConfig(_Table):
@@ -246,7 +320,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             for table, struct in tables.items():
                 if rest.startswith(table + "_"):
                     key = rest[len(table) + 1:]
-                    if key in struct.__struct_fields__:
+                    if key in struct.__struct_fields__ or (table, key) in DEPRECATED_KEYS:
                         out.setdefault(table, {})[key] = value
                         break
             else:
@@ -309,8 +383,11 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
-    _merge(raw, _env_overrides(env))
-    _merge(raw, flags or {})
+    if not isinstance(raw, dict):
+        raw = {}
+    _apply_deprecated(raw, str(path))
+    _merge(raw, _apply_deprecated(_env_overrides(env), "environment"))
+    _merge(raw, _apply_deprecated(_merge({}, flags or {}), "command line"))
     jobs = raw.get("jobs")
     if isinstance(jobs, dict):  # validated one by one so that a message names the job's key
         for name, table in jobs.items():
@@ -333,6 +410,9 @@ def _describe(exc: msgspec.ValidationError) -> str:
     if " - at `$." in text:
         message, _, where = text.rpartition(" - at `$.")
         where = where.rstrip("`")
+        key, sep, rest = message.partition(": ")  # a __post_init__ that names its key ("rate: ...")
+        if sep and key.isidentifier() and "." not in where:
+            return f"{where}.{key}: {rest}"
         return f"{where}: {message}"
     if text.startswith("Object contains unknown field"):
         return text

@@ -15,8 +15,8 @@ from chessstats.config import Config
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store.db import DB_FILENAME
-from chessstats.upstream.fide import FideClient
-from chessstats.upstream.lichess import LichessClient
+from chessstats.upstream.fide import FideClient, open_fide
+from chessstats.upstream.lichess import LichessClient, open_lichess
 
 
 def utc_now() -> datetime:
@@ -48,7 +48,7 @@ class JobContext:
 
 def fide_client(config: Config) -> FideClient:
     """The FIDE client for ``config`` (``[fide] url``)."""
-    return FideClient(config.fide.url, contact=config.upstream.contact, timeout_s=max(config.upstream.timeout_s, 30))
+    return open_fide(config, config.data_dir)
 
 
 async def open_context(config: Config) -> JobContext:
@@ -58,9 +58,6 @@ async def open_context(config: Config) -> JobContext:
     db = await Database(data_dir / DB_FILENAME, busy_timeout_ms=config.storage.busy_timeout_ms).open()
     cache = TTLCache(data_dir / "cache", memory_entries=0, size_limit_mb=config.cache.size_limit_mb,
                      enabled=config.cache.enabled)
-    lichess = LichessClient(
-        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
-        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
-    )
+    lichess = open_lichess(config, data_dir)
     service = TournamentService(db, cache, lichess, config.tournaments, config.data_dir / "locks")
     return JobContext(config, db, cache, lichess, fide_client(config), service, owns=True)

@@ -396,7 +396,7 @@ class UpstreamGate:
                                _ceil_s(max(max_wait_s, 1.0)))
         try:
             def reserve(state: _State, now: float) -> tuple[Exception | bool, float]:
-                budget = deadline - time.monotonic()
+                budget = max(0.0, deadline - time.monotonic()) + 0.01  # a few ms of spacing is no queue
                 send_at = max(now, state.next_send)
                 if send_at - now > 86400 + settings.rate.window_s:  # a clock that jumped back: start over
                     send_at = now

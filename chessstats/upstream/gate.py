@@ -254,7 +254,7 @@ class UpstreamGate:
         from chessstats.upstream.http import map_upstream_errors  # http imports nothing of the gate
 
         call = await self._admit(stream, self.settings.max_queue_wait_s if max_wait_s is None else max_wait_s)
-        outcome, retry_after = "neutral", 0.0
+        outcome, settled = "neutral", False
         try:
             with map_upstream_errors(self.name, deadline_s=call.deadline_s):
                 async with asyncio.timeout(call.deadline_s):
@@ -263,9 +263,13 @@ class UpstreamGate:
         except (NotFound, Gone):
             outcome = "ok"
             raise
-        except (UpstreamRateLimited, UpstreamBusy) as exc:
-            if isinstance(exc, UpstreamRateLimited):
-                outcome, retry_after = "429", float(exc.retry_after_s)
+        except UpstreamRateLimited as exc:
+            settled = True
+            paused_for = await self._settle(call, "429", float(exc.retry_after_s))
+            if paused_for > 0:  # the pause every worker keeps now (doubled when repeated)
+                exc.retry_after_s = _ceil_s(paused_for)
+            raise
+        except UpstreamBusy:
             raise
         except UpstreamError as exc:
             outcome = "fail"
@@ -274,7 +278,8 @@ class UpstreamGate:
             raise
         finally:
             try:
-                await self._settle(call, outcome, retry_after)
+                if not settled:
+                    await self._settle(call, outcome, 0.0)
             finally:  # settled before the slot is free: the next holder sees a 429's pause
                 self._release(call.slot)
 
@@ -425,16 +430,17 @@ class UpstreamGate:
         self._counters["calls"] += 1
         return call
 
-    async def _settle(self, call: GateCall, outcome: str, retry_after: float) -> None:
+    async def _settle(self, call: GateCall, outcome: str, retry_after: float) -> float:
+        """Record an outcome in the shared state; for a 429, the seconds the pause lasts from now."""
         settings = self.settings
         status = call.status
         self._by_status["none" if status is None else f"{status // 100}xx"] += 1
         if outcome == "429":
             self._counters["responses_429"] += 1
         if outcome == "neutral" and not call.probe:
-            return
+            return 0.0
 
-        def apply(state: _State, now: float) -> tuple[float, bool]:
+        def apply(state: _State, now: float) -> tuple[float, bool, float]:
             if call.probe:
                 state.probe_until = 0.0
             pause, opened = 0.0, False
@@ -464,10 +470,10 @@ class UpstreamGate:
                 elif state.open_until == 0 and state.failures >= settings.breaker_failures:
                     state.open_s = settings.breaker_open_s
                     state.open_until, opened = now + state.open_s, True
-            return pause, opened
+            return pause, opened, max(0.0, state.paused_until - now)
 
         try:
-            pause, opened = await self._transact(apply)
+            pause, opened, paused_for = await self._transact(apply)
         except asyncio.CancelledError:  # cancelled again while waiting for the lock: applied here only
             apply(self._mem, time.time())
             raise
@@ -478,6 +484,7 @@ class UpstreamGate:
             self._counters["breaker_opens"] += 1
             log.warning("%s: circuit breaker open after %s failure(s) in a row; calls refused for %.0f s",
                         self.name, settings.breaker_failures, self._mem.open_s)
+        return paused_for
 
     # --- slots ---------------------------------------------------------------------------------------
 

@@ -400,7 +400,8 @@ class UpstreamGate:
                                f"finished within {max_wait_s:g} s; try again shortly", self.name,
                                _ceil_s(max(max_wait_s, 1.0)))
         try:
-            def reserve(state: _State, now: float) -> tuple[Exception | bool, float]:
+            def reserve(state: _State, now: float) -> tuple[Exception | bool | None, float]:
+                """(refusal, 0) | (probe?, 0): reserved now | (None, wait): the slot is ``wait`` s away."""
                 budget = max(0.0, deadline - time.monotonic()) + 0.01  # a few ms of spacing is no queue
                 send_at = max(now, state.next_send)
                 if send_at - now > 86400 + settings.rate.window_s:  # a clock that jumped back: start over
@@ -411,23 +412,31 @@ class UpstreamGate:
                         f"{self.name}: the next request slot ({settings.rate}) is {send_at - now:.1f} s away, "
                         f"longer than the {max_wait_s:g} s wait bound; try again shortly", self.name,
                         _ceil_s(send_at - now)), 0.0
-                verdict = self._refusal(state, now, send_at - now + call.deadline_s + 5)
+                verdict = self._refusal(state, now, None)
                 if isinstance(verdict, Exception):
                     return verdict, 0.0
-                state.next_send = send_at + settings.rate.interval_s
-                return verdict, send_at - now
+                if send_at > now + 0.001:
+                    return None, send_at - now  # wait, then reserve at the real send time
+                verdict = self._refusal(state, now, call.deadline_s + 5)
+                state.next_send = now + settings.rate.interval_s
+                return verdict, 0.0
 
-            verdict, wait = await self._transact(reserve)
-            if isinstance(verdict, Exception):
-                raise verdict
-            call.probe = bool(verdict)
-            if wait > 0:
+            while True:
+                verdict, wait = await self._transact(reserve)
+                if isinstance(verdict, Exception):
+                    raise verdict
+                if verdict is not None:
+                    break
                 await asyncio.sleep(wait)
+            call.probe = bool(verdict)
         except BaseException:
             self._release(call.slot)
             raise
         call.waited_s = time.monotonic() - started
         self._counters["calls"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: request admitted at %.4f (epoch s) after %.3f s%s", self.name, time.time(), call.waited_s,
+                      " (breaker probe)" if call.probe else "")
         return call
 
     async def _settle(self, call: GateCall, outcome: str, retry_after: float) -> float:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -22,13 +24,57 @@ import msgspec
 from croniter import croniter
 
 from chessstats.errors import ConfigError
-from chessstats.upstream.gate import parse_rate
 
 log = logging.getLogger(__name__)
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+          "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+_RATE_RE = re.compile(
+    r"^\s*(?P<count>\d+(?:\.\d+)?)\s*(?:/|per)\s*(?P<num>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``window_s`` seconds; :attr:`interval_s` is the spacing between two sends."""
+
+    count: float
+    window_s: float
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two sends (``window_s / count``)."""
+        return self.window_s / self.count
+
+    def __str__(self) -> str:
+        count = int(self.count) if self.count == int(self.count) else self.count
+        window = int(self.window_s) if self.window_s == int(self.window_s) else self.window_s
+        return f"{count}/{window}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse a rate: ``"2/1s"``, ``"10/60s"``, ``"10 per 60 s"``, ``"30/min"``, ``"2/s"``, ``"1.5/1s"``.
+
+    Units: s (sec, second(s)), m (min, minute(s)), h (hour(s)); no unit means seconds.
+
+    Raises:
+        ValueError: not of that form, or a count or window that is not positive.
+    """
+    match = _RATE_RE.match(text) if isinstance(text, str) else None
+    unit = match["unit"].lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"expected requests per window such as '2/1s', '10/60s', '10 per 60 s' or '30/min', "
+                         f"got {text!r}")
+    count = float(match["count"])
+    window = float(match["num"] or 1) * _UNITS[unit]
+    if count <= 0 or window <= 0:
+        raise ValueError(f"a rate needs a positive count and window, got {text!r}")
+    return Rate(count, window)
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -37,7 +37,6 @@ import fcntl
 import logging
 import math
 import os
-import re
 import struct
 import time
 import zlib
@@ -48,7 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chessstats.config import Rate, parse_rate
 from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
+
+__all__ = ["GateCall", "GateSettings", "Rate", "UpstreamGate", "open_gate", "parse_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -60,51 +62,6 @@ POLL_S = 0.01
 STATE_LOCK_WAIT_S = 1.0
 #: Seconds after a failed state write before the file is tried again.
 DISK_RETRY_S = 30.0
-
-_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-          "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
-_RATE_RE = re.compile(
-    r"^\s*(?P<count>\d+(?:\.\d+)?)\s*(?:/|per)\s*(?P<num>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``count`` requests per ``window_s`` seconds; :attr:`interval_s` is the spacing between two sends."""
-
-    count: float
-    window_s: float
-
-    @property
-    def interval_s(self) -> float:
-        """Seconds between two sends (``window_s / count``)."""
-        return self.window_s / self.count
-
-    def __str__(self) -> str:
-        count = int(self.count) if self.count == int(self.count) else self.count
-        window = int(self.window_s) if self.window_s == int(self.window_s) else self.window_s
-        return f"{count}/{window}s"
-
-
-def parse_rate(text: str) -> Rate:
-    """Parse a rate: ``"2/1s"``, ``"10/60s"``, ``"10 per 60 s"``, ``"30/min"``, ``"2/s"``, ``"1.5/1s"``.
-
-    Units: s (sec, second(s)), m (min, minute(s)), h (hour(s)); no unit means seconds.
-
-    Raises:
-        ValueError: not of that form, or a count or window that is not positive.
-    """
-    match = _RATE_RE.match(text) if isinstance(text, str) else None
-    unit = match["unit"].lower() if match else ""
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"expected requests per window such as '2/1s', '10/60s', '10 per 60 s' or '30/min', "
-                         f"got {text!r}")
-    count = float(match["count"])
-    window = float(match["num"] or 1) * _UNITS[unit]
-    if count <= 0 or window <= 0:
-        raise ValueError(f"a rate needs a positive count and window, got {text!r}")
-    return Rate(count, window)
-
 
 @dataclass(frozen=True, slots=True)
 class GateSettings:

@@ -328,3 +328,24 @@ def test_stats_and_health_shape(tmp_path: Path) -> None:
     assert gate.health()["status"] == "degraded" and gate.healthy is False
     assert set(stats) >= {"responses429", "pauseSeconds", "refusedBusy", "refusedOpen", "breakerOpens", "timeouts",
                           "pausedForS", "breaker"}
+
+
+def test_retry_after_seconds_or_http_date() -> None:
+    import email.utils
+
+    from chessstats.upstream.http import parse_retry_after
+
+    now = time.time()
+    assert parse_retry_after("120") == 120 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert 29 <= parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) <= 30  # type: ignore[operator]
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # in the past: no wait
+
+
+def test_call_runs_a_coroutine_function_through_the_gate(tmp_path: Path) -> None:
+    (gate,) = gates(tmp_path, 1)
+
+    async def work(x: int, *, y: int) -> int:
+        await asyncio.sleep(0)
+        return x + y
+
+    assert asyncio.run(gate.call(work, 1, y=2, max_wait_s=5)) == 3 and gate.requests == 1

@@ -16,7 +16,6 @@ from sanic.exceptions import SanicException, ServiceUnavailable
 
 from chessstats.api import admin, imports_admin, jobs_admin, ops, tournaments
 from chessstats.api.envelope import add_cors, error_response
-from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging

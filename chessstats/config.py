@@ -9,10 +9,13 @@ working as aliases (see :data:`ENV_ALIASES`).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -22,9 +25,56 @@ from croniter import croniter
 
 from chessstats.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+          "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+_RATE_RE = re.compile(
+    r"^\s*(?P<count>\d+(?:\.\d+)?)\s*(?:/|per)\s*(?P<num>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``window_s`` seconds; :attr:`interval_s` is the spacing between two sends."""
+
+    count: float
+    window_s: float
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two sends (``window_s / count``)."""
+        return self.window_s / self.count
+
+    def __str__(self) -> str:
+        count = int(self.count) if self.count == int(self.count) else self.count
+        window = int(self.window_s) if self.window_s == int(self.window_s) else self.window_s
+        return f"{count}/{window}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse a rate: ``"2/1s"``, ``"10/60s"``, ``"10 per 60 s"``, ``"30/min"``, ``"2/s"``, ``"1.5/1s"``.
+
+    Units: s (sec, second(s)), m (min, minute(s)), h (hour(s)); no unit means seconds.
+
+    Raises:
+        ValueError: not of that form, or a count or window that is not positive.
+    """
+    match = _RATE_RE.match(text) if isinstance(text, str) else None
+    unit = match["unit"].lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"expected requests per window such as '2/1s', '10/60s', '10 per 60 s' or '30/min', "
+                         f"got {text!r}")
+    count = float(match["count"])
+    window = float(match["num"] or 1) * _UNITS[unit]
+    if count <= 0 or window <= 0:
+        raise ValueError(f"a rate needs a positive count and window, got {text!r}")
+    return Rate(count, window)
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,10 +122,13 @@ class CacheConfig(_Table):
 
 
 class UpstreamConfig(_Table):
-    """``[upstream]``: settings shared by every upstream client."""
+    """``[upstream]``: settings shared by every upstream client.
+
+    ``contact`` (an e-mail or URL) goes into the User-Agent. The round-one key ``timeout_s`` is a
+    deprecated alias of ``timeout_s`` of ``[lichess]``, ``[chesscom]`` and ``[fide]``.
+    """
 
     contact: str = ""
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
 
 def _check_url(url: str) -> None:
@@ -84,33 +137,100 @@ def _check_url(url: str) -> None:
         raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
 
 
-class LichessConfig(_Table):
-    """``[lichess]``: the Lichess API. ``url`` includes the ``/api`` prefix."""
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class UpstreamSettings(_Table):
+    """The one shape of ``[lichess]``, ``[chesscom]`` and ``[fide]`` (durations in seconds).
+
+    * ``url``: the API base.
+    * ``timeout_s``: total deadline of a JSON call (connect, headers and whole body).
+    * ``stream_timeout_s``: total deadline of a streamed export (tournament results, games).
+    * ``max_in_flight``: requests at once across every worker process of the host.
+    * ``rate``: requests per window, e.g. ``"2/1s"``, ``"10/60s"``, ``"10 per 60 s"``, ``"30/min"``;
+      strictly spaced (no burst).
+    * ``pause_after_429_s``: pause after a 429 without ``Retry-After``; ``max_pause_s``: ceiling of
+      a doubled pause (repeated 429) and of the breaker's interval.
+    * ``max_queue_wait_s``: a request that would wait longer for its turn is answered 503 ``upstream_busy``.
+    * ``breaker_failures``: consecutive failures that open the circuit breaker for ``breaker_open_s``.
+    """
+
+    url: str = ""
+    timeout_s: PositiveSeconds = 20.0
+    stream_timeout_s: PositiveSeconds = 600.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    rate: str = "2/1s"
+    pause_after_429_s: PositiveSeconds = 60.0
+    max_pause_s: PositiveSeconds = 900.0
+    max_queue_wait_s: Seconds = 2.0
+    breaker_failures: PositiveInt = 5
+    breaker_open_s: PositiveSeconds = 10.0
+
+    def __post_init__(self) -> None:
+        # "<key>: <message>" is turned into "<table>.<key>: <message>" by :func:`_describe`
+        try:
+            _check_url(self.url)
+        except ValueError as exc:
+            raise ValueError(f"url: {exc}") from None
+        try:
+            parse_rate(self.rate)
+        except ValueError as exc:
+            raise ValueError(f"rate: {exc}") from None
+
+
+class LichessConfig(UpstreamSettings):
+    """``[lichess]``: the Lichess API (``url`` includes ``/api``) and an optional API ``token``.
+    ``max_requests_per_s`` (round one) is a deprecated alias of ``rate = "<n>/1s"``."""
 
     url: str = "https://lichess.org/api"
     token: str = ""
-    max_requests_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-
-    def __post_init__(self) -> None:
-        _check_url(self.url)
 
 
-class ChesscomConfig(_Table):
+class ChesscomConfig(UpstreamSettings):
     """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix."""
 
     url: str = "https://api.chess.com/pub"
-
-    def __post_init__(self) -> None:
-        _check_url(self.url)
+    rate: str = "3/1s"
 
 
-class FideConfig(_Table):
-    """``[fide]``: the community FIDE ratings API."""
+class FideConfig(UpstreamSettings):
+    """``[fide]``: the community FIDE ratings API (slow: it scrapes FIDE live)."""
 
     url: str = "https://fide-api.vercel.app"
+    timeout_s: PositiveSeconds = 30.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
-    def __post_init__(self) -> None:
-        _check_url(self.url)
+
+#: Round-one keys still accepted: ``(table, key)`` -> the new ``(table, key)`` pairs they set.
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("lichess", "max_requests_per_s"): (("lichess", "rate"),),
+    ("upstream", "timeout_s"): (("lichess", "timeout_s"), ("chesscom", "timeout_s"), ("fide", "timeout_s")),
+}
+
+
+def _apply_deprecated(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Move deprecated keys of one layer (file, environment, flags) onto their new keys; a new key
+    given in the same layer wins."""
+    for (table, key), targets in DEPRECATED_KEYS.items():
+        values = raw.get(table)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values.pop(key)
+        if not values:
+            del raw[table]
+        log.warning("%s: %s.%s is deprecated; use %s", source, table, key, " / ".join(f"{t}.{k}" for t, k in targets))
+        for new_table, new_key in targets:
+            if key == "max_requests_per_s":
+                try:
+                    per_s = float(value)
+                except (TypeError, ValueError):
+                    message = f"{table}.{key}: expected a number of requests per second, got {value!r}"
+                    raise ConfigError(message) from None
+                if not per_s > 0:
+                    raise ConfigError(f"{table}.{key}: expected a positive number, got {value!r}")
+                value = f"{per_s:g}/1s"
+            raw.setdefault(new_table, {}).setdefault(new_key, value)
+    return raw
 
 
 class TournamentsConfig(_Table):
@@ -294,7 +414,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             for table, struct in tables.items():
                 if rest.startswith(table + "_"):
                     key = rest[len(table) + 1:]
-                    if key in struct.__struct_fields__:
+                    if key in struct.__struct_fields__ or (table, key) in DEPRECATED_KEYS:
                         out.setdefault(table, {})[key] = value
                         break
             else:
@@ -357,8 +477,11 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
-    _merge(raw, _env_overrides(env))
-    _merge(raw, flags or {})
+    if not isinstance(raw, dict):
+        raw = {}
+    _apply_deprecated(raw, str(path))
+    _merge(raw, _apply_deprecated(_env_overrides(env), "environment"))
+    _merge(raw, _apply_deprecated(_merge({}, flags or {}), "command line"))
     jobs = raw.get("jobs")
     if isinstance(jobs, dict):  # validated one by one so that a message names the job's key
         for name, table in jobs.items():
@@ -381,6 +504,9 @@ def _describe(exc: msgspec.ValidationError) -> str:
     if " - at `$." in text:
         message, _, where = text.rpartition(" - at `$.")
         where = where.rstrip("`")
+        key, sep, rest = message.partition(": ")  # a __post_init__ that names its key ("rate: ...")
+        if sep and key.isidentifier() and "." not in where:
+            return f"{where}.{key}: {rest}"
         return f"{where}: {message}"
     if text.startswith("Object contains unknown field"):
         return text

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from chessstats.cache import TTLCache
 from chessstats.config import Config
@@ -25,8 +24,8 @@ from chessstats.services.readthrough import ReadThrough
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store.db import DB_FILENAME
-from chessstats.upstream.fide import FideClient
-from chessstats.upstream.lichess import LichessClient
+from chessstats.upstream.fide import FideClient, open_fide
+from chessstats.upstream.lichess import LichessClient, open_lichess
 
 
 def utc_now() -> datetime:
@@ -76,21 +75,6 @@ class DataDir:
         )
 
 
-def open_lichess(config: Config, data_dir: DataDir, transport: Any = None) -> LichessClient:
-    """The Lichess client of ``config`` (its gate state in ``data_dir.gate_dir``)."""
-    return LichessClient(
-        config.lichess.url, token=config.lichess.token, contact=config.upstream.contact,
-        timeout_s=config.upstream.timeout_s, max_requests_per_s=config.lichess.max_requests_per_s,
-        transport=transport,
-    )
-
-
-def open_fide(config: Config, data_dir: DataDir, transport: Any = None) -> FideClient:
-    """The FIDE client of ``config``."""
-    return FideClient(config.fide.url, contact=config.upstream.contact, timeout_s=max(config.upstream.timeout_s, 30),
-                      transport=transport)
-
-
 @dataclass(slots=True)
 class Resources:
     """Everything a process works with: configuration, database, cache, upstream clients, services.
@@ -130,8 +114,8 @@ class Resources:
         db = paths.database(config)
         await db.open(migrate=migrate)
         cache = paths.cache(config, memory_entries)
-        lichess = open_lichess(config, paths)
-        fide = open_fide(config, paths)
+        lichess = open_lichess(config, paths.root)  # gate state in <data dir>/gate
+        fide = open_fide(config, paths.root)
         tcfg = config.tournaments
         read = ReadThrough(
             cache, paths.locks_dir, stale_s=config.cache.stale_s, wait_s=config.cache.client_wait_s,

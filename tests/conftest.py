@@ -104,7 +104,7 @@ def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
     def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
               command: list[str] | None = None) -> Server:
         server_env = {"LICHESS_API_URL": replay.lichess_url, "FIDE_API_URL": replay.url + "/fide", **(env or {})}
-        server_env.setdefault("CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S", "1000")
+        server_env.setdefault("CHESSSTATS_LICHESS_RATE", "100000/1s")
         server = Server(data_dir or tmp_path / "data", server_env, list(args) or ["--no-jobs"], command)
         servers.append(server)
         return server

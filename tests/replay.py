@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import functools
 import json
 import random
@@ -59,7 +60,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 JSON, NDJSON, PGN = "application/json", "application/x-ndjson", "application/x-chess-pgn"
 HTML = "text/html; charset=utf-8"
 NOT_FOUND = (404, b'{"error":"Not found"}', JSON, {})
-FAULT_KINDS = ("429", "429-retry", "500", "html404", "html500", "slow", "truncate", "drop", "badjson")
+FAULT_KINDS = ("429", "429-retry", "429-date", "500", "html404", "html403", "html500", "slow", "trickle", "truncate",
+               "drop", "badjson")
 _EXT_TYPES = {".json": JSON, ".ndjson": NDJSON, ".pgn": PGN}
 _SKIP_HEADERS = {"content-type", "content-length", "transfer-encoding", "connection", "date", "server"}
 _DEFAULT_HEADERS = {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
@@ -67,6 +69,11 @@ _DEFAULT_HEADERS = {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
 _HTML_404 = (b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Page not found'
              b' \xe2\x80\xa2 lichess.org</title></head><body><main class="page-small box box-pad">'
              b"<h1>404</h1><strong>Page not found!</strong></main></body></html>")
+# A Cloudflare-style edge refusal (Chess.com's edge answers such pages to clients it cannot identify).
+_HTML_403 = (b'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title><meta http-equiv="Content-Type"'
+             b' content="text/html; charset=UTF-8"></head><body><div class="main-wrapper" role="main"><h1>Access'
+             b" denied</h1><p>You do not have access to this resource. Error code 1020. Cloudflare Ray ID:"
+             b" 8f0c0a1b2c3d4e5f</p></div></body></html>")
 _HTML_5XX = ("<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n"
              "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 
@@ -79,6 +86,8 @@ class ReplayUpstream:
 
     - ``counts``: dict mapping a request path (without query) to its number of requests. Requests to
       ``/_replay/...`` are not counted.
+    - ``arrivals``: list of ``(epoch seconds, path)``, one per counted request, in arrival order (for
+      measuring send rates).
     - ``last_headers``: dict mapping a path to the headers of its last request, as an
       ``http.client.HTTPMessage``. Lookups in it ignore case, e.g. ``.get("User-Agent")``.
 
@@ -100,6 +109,7 @@ class ReplayUpstream:
         self.fide_files = {p.name: p.read_bytes() for p in sorted(fide_dir.iterdir())} if fide_dir.is_dir() else {}
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.counts: dict[str, int] = {}
+        self.arrivals: list[tuple[float, str]] = []
         self.last_headers: dict = {}
         self._faults: list[dict] = []
         self._lock = threading.Lock()
@@ -157,9 +167,10 @@ class ReplayUpstream:
             return sum(self.counts.values())
 
     def reset(self) -> None:
-        """Clear ``counts`` and ``last_headers``. Faults and registered routes are kept."""
+        """Clear ``counts``, ``arrivals`` and ``last_headers``. Faults and registered routes are kept."""
         with self._lock:
             self.counts.clear()
+            self.arrivals.clear()
             self.last_headers.clear()
 
     def set_fault(self, path_regex: str, kind: str, **opts) -> None:
@@ -169,11 +180,15 @@ class ReplayUpstream:
 
         - ``"429"``: status 429, body ``{"error":"Too many requests"}``, no Retry-After (like Lichess).
         - ``"429-retry"``: the same, with ``Retry-After: <seconds>`` (opts ``seconds``, default 60).
+        - ``"429-date"``: the same, with ``Retry-After`` as an HTTP date ``seconds`` (default 60) ahead.
         - ``"500"``: status 500, body ``{"error":"Internal server error"}``.
         - ``"html404"``: 404 text/html "Page not found" page. This is how Lichess answers a missing
           User-Agent.
+        - ``"html403"``: 403 text/html, a Cloudflare-style "Access denied" page (an edge refusing the client).
         - ``"html500"``: an nginx HTML error page (opts ``status``, default 502).
         - ``"slow"``: sleep ``seconds`` (default 2) before the normal answer.
+        - ``"trickle"``: the normal answer, its body sent one byte every ``interval`` seconds (default
+          0.2), until done or the client hangs up.
         - ``"truncate"``: send the body chunked but stop halfway through its last record (line or
           PGN game), then end the chunked body cleanly with the 0-chunk.
         - ``"drop"``: send the first ``bytes`` (default half) of the body chunked, then close the
@@ -219,6 +234,7 @@ class ReplayUpstream:
             return self._send(h, *self._control(method, path, req_body))
         with self._lock:
             self.counts[path] = self.counts.get(path, 0) + 1
+            self.arrivals.append((time.time(), path))
             self.last_headers[path] = h.headers
             fault = self._take_fault(path)
         kind, opts = (fault["kind"], fault["opts"]) if fault else (None, {})
@@ -341,6 +357,8 @@ class ReplayUpstream:
         return {k: v[0] for k, v in recorded.items() if k.lower() not in _SKIP_HEADERS}
 
     def _send(self, h, status, body, ctype, headers, fault=None, opts=None) -> None:
+        if fault == "trickle":
+            return _trickle(h, status, body, ctype, headers, float((opts or {}).get("interval", 0.2)))
         streaming = _media(ctype) in (NDJSON, PGN) or fault in ("truncate", "drop")
         h.send_response(status)
         h.send_header("Content-Type", ctype)
@@ -372,15 +390,40 @@ class ReplayUpstream:
             h.connection.shutdown(socket.SHUT_RDWR)
 
 
+def _trickle(h, status, body, ctype, headers, interval: float) -> None:
+    """Send ``body`` (with its Content-Length) one byte every ``interval`` seconds; stop if the client leaves."""
+    h.send_response(status)
+    h.send_header("Content-Type", ctype)
+    for key, value in headers.items():
+        h.send_header(key, value)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.flush()
+    try:
+        for i in range(len(body)):
+            h.wfile.write(body[i : i + 1])
+            h.wfile.flush()
+            time.sleep(interval)
+    except OSError:
+        h.close_connection = True
+
+
 def _fault_response(kind: str | None, opts: dict) -> tuple | None:
-    """Return the response that replaces the normal one for ``kind``. Return None for slow, truncate, drop."""
-    if kind in ("429", "429-retry"):
-        extra = {"Retry-After": str(opts.get("seconds", 60))} if kind == "429-retry" else {}
+    """Return the response that replaces the normal one for ``kind``. Return None for slow, trickle,
+    truncate, drop."""
+    if kind in ("429", "429-retry", "429-date"):
+        extra = {}
+        if kind == "429-retry":
+            extra = {"Retry-After": str(opts.get("seconds", 60))}
+        elif kind == "429-date":
+            extra = {"Retry-After": email.utils.formatdate(time.time() + float(opts.get("seconds", 60)), usegmt=True)}
         return 429, b'{"error":"Too many requests"}', JSON, extra
     if kind == "500":
         return 500, b'{"error":"Internal server error"}', JSON, {}
     if kind == "html404":
         return 404, _HTML_404, HTML, {}
+    if kind == "html403":
+        return 403, _HTML_403, HTML, {"CF-RAY": "8f0c0a1b2c3d4e5f-CDG"}
     if kind == "html500":
         status = HTTPStatus(int(opts.get("status", 502)))
         return status.value, _HTML_5XX.format(f"{status.value} {status.phrase}").encode(), HTML, {}

@@ -75,6 +75,12 @@ def test_original_environment_names_keep_working() -> None:
     ({"CHESSSTATS_SCHEDULER_TIMEZONE": "Mars/Olympus"}, "time zone"),
     ({"LICHESS_API_URL": "ftp://lichess.org/api"}, "lichess"),
     ({"FIDE_API_URL": "not a url"}, "fide"),
+    ({"CHESSSTATS_LICHESS_RATE": "fast"}, "lichess.rate:"),
+    ({"CHESSSTATS_LICHESS_RATE": "0/1s"}, "lichess.rate:"),
+    ({"CHESSSTATS_FIDE_RATE": "2/fortnight"}, "fide.rate:"),
+    ({"CHESSSTATS_CHESSCOM_MAX_IN_FLIGHT": "0"}, "chesscom.max_in_flight"),
+    ({"CHESSSTATS_LICHESS_TIMEOUT_S": "0"}, "lichess.timeout_s"),
+    ({"CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S": "lots"}, "lichess.max_requests_per_s"),
 ])
 def test_bad_environment_values_name_the_key(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -155,3 +161,42 @@ def test_unusable_start_up_conditions_are_one_line_and_exit_1(tmp_path: Path) ->
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("config", "check", "--config", str(tmp_path))
     assert proc.returncode == 2 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_upstream_tables_have_one_shape_and_sensible_defaults() -> None:
+    config = load_config(None, env={})
+    shapes = [set(msgspec.structs.asdict(t)) - {"token"} for t in (config.lichess, config.chesscom, config.fide)]
+    assert shapes[0] == shapes[1] == shapes[2] >= {
+        "url", "timeout_s", "stream_timeout_s", "max_in_flight", "rate", "pause_after_429_s", "max_pause_s",
+        "max_queue_wait_s", "breaker_failures", "breaker_open_s"}
+    lichess, chesscom, fide = config.lichess, config.chesscom, config.fide
+    assert (lichess.max_in_flight, lichess.rate, lichess.pause_after_429_s, lichess.max_pause_s) == (1, "2/1s", 60, 900)
+    assert (lichess.stream_timeout_s, lichess.max_queue_wait_s, lichess.breaker_failures) == (600, 2, 5)
+    assert (chesscom.max_in_flight, chesscom.rate) == (1, "3/1s") and (fide.max_in_flight, fide.rate) == (2, "2/1s")
+
+
+@pytest.mark.parametrize("rate", ["2/1s", "10/60s", "10 per 60 s", "30/min", "2/s"])
+def test_rate_forms_are_accepted(rate: str) -> None:
+    assert load_config(None, env={"CHESSSTATS_LICHESS_RATE": rate}).lichess.rate == rate
+
+
+def test_round_one_keys_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text("[upstream]\ncontact = \"me@example.org\"\ntimeout_s = 7.5\n[lichess]\nmax_requests_per_s = 4\n")
+    config = load_config(path, env={})
+    assert (config.lichess.rate, config.lichess.timeout_s, config.fide.timeout_s) == ("4/1s", 7.5, 7.5)
+    assert config.upstream.contact == "me@example.org"
+    env = {"CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S": "0.5", "CHESSSTATS_UPSTREAM_TIMEOUT_S": "3"}
+    config = load_config(path, env=env)
+    assert (config.lichess.rate, config.chesscom.timeout_s) == ("0.5/1s", 3.0)
+    # the new key wins over the old one of the same layer, and a later layer wins over an earlier one
+    config = load_config(path, env={"CHESSSTATS_LICHESS_RATE": "1/5s", "CHESSSTATS_LICHESS_TIMEOUT_S": "9"})
+    assert (config.lichess.rate, config.lichess.timeout_s, config.fide.timeout_s) == ("1/5s", 9.0, 7.5)
+
+
+def test_bad_rate_in_a_file_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[chesscom]\nrate = "3 per fortnight"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert err.value.message.startswith("chesscom.rate: ")

@@ -1,6 +1,7 @@
 """Tests of the local replay upstream (tests/replay.py). Plain sync clients only; no chessstats import."""
 from __future__ import annotations
 
+import email.utils
 import http.client
 import io
 import json
@@ -171,6 +172,7 @@ ERRORS = [
     ("429-retry", {"seconds": 7}, 429, JSON, "7"),
     ("500", {}, 500, JSON, None),
     ("html404", {}, 404, "text/html", None),
+    ("html403", {}, 403, "text/html", None),
     ("html500", {}, 502, "text/html", None),
     ("html500", {"status": 500}, 500, "text/html", None),
 ]
@@ -209,6 +211,24 @@ def test_slow_fault(server):
     status, _, body = request(server, "/lichess/api/player")
     assert time.monotonic() - start >= 0.3
     assert (status, body) == (200, (LICHESS / "player.json").read_bytes())
+
+
+def test_429_date_fault(server):
+    server.set_fault("player", "429-date", seconds=30)
+    status, headers, _ = request(server, "/lichess/api/player")
+    when = email.utils.parsedate_to_datetime(headers["Retry-After"])
+    assert status == 429 and 28 <= when.timestamp() - time.time() <= 31
+
+
+def test_trickle_fault(server):
+    server.add("/lichess/api/tournament/tiny", b'{"id":"tiny"}', JSON)
+    server.set_fault("tiny", "trickle", interval=0.05)
+    try:
+        start = time.monotonic()
+        status, _, body = request(server, "/lichess/api/tournament/tiny")
+        assert (status, body) == (200, b'{"id":"tiny"}') and time.monotonic() - start >= 12 * 0.05
+    finally:
+        server.routes.clear()
 
 
 def test_badjson_fault(server):
@@ -257,7 +277,7 @@ def test_drop_fault(server):
 
 
 def test_every_fault_kind_is_tested():
-    tested = {k for k, *_ in ERRORS} | {"slow", "badjson", "truncate", "drop"}
+    tested = {k for k, *_ in ERRORS} | {"slow", "badjson", "truncate", "drop", "trickle", "429-date"}
     assert tested == set(FAULT_KINDS)
 
 

@@ -6,7 +6,6 @@ import functools
 import time
 
 import msgspec
-
 from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.envelope import respond, respond_text

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 from chessstats.config import Config
 from chessstats.errors import ConfigError
-from chessstats.services import jobs
 from chessstats.scheduler.context import JobContext
 from chessstats.scheduler.cron import next_tick
+from chessstats.services import jobs
 
 log = logging.getLogger("chessstats.scheduler")
 

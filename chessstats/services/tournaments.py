@@ -234,7 +234,8 @@ class TournamentService:
         state = record.state if record else "queued"
         payload = Payload(encode_fields([], pagination=Pagination.of(page, limit, 0), importState=state),
                           source="database", fetched_at=_epoch(stored.fetched_at))
-        return Fresh(payload, self.config.ongoing_ttl_s, cache=state == "failed", tag=keys.tournament_tag(platform, tid))
+        return Fresh(payload, self.config.ongoing_ttl_s, cache=state == "failed",
+                     tag=keys.tournament_tag(platform, tid))
 
     async def _fetch_results(self, tid: str, page: int, limit: int, platform: str) -> Fresh:
         offset = (page - 1) * limit
@@ -345,7 +346,8 @@ class TournamentService:
 
     # --- batch -------------------------------------------------------------------------------
 
-    async def batch(self, ids: list[str], platform: str = "lichess") -> tuple[list[Payload], list[str], list[str], bool]:
+    async def batch(self, ids: list[str],
+                    platform: str = "lichess") -> tuple[list[Payload], list[str], list[str], bool]:
         """Each id's detail payload in the order asked, the ids the upstream does not know, the ids
         not yet known (more unknown ids than ``batch_max_upstream`` upstream lookups, or a failed
         lookup), and whether the answer took an upstream call.

@@ -5,19 +5,27 @@ Endpoint used: ``GET /top_players/?limit=N&history=false``, a list of
 (``name`` is "Last, First"; ``country`` a 3-letter federation). The list carries no title and no
 birth year. Rows without a numeric ``fide_id`` are skipped (counted); a rating that is not a
 number becomes None. The service scrapes ratings.fide.com live and answers 502 when FIDE fails.
+
+Every request goes through the upstream's :class:`~chessstats.upstream.gate.UpstreamGate`
+(``client.gate``; build the client with :func:`open_fide` to share it across workers).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
 
-from chessstats.errors import UpstreamError
 from chessstats.models.player import FidePlayer
-from chessstats.upstream.http import build_client, check_response, map_upstream_errors
+from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate
+from chessstats.upstream.http import build_client, gated_stream
+
+if TYPE_CHECKING:
+    from chessstats.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -53,45 +61,53 @@ class TopList:
 
 
 class FideClient:
-    """Client of the community FIDE API.
+    """Client of the community FIDE API; every request goes through :attr:`gate`.
 
     **Parameters:**
     * **base_url** - ``FIDE_API_URL``.
     * **contact** - *(optional)* put into the User-Agent.
-    * **timeout_s** - *(optional)* per-request timeout in seconds (the service scrapes FIDE
+    * **timeout_s** - *(optional)* connect/read timeout in seconds (the service scrapes FIDE
       live, so it is slow). Defaults to 30.
     * **transport** - *(optional)* an httpx transport (tests).
+    * **gate** - *(optional)* the shared gate; None builds one local to this process.
     """
 
     def __init__(self, base_url: str, *, contact: str = "", timeout_s: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, gate: UpstreamGate | None = None) -> None:
         self._client = build_client(base_url, contact=contact, timeout_s=timeout_s, transport=transport)
-        self.requests = 0
-        self.healthy = True
+        self.gate = gate or UpstreamGate(UPSTREAM, GateSettings(timeout_s=timeout_s, max_in_flight=2))
+
+    @property
+    def requests(self) -> int:
+        """Requests this process sent to the FIDE API."""
+        return self.gate.requests
+
+    @property
+    def healthy(self) -> bool | None:
+        """None before any answer; True after a success; False when failing, paused or backed off."""
+        return self.gate.healthy
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client and the gate's files."""
         await self._client.aclose()
+        self.gate.close()
 
-    async def fetch_top(self, limit: int = 100) -> TopList:
+    async def fetch_top(self, limit: int = 100, *, max_wait_s: float | None = None) -> TopList:
         """``GET /top_players/?limit=N&history=false``: the open top list.
+
+        Args:
+            limit: rows asked for.
+            max_wait_s: seconds to wait for a turn at the gate; None for its ``max_queue_wait_s``.
 
         Raises:
             UpstreamError: a transport error, a non-2xx answer (the service's 502 when FIDE
-                fails), a body that is not a list of rows.
-            UpstreamRateLimited: a 429.
+                fails), a body that is not a list of rows, the deadline (``timeout_s``) passed.
+            UpstreamRateLimited: a 429, or paused after one.
+            UpstreamBusy: no turn within the wait bound, or the breaker is open.
         """
-        self.requests += 1
-        try:
-            with map_upstream_errors(UPSTREAM):
-                resp = await self._client.get("/top_players/", params={"limit": limit, "history": "false"},
-                                              headers={"Accept": "application/json"})
-                check_response(resp, UPSTREAM)
-                rows = _top_decoder.decode(resp.content)
-        except UpstreamError:
-            self.healthy = False
-            raise
-        self.healthy = True
+        async with gated_stream(self.gate, self._client, "/top_players/",
+                                params={"limit": limit, "history": "false"}, max_wait_s=max_wait_s) as resp:
+            rows = _top_decoder.decode(await resp.aread())
         players, skipped = [], 0
         for row in rows:
             fide_id = _int(row.fide_id)
@@ -105,3 +121,16 @@ class FideClient:
         if skipped:
             log.warning("fide top list: skipped %d rows without a numeric fide_id", skipped)
         return TopList(players, skipped)
+
+
+def open_fide(config: Config, data_dir: str | Path | None,
+              transport: httpx.AsyncBaseTransport | None = None) -> FideClient:
+    """The FIDE client of ``config`` (``[fide]``, ``[upstream] contact``) whose gate shares its slots
+    and state with every process using ``<data_dir>/gate`` (None: this process only).
+
+    Raises:
+        ValueError: ``fide.rate`` does not parse (the config loader checks it first).
+    """
+    table = config.fide
+    return FideClient(table.url, contact=config.upstream.contact, timeout_s=table.timeout_s, transport=transport,
+                      gate=open_gate(UPSTREAM, table, data_dir))

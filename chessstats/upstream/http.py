@@ -1,24 +1,32 @@
 """Shared HTTP plumbing for upstream clients.
 
 * :func:`build_client` makes the ``httpx.AsyncClient`` (identifying User-Agent, timeouts in seconds).
-* :func:`map_upstream_errors` is the one boundary where transport errors, HTTP statuses and
-  undecodable bodies become our error tree (:mod:`chessstats.errors`), keeping the cause.
+* :func:`map_upstream_errors` is the one boundary where transport errors, HTTP statuses, deadlines
+  and undecodable bodies become our error tree (:mod:`chessstats.errors`), keeping the cause. The
+  upstream gate (:mod:`chessstats.upstream.gate`) applies it around every request.
+* :func:`gated_stream` sends one request through an upstream's gate and checks its status.
 * :func:`iter_ndjson` parses an NDJSON stream record by record, tolerant of records split across
   network chunks and of blank lines; a truncated last record is an error, never a short result.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
 
 from chessstats import __version__
-from chessstats.errors import Gone, NotFound, UpstreamError, UpstreamRateLimited
+from chessstats.errors import Gone, NotFound, UpstreamBlocked, UpstreamError, UpstreamRateLimited
+
+if TYPE_CHECKING:
+    from chessstats.upstream.gate import UpstreamGate
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +68,56 @@ def build_client(
     )
 
 
-def retry_after_s(response: httpx.Response, default: int = DEFAULT_429_PAUSE_S) -> int:
-    """The ``Retry-After`` header in seconds (numeric form), or ``default``."""
-    value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return max(1, int(value))
-    return default
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta seconds (``"120"``) or an HTTP date
+    (``"Wed, 21 Oct 2026 07:28:00 GMT"``, compared with ``now``, epoch seconds, default the clock).
+
+    Returns None for a missing or unreadable value; a date in the past gives 0.
+    """
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
 
 
-def check_response(response: httpx.Response, upstream: str) -> None:
+def retry_after_s(response: httpx.Response, default: float = DEFAULT_429_PAUSE_S) -> int:
+    """The pause a 429 asks for, in whole seconds (at least 1): ``Retry-After`` as seconds or as an
+    HTTP date, or ``default`` when the header is missing or unreadable."""
+    seconds = parse_retry_after(response.headers.get("retry-after"))
+    if seconds is None:
+        return max(1, math.ceil(default))
+    return max(1, math.ceil(seconds))
+
+
+def check_response(response: httpx.Response, upstream: str, *, default_429_s: float = DEFAULT_429_PAUSE_S) -> None:
     """Raise the error that an upstream response's status means; return on 2xx.
+
+    Args:
+        response: the response (its body read when the status is not 2xx).
+        upstream: the upstream's name, for messages.
+        default_429_s: the pause (seconds) of a 429 without a readable ``Retry-After``.
 
     Raises:
         NotFound: 404 with a JSON body (the upstream says the entity does not exist).
+        UpstreamBlocked: 403 with an HTML body (an edge such as Cloudflare refused us); the message
+            says to set ``[upstream] contact`` / ``CHESSSTATS_CONTACT``.
         UpstreamError: 404 with an HTML body (the upstream blocked us, e.g. no User-Agent),
             any 5xx, or another unexpected status.
         Gone: 410.
-        UpstreamRateLimited: 429, with the pause from ``Retry-After`` (default 60 s).
+        UpstreamRateLimited: 429, with the pause from ``Retry-After`` (seconds or HTTP date) or
+            ``default_429_s``.
     """
     status = response.status_code
     if 200 <= status < 300:
@@ -87,23 +128,32 @@ def check_response(response: httpx.Response, upstream: str) -> None:
         if "html" in ctype:
             raise UpstreamError(f"{where}: answered an HTML 404 page (request blocked?)", upstream)
         raise NotFound(f"{where}: not found")
+    if status == 403 and "html" in ctype:
+        raise UpstreamBlocked(
+            f"{where}: the upstream's edge refused the request (an HTML 403 page). It blocks clients it cannot "
+            "identify: set [upstream] contact (or CHESSSTATS_CONTACT) to your e-mail or URL so the User-Agent "
+            "names you, and check that this host's address is not blocked", upstream)
     if status == 410:
         raise Gone(f"{where}: gone")
     if status == 429:
-        raise UpstreamRateLimited(f"{where}: rate limited (429)", upstream, retry_after_s(response))
+        raise UpstreamRateLimited(f"{where}: rate limited (429)", upstream, retry_after_s(response, default_429_s))
     raise UpstreamError(f"{where}: HTTP {status}", upstream)
 
 
 @contextmanager
-def map_upstream_errors(upstream: str) -> Iterator[None]:
+def map_upstream_errors(upstream: str, *, deadline_s: float | None = None) -> Iterator[None]:
     """Translate httpx and msgspec exceptions raised inside the block into :class:`UpstreamError`.
 
-    Errors already in our tree pass through unchanged. The original exception is the cause.
+    Errors already in our tree pass through unchanged. The original exception is the cause. A
+    ``TimeoutError`` (the gate's total deadline of ``deadline_s`` seconds) becomes "timed out".
     """
     try:
         yield
     except (NotFound, Gone, UpstreamError):
         raise
+    except TimeoutError as exc:
+        limit = f" after the {deadline_s:g} s deadline (connect, headers and whole body)" if deadline_s else ""
+        raise UpstreamError(f"{upstream}: timed out{limit}", upstream) from exc
     except httpx.TimeoutException as exc:
         raise UpstreamError(f"{upstream}: timed out ({type(exc).__name__})", upstream) from exc
     except httpx.HTTPError as exc:
@@ -114,6 +164,31 @@ def map_upstream_errors(upstream: str) -> Iterator[None]:
         raise UpstreamError(f"{upstream}: body is not UTF-8", upstream) from exc
     except TruncatedStream as exc:
         raise UpstreamError(f"{upstream}: truncated body: {exc}", upstream) from exc
+
+
+@asynccontextmanager
+async def gated_stream(
+    gate: UpstreamGate, client: httpx.AsyncClient, path: str, *, accept: str = "application/json",
+    params: dict[str, str | int] | None = None, stream: bool = False, max_wait_s: float | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """``GET path`` through ``gate``: admitted (slot, rate, pause, breaker), under its total deadline,
+    the status checked by :func:`check_response`; the block reads the body (errors it raises while
+    doing so are mapped and counted too).
+
+    Args:
+        stream: a streamed export (the deadline is ``stream_timeout_s``, else ``timeout_s``).
+        max_wait_s: longest wait for a turn, seconds; None for the gate's ``max_queue_wait_s``.
+
+    Raises:
+        the errors of :meth:`~chessstats.upstream.gate.UpstreamGate.request` and :func:`check_response`.
+    """
+    async with gate.request(stream=stream, max_wait_s=max_wait_s) as call:
+        async with client.stream("GET", path, params=params, headers={"Accept": accept}) as resp:
+            call.status = resp.status_code
+            if not 200 <= resp.status_code < 300:
+                await resp.aread()
+            check_response(resp, gate.name, default_429_s=gate.settings.pause_after_429_s)
+            yield resp
 
 
 async def iter_ndjson(chunks: AsyncIterator[bytes], decoder: msgspec.json.Decoder[Any]) -> AsyncIterator[Any]:

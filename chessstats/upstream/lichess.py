@@ -1,9 +1,11 @@
 """The Lichess API client (``LICHESS_API_URL``, default ``https://lichess.org/api``).
 
-Lichess asks for one request at a time: every request, streams included, holds one
-``asyncio.Lock`` from its first byte to its last, and an ``aiolimiter.AsyncLimiter`` spaces them
-(``max_requests_per_s``). After a 429 the client pauses (``Retry-After``, default 60 s) and
-answers :class:`~chessstats.errors.UpstreamRateLimited` itself without calling Lichess.
+Lichess asks for one request at a time: every request, streams included, goes through the
+upstream's :class:`~chessstats.upstream.gate.UpstreamGate` (``client.gate``), shared by every worker
+process of the host: in-flight slots (``max_in_flight``, 1), strict rate spacing (``rate``), the
+pause after a 429 (``Retry-After`` or ``pause_after_429_s``, doubled when repeated), a total
+deadline per call (``timeout_s``; ``stream_timeout_s`` for the NDJSON/PGN exports), a bounded wait
+for a turn (``max_queue_wait_s``) and a circuit breaker. Build it with :func:`open_lichess`.
 
 Endpoints used: ``GET /tournament`` (current arenas), ``GET /tournament/{id}`` (arena),
 ``GET /swiss/{id}``, ``GET /tournament|swiss/{id}/results`` (NDJSON standings) and
@@ -15,22 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
-from aiolimiter import AsyncLimiter
 
-from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
+from chessstats.errors import NotFound, UpstreamError
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
 from chessstats.models.common import utc_iso
 from chessstats.models.game import ParsedGame
-from chessstats.upstream.http import build_client, check_response, iter_ndjson, map_upstream_errors
+from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate, parse_rate
+from chessstats.upstream.http import build_client, gated_stream, iter_ndjson
 from chessstats.upstream.pgn import parse_pgn_games
+
+if TYPE_CHECKING:
+    from chessstats.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -296,110 +302,131 @@ class GamesExport:
 
 
 class LichessClient:
-    """Lichess API client.
+    """Lichess API client; every request goes through :attr:`gate`.
 
     **Parameters:**
     * **base_url** - the API base including ``/api``.
     * **token** - *(optional)* a personal API token sent as ``Authorization: Bearer``.
     * **contact** - *(optional)* put into the User-Agent.
-    * **timeout_s** - *(optional)* per-request timeout in seconds. Defaults to 20.
-    * **max_requests_per_s** - *(optional)* request rate ceiling. Defaults to 2.
+    * **timeout_s** - *(optional)* connect/read timeout of the HTTP client, seconds (the gate's
+      total deadline is ``gate.settings.timeout_s``). Defaults to 20.
+    * **max_requests_per_s** - *(optional, deprecated)* the rate of a gate built here when no
+      ``gate`` is given. Defaults to 2.
     * **transport** - *(optional)* an httpx transport (tests).
+    * **gate** - *(optional)* the shared :class:`~chessstats.upstream.gate.UpstreamGate`; None
+      builds one local to this process (see :func:`open_lichess` for the shared one).
 
-    Every ``fetch_*`` raises :class:`~chessstats.errors.NotFound`, :class:`~chessstats.errors.Gone`,
-    :class:`~chessstats.errors.UpstreamRateLimited` or :class:`~chessstats.errors.UpstreamError`.
+    Every ``fetch_*`` takes ``max_wait_s`` (seconds to wait for a turn; None: the gate's
+    ``max_queue_wait_s``) and raises :class:`~chessstats.errors.NotFound`,
+    :class:`~chessstats.errors.Gone`, :class:`~chessstats.errors.UpstreamRateLimited`,
+    :class:`~chessstats.errors.UpstreamBusy`, :class:`~chessstats.errors.UpstreamBlocked` or
+    :class:`~chessstats.errors.UpstreamError`.
     """
 
     def __init__(
         self, base_url: str, *, token: str = "", contact: str = "", timeout_s: float = 20.0,
-        max_requests_per_s: float = 2.0, transport: httpx.AsyncBaseTransport | None = None,
+        max_requests_per_s: float | None = None, transport: httpx.AsyncBaseTransport | None = None,
+        gate: UpstreamGate | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = build_client(base_url, contact=contact, timeout_s=timeout_s, headers=headers, transport=transport)
+        self._client = build_client(base_url, contact=contact, timeout_s=timeout_s, headers=headers,
+                                    transport=transport)
         base = base_url.rstrip("/")
         self.site = base[: -len("/api")] if base.endswith("/api") else base
-        self._lock = asyncio.Lock()
-        self._limiter = AsyncLimiter(max_requests_per_s, 1.0)
-        self._paused_until = 0.0
-        self.requests = 0
-        self.healthy: bool | None = None  # None until a request; False after a failure, True after a success
+        if gate is None:
+            rate = parse_rate(f"{max_requests_per_s or 2.0}/1s")
+            gate = UpstreamGate(UPSTREAM, GateSettings(timeout_s=timeout_s, rate=rate))
+        self.gate = gate
+
+    @property
+    def requests(self) -> int:
+        """Requests this process sent to Lichess."""
+        return self.gate.requests
+
+    @property
+    def healthy(self) -> bool | None:
+        """None before any answer; True after a success; False when failing, paused or backed off."""
+        return self.gate.healthy
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client and the gate's files."""
         await self._client.aclose()
+        self.gate.close()
 
     @asynccontextmanager
     async def _request(self, path: str, *, accept: str = "application/json",
-                       params: dict[str, str | int] | None = None) -> AsyncIterator[httpx.Response]:
-        """One request, alone: holds the lock until the body is consumed; maps errors."""
-        async with self._lock:
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:
-                raise UpstreamRateLimited(f"{UPSTREAM}: paused after a 429", UPSTREAM, int(pause) + 1)
-            async with self._limiter:
-                self.requests += 1
-                try:
-                    # also maps what the caller's block raises while reading the body (it is
-                    # thrown in at ``yield``): truncated streams, undecodable records
-                    with map_upstream_errors(UPSTREAM):
-                        async with self._client.stream("GET", path, params=params, headers={"Accept": accept}) as resp:
-                            if resp.status_code != 200:
-                                await resp.aread()
-                            check_response(resp, UPSTREAM)
-                            yield resp
-                except UpstreamRateLimited as exc:
-                    self._paused_until = time.monotonic() + exc.retry_after_s
-                    self.healthy = False
-                    log.warning("lichess answered 429: pausing %s s", exc.retry_after_s)
-                    raise
-                except UpstreamError:
-                    self.healthy = False
-                    raise
-                else:
-                    self.healthy = True
+                       params: dict[str, str | int] | None = None, stream: bool = False,
+                       max_wait_s: float | None = None) -> AsyncIterator[httpx.Response]:
+        """One request through the gate; the block reads the body (its errors are mapped and counted)."""
+        async with gated_stream(self.gate, self._client, path, accept=accept, params=params, stream=stream,
+                                max_wait_s=max_wait_s) as resp:
+            yield resp
 
-    async def _json(self, path: str, decoder: msgspec.json.Decoder[object]) -> tuple[object, bytes]:
-        async with self._request(path) as resp:
+    async def _json(self, path: str, decoder: msgspec.json.Decoder[object], *,
+                    max_wait_s: float | None = None) -> tuple[object, bytes]:
+        async with self._request(path, max_wait_s=max_wait_s) as resp:
             body = await resp.aread()
             return decoder.decode(body), body
 
-    async def fetch_current(self) -> list[Tournament]:
+    async def fetch_current(self, *, max_wait_s: float | None = None) -> list[Tournament]:
         """``GET /tournament``: created, started and finished arenas, as Tournaments."""
-        current, _ = await self._json("/tournament", _current_decoder)
-        assert isinstance(current, _Current)
+        current, _ = await self._json("/tournament", _current_decoder, max_wait_s=max_wait_s)
+        if not isinstance(current, _Current):
+            raise UpstreamError(f"{UPSTREAM}: unexpected body for /tournament", UPSTREAM)
         return [arena_to_model(a, self.site) for a in (*current.created, *current.started, *current.finished)]
 
-    async def fetch_arena(self, tournament_id: str) -> tuple[Tournament, bytes]:
-        """``GET /tournament/{id}``: the arena and the raw body. Raises NotFound for no such arena."""
-        arena, raw = await self._json(f"/tournament/{tournament_id}", _arena_decoder)
-        assert isinstance(arena, _Arena)
+    @staticmethod
+    def _same_id(asked: str, answered: str, kind: str) -> None:
+        """Accept an answer whose id differs from the asked one only by case; else NotFound."""
+        if answered != asked and answered.lower() != asked.lower():
+            raise NotFound(f"{UPSTREAM}: {kind} {asked!r} answered with another id {answered!r}")
+
+    async def fetch_arena(self, tournament_id: str, *, max_wait_s: float | None = None) -> tuple[Tournament, bytes]:
+        """``GET /tournament/{id}``: the arena and the raw body. Raises NotFound for no such arena.
+
+        The model carries Lichess's id (which may differ from ``tournament_id`` by case only).
+        """
+        arena, raw = await self._json(f"/tournament/{tournament_id}", _arena_decoder, max_wait_s=max_wait_s)
+        if not isinstance(arena, _Arena):
+            raise UpstreamError(f"{UPSTREAM}: unexpected body for arena {tournament_id!r}", UPSTREAM)
+        self._same_id(tournament_id, arena.id, "arena")
         return arena_to_model(arena, self.site), raw
 
-    async def fetch_swiss(self, tournament_id: str) -> tuple[Tournament, bytes]:
-        """``GET /swiss/{id}``: the swiss and the raw body. Raises NotFound for no such swiss."""
-        swiss, raw = await self._json(f"/swiss/{tournament_id}", _swiss_decoder)
-        assert isinstance(swiss, _Swiss)
+    async def fetch_swiss(self, tournament_id: str, *, max_wait_s: float | None = None) -> tuple[Tournament, bytes]:
+        """``GET /swiss/{id}``: the swiss and the raw body. Raises NotFound for no such swiss.
+
+        The model carries Lichess's id (which may differ from ``tournament_id`` by case only).
+        """
+        swiss, raw = await self._json(f"/swiss/{tournament_id}", _swiss_decoder, max_wait_s=max_wait_s)
+        if not isinstance(swiss, _Swiss):
+            raise UpstreamError(f"{UPSTREAM}: unexpected body for swiss {tournament_id!r}", UPSTREAM)
+        self._same_id(tournament_id, swiss.id, "swiss")
         return swiss_to_model(swiss, self.site), raw
 
-    async def fetch_tournament(self, tournament_id: str, *, max_wait_s: float | None = None) -> tuple[Tournament, bytes]:
+    async def fetch_tournament(self, tournament_id: str, *,
+                               max_wait_s: float | None = None) -> tuple[Tournament, bytes]:
         """An arena, or (when Lichess has no arena with that id) a swiss. Raises NotFound for neither."""
         try:
-            return await self.fetch_arena(tournament_id)
+            return await self.fetch_arena(tournament_id, max_wait_s=max_wait_s)
         except NotFound:
-            return await self.fetch_swiss(tournament_id)
+            return await self.fetch_swiss(tournament_id, max_wait_s=max_wait_s)
 
     async def fetch_standings(self, tournament: Tournament, nb: int | None = None, *,
                               max_wait_s: float | None = None) -> list[Standing]:
         """``GET /{tournament|swiss}/{id}/results`` (NDJSON): the standings in rank order.
 
+        A streamed export: its deadline is the gate's ``stream_timeout_s``.
+
         Args:
             tournament: the arena or swiss (its ``system`` picks the endpoint).
             nb: at most this many rows; None for all.
+            max_wait_s: seconds to wait for a turn; None for the gate's bound.
         """
         kind = "swiss" if tournament.system == "swiss" else "tournament"
         params: dict[str, str | int] = {"nb": nb} if nb else {}
         rows: list[Standing] = []
-        async with self._request(f"/{kind}/{tournament.id}/results", accept="application/x-ndjson", params=params) as r:
+        async with self._request(f"/{kind}/{tournament.id}/results", accept="application/x-ndjson", params=params,
+                                 stream=True, max_wait_s=max_wait_s) as r:
             async for line in iter_ndjson(r.aiter_bytes(), _result_decoder):
                 rows.append(Standing(
                     rank=line.rank, username=line.username, title=line.title, rating=line.rating,
@@ -412,17 +439,20 @@ class LichessClient:
         """``GET /{tournament|swiss}/{id}/games``: every game, NDJSON asked for, PGN accepted.
 
         NDJSON is requested with ``pgnInJson``, ``opening`` and ``clocks=false``; a body served as
-        ``application/x-chess-pgn`` is read with python-chess instead.
+        ``application/x-chess-pgn`` is read with python-chess instead. A streamed export: its deadline
+        is the gate's ``stream_timeout_s``.
         """
         kind = "swiss" if tournament.system == "swiss" else "tournament"
         params: dict[str, str | int] = {"pgnInJson": "true", "opening": "true", "clocks": "false", "evals": "false"}
         async with self._request(
-            f"/{kind}/{tournament.id}/games", accept="application/x-ndjson", params=params
+            f"/{kind}/{tournament.id}/games", accept="application/x-ndjson", params=params, stream=True,
+            max_wait_s=max_wait_s,
         ) as resp:
             ctype = resp.headers.get("content-type", "")
             if "pgn" in ctype:
                 text = (await resp.aread()).decode("utf-8")
-                # CPU-bound (about 1.7 ms a game): off the event loop, so other requests go on
+                # CPU-bound (about 1.7 ms a game): off the event loop, so other requests go on. Inside
+                # the gate's block, so that a cut-off export counts as the upstream's failure.
                 games, skipped = await asyncio.to_thread(
                     parse_pgn_games, text, tournament_id=tournament.id, perf_type=tournament.perf_type,
                     rated=tournament.rated,
@@ -435,6 +465,21 @@ class LichessClient:
                 model = game_to_model(raw, self.site, tournament.id)
                 out.append(ParsedGame(model, raw.pgn or ""))
             return GamesExport(out, 0)
+
+
+def open_lichess(config: Config, data_dir: str | Path | None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> LichessClient:
+    """The Lichess client of ``config`` (``[lichess]``, ``[upstream] contact``) whose gate shares its
+    slots and state with every process using ``<data_dir>/gate`` (None: this process only).
+
+    Raises:
+        ValueError: ``lichess.rate`` does not parse (the config loader checks it first).
+    """
+    table = config.lichess
+    return LichessClient(
+        table.url, token=table.token, contact=config.upstream.contact, timeout_s=table.timeout_s,
+        transport=transport, gate=open_gate(UPSTREAM, table, data_dir),
+    )
 
 
 class _Stats(_Wire):

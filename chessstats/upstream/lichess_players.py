@@ -1,5 +1,5 @@
 """Lichess leaderboards, through the shared :class:`~chessstats.upstream.lichess.LichessClient`
-(its one-request-at-a-time lock, rate limiter and error mapping).
+(its upstream gate: in-flight slot, rate, 429 pause, deadline, breaker; and its error mapping).
 
 Endpoint: ``GET /player/top/{nb}/{perfType}`` (``Accept: application/vnd.lichess.v3+json``),
 answering ``{"users": [{id, username, title?, patron?, perfs: {<perf>: {rating, progress}}}]}``.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import msgspec
 
-from chessstats.upstream.http import map_upstream_errors
 from chessstats.upstream.lichess import LichessClient
 
 #: Lichess's media type for leaderboards.
@@ -51,19 +50,23 @@ class LeaderboardEntry(msgspec.Struct, rename="camel", kw_only=True):
     federation: str | None = None
 
 
-async def fetch_leaderboard(client: LichessClient, perf_type: str, nb: int = MAX_NB) -> list[LeaderboardEntry]:
+async def fetch_leaderboard(client: LichessClient, perf_type: str, nb: int = MAX_NB, *,
+                            max_wait_s: float | None = None) -> list[LeaderboardEntry]:
     """``GET /player/top/{nb}/{perfType}``: the top ``nb`` (1..100) players of a perf, in rank order.
+
+    Args:
+        max_wait_s: seconds to wait for a turn at the gate; None for its ``max_queue_wait_s``.
 
     Raises:
         ValueError: ``nb`` out of 1..100.
-        NotFound / UpstreamError / UpstreamRateLimited: as every Lichess request.
+        NotFound / UpstreamError / UpstreamRateLimited / UpstreamBusy: as every Lichess request
+            (an undecodable body is an UpstreamError counted by the gate's breaker).
     """
     if not 1 <= nb <= MAX_NB:
         raise ValueError(f"nb must be 1..{MAX_NB}, got {nb}")
-    async with client._request(f"/player/top/{nb}/{perf_type}", accept=LEADERBOARD_MEDIA_TYPE) as resp:
-        body = await resp.aread()
-    with map_upstream_errors("lichess"):
-        top = _top_decoder.decode(body)
+    async with client._request(f"/player/top/{nb}/{perf_type}", accept=LEADERBOARD_MEDIA_TYPE,
+                               max_wait_s=max_wait_s) as resp:
+        top = _top_decoder.decode(await resp.aread())
     out = []
     for rank, user in enumerate(top.users, 1):
         perf = user.perfs.get(perf_type)

@@ -116,9 +116,18 @@ async def _health(request: Request) -> tuple[dict[str, Any], bool]:
         log.error("health: cache check failed: %s", exc)
         checks["cache"] = {"status": "error", "error": type(exc).__name__}
         ok = False
-    lichess = ctx.lichess
-    state = {None: "unknown", True: "ok", False: "degraded"}.get(lichess.healthy, "unknown")
-    checks["lichess"] = {"status": state, "requests": lichess.requests}
+    for name in ("lichess", "fide"):  # the gates' state: no upstream is called here
+        client = getattr(ctx, name, None)
+        if client is None:
+            continue
+        try:
+            checks[name] = {**client.gate.health(), "requests": client.requests}
+        except Exception as exc:  # the gate's shared state unreadable: report, never fail health
+            log.error("health: %s gate state unreadable: %s", name, exc)
+            checks[name] = {"status": "unknown", "requests": client.requests}
+    imports = getattr(ctx, "imports", None)
+    if imports is not None:
+        checks["imports"] = {"completed": imports.completed, "failed": imports.failed}
     try:
         if getattr(ctx, "scheduler", None) is not None:
             checks["scheduler"] = ctx.scheduler.health()

@@ -131,14 +131,20 @@ def test_concurrent_first_requests_on_several_workers_make_one_request_per_path(
 
 
 def test_import_completes_after_the_first_client_hangs_up(start_server, upstream: ReplayUpstream) -> None:
-    server = start_server()
+    """The import outlives the client that noticed it and the server's response timeout (2 s here,
+    the export takes 5 s): no request is cut, no answer is an error page, the import completes."""
+    server = start_server(env={"CHESSSTATS_SERVER_RESPONSE_TIMEOUT_S": "2"})
     finished_arena(upstream, "hang0001", players=40, games=120)
     upstream.reset()
-    upstream.set_fault(r"/tournament/hang0001/games$", "slow", seconds=4)
+    upstream.set_fault(r"/tournament/hang0001/games$", "slow", seconds=5)
     with pytest.raises(httpx.TimeoutException):
         httpx.get(server.url + "/api/tournaments/hang0001", timeout=0.3)  # hangs up at once
     second = server.client.get("/api/tournaments/hang0001")  # waits for the same import at most the bound
     assert second.status_code == 200 and second.json()["data"]["importState"] in ("queued", "importing")
+    time.sleep(2.5)  # past the response timeout, the import still runs
+    third = server.client.get("/api/tournaments/hang0001/results")
+    assert third.status_code == 200  # waited for the import (1.5 s at most): the page so far, or the whole page
+    assert third.json().get("importState") == "importing" or len(third.json()["data"]) == 40
     body = imported(server, "hang0001")
     assert body["data"]["status"] == "finished" and len(body["data"]["standings"]) == 10
     assert (count(upstream, "hang0001"), count(upstream, "hang0001", "/results"),
@@ -146,6 +152,7 @@ def test_import_completes_after_the_first_client_hangs_up(start_server, upstream
     assert db_one(server, "SELECT count(*) FROM games") == (120,)
     state, summary = db_one(server, "SELECT state, summary FROM imports WHERE external_id = 'hang0001'")
     assert state == "complete" and summary == "verified: 40/40 players, 120/120 games"
+    assert "Traceback" not in server.log()
 
 
 def test_kill_9_during_an_import_resumes_it_after_restart(start_server, upstream: ReplayUpstream,
@@ -269,3 +276,71 @@ def test_batch_fans_out_to_a_bounded_number_of_upstream_lookups(server: Server, 
     again = server.client.get("/api/tournaments/batch", params={"ids": ",".join(ids[:5])}).json()
     assert again["notFound"] == ids[:5] and upstream.total() == 10  # negative entries
     assert db_one(server, "SELECT count(*) FROM tournaments") == (0,)  # no row for ids that do not exist
+
+
+def test_an_id_answered_with_another_spelling_is_matched_or_not_found(server: Server, upstream: ReplayUpstream) -> None:
+    """Lichess answering with the same id in another case is the same tournament; another id is a 404
+    (never a 500, never a re-fetch on every request)."""
+    ongoing_arena(upstream, "CASEtest")
+    body = json.loads(upstream.routes["/lichess/api/tournament/CASEtest"][0])
+    upstream.add("/lichess/api/tournament/caseTEST", json.dumps(body).encode(), JSON)  # answers id "CASEtest"
+    body["id"] = "zzOther1"
+    upstream.add("/lichess/api/tournament/wrongId1", json.dumps(body).encode(), JSON)
+    resp = server.client.get("/api/tournaments/caseTEST")
+    assert resp.status_code == 200 and resp.json()["data"]["id"] == "CASEtest"
+    assert server.client.get("/api/tournaments/caseTEST").headers["x-cache"] == "HIT"
+    for _ in range(3):
+        wrong = server.client.get("/api/tournaments/wrongId1")
+        assert wrong.status_code == 404 and wrong.json()["code"] == "not_found"
+    assert upstream.counts["/lichess/api/tournament/wrongId1"] == 1
+    assert db_one(server, "SELECT count(*) FROM tournaments WHERE external_id IN ('wrongId1', 'zzOther1')") == (0,)
+
+
+def test_a_flood_of_unknown_ids_neither_starves_known_data_nor_queues_work(
+    start_server, upstream: ReplayUpstream
+) -> None:
+    """10 requests a second for random unknown ids, each taking Lichess 0.5 s, against one request
+    in flight: the lane's queue is bounded (quick 503 upstream_busy), cached data never waits behind
+    it, Lichess stops being called as soon as the flood stops, and no file or row is left per id."""
+    import random
+    import string
+
+    server = start_server(env={"CHESSSTATS_LICHESS_MAX_QUEUE_WAIT_S": "1"})
+    ongoing_arena(upstream, "legit001")
+    assert server.client.get("/api/tournaments/legit001").status_code == 200
+    upstream.reset()
+    upstream.set_fault(r"/(tournament|swiss)/[a-z]{8}$", "slow", seconds=0.5)
+    rng = random.Random(7)
+    stop = time.monotonic() + 6
+    statuses: list[int] = []
+    legit: list[tuple[int, float]] = []
+
+    def flood() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                futures = []
+                while time.monotonic() < stop:
+                    tid = "".join(rng.choices(string.ascii_lowercase, k=8))
+                    futures.append(pool.submit(client.get, f"/api/tournaments/{tid}"))
+                    time.sleep(0.1)
+                statuses.extend(f.result().status_code for f in futures)
+
+    def known() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while time.monotonic() < stop:
+                started = time.monotonic()
+                legit.append((client.get("/api/tournaments/legit001").status_code, time.monotonic() - started))
+                time.sleep(0.2)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda f: f(), (flood, known)))
+    assert len(statuses) >= 50 and set(statuses) <= {404, 503}, statuses
+    assert statuses.count(503) >= 20  # the bounded lane answers at once instead of queueing
+    assert [s for s, _ in legit] == [200] * len(legit) and max(t for _, t in legit) < 0.5, legit
+    time.sleep(1.5)  # at most the call in flight ends
+    calls = upstream.total()
+    time.sleep(3)
+    assert upstream.total() == calls  # nothing was left queued for everyone else
+    locks = list((server.data_dir / "locks").glob("*"))
+    assert len(locks) <= 600  # striped locks: a bounded set, none per id
+    assert db_one(server, "SELECT count(*) FROM tournaments") == (1,)

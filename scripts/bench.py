@@ -442,14 +442,17 @@ def import_probe(server: Proc, server_url: str, replay_url: str, players: int, g
 def store_db_tournaments(client: httpx.Client, server_url: str, replay_url: str, n: int) -> list[str]:
     """Generate ``n`` small finished arenas (191 standings, 2 games each) and import them through
     ``server_url``; returns their ids. The database-served rows rotate over these ids."""
-    ids = []
-    for _ in range(n):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
         tid = fresh_id("db")
         generate(replay_url, tid, 191, 2)
-        r = client.get(f"{server_url}/api/tournaments/{tid}")
+        r = httpx.get(f"{server_url}/api/tournaments/{tid}", timeout=300, headers={"Accept-Encoding": "identity"})
         assert r.status_code == 200, (tid, r.status_code, r.text[:300])
-        ids.append(tid)
-    return ids
+        return tid
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
 
 
 def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, duration: float) -> dict:
@@ -475,7 +478,9 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
             r = client.get(url + route)
         assert r.headers.get("x-cache") == "HIT", r.headers
         out.update(route=route, body_bytes=len(r.content))
-        run_wrk(url + route, 1, server)  # warm-up
+        # the same one-path script on both sides of a pair: it counts X-Cache of every answer
+        script = rotation_script(tmp / "import-p99.lua", [route])
+        run_wrk(url + route, 1, server, script=script)  # warm-up
         pending = [RECORDED_ID]  # imports not run yet, in order
         per_window = int(duration) + 2  # more than can run in one window (one import takes > 1 s)
         for i in range(pairs):
@@ -485,7 +490,7 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
                 generate(replay_url, tid, 191, 1463)
                 ids.append(tid)
             busy = wait_idle(5.0)
-            base = run_wrk(url + route, duration, server)
+            base = run_wrk(url + route, duration, server, script=script)
             base["busy_before_cores"] = round(busy, 2)
             busy = wait_idle(5.0)
             stop = threading.Event()
@@ -505,7 +510,7 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
             driver = threading.Thread(target=drive, daemon=True)
             w0 = time.monotonic()
             driver.start()
-            load = run_wrk(url + route, duration, server)
+            load = run_wrk(url + route, duration, server, script=script)
             w1 = time.monotonic()
             stop.set()
             driver.join()
@@ -543,6 +548,12 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
         "ratio_median": median([p["p99_ratio"] for p in ps]),
         "coverage_min": min((p["coverage"] for p in ps), default=None),
         "imports_started": sum(p["imports_started"] for p in ps),
+        "x_cache_hit": sum((r.get("counts") or {}).get("x_hit", 0) for p in ps
+                           for r in (p["baseline"], p["during_import"])),
+        "requests": sum(r["requests"] for p in ps for r in (p["baseline"], p["during_import"])),
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for p in ps for r in (p["baseline"], p["during_import"])),
+        "import_statuses": sorted({st for p in ps for st in p["import_statuses"]}),
+        "import_seconds_median": median([x for p in ps for x in p["import_seconds"]]),
         "steal_s_median": median([r["steal_s"] for p in ps for r in (p["baseline"], p["during_import"])]),
         "other_cpu_s_median": median([r["unexplained_cpu_s"] for p in ps for r in (p["baseline"], p["during_import"])]),
     }
@@ -637,15 +648,18 @@ def print_report(res: dict) -> None:
         lines += [
             "",
             "| workers | cached GET while imports run | body B | req/s without / during | p50 ms without / during "
-            "| p99 ms without / during | p99 ratio per pair | p99 ratio median | imports started (first: recorded "
-            f"{RECORDED_ID}) / min window coverage | steal / other CPU s per run | target | met |",
-            "|---:|---|---:|---|---|---|---|---:|---|---|---|---|",
+            "| p99 ms without / during | p99 ratio per pair | p99 ratio median | imports in the windows (first: "
+            f"recorded {RECORDED_ID}, then generated copies): started, median s each, answers | min window coverage "
+            "| X-Cache HIT / requests (errors) | steal / other CPU s per run | target | met |",
+            "|---:|---|---:|---|---|---|---|---:|---|---:|---|---|---|---|",
             f"| {ip['workers']} | {ip['route']} (generated arena, cached) | {ip['body_bytes']:,} "
             f"| {fmt(s['baseline_rps_median'])} / {fmt(s['import_rps_median'])} "
             f"| {fmt(s['baseline_p50_ms_median'], '.2f')} / {fmt(s['import_p50_ms_median'], '.2f')} "
             f"| {fmt(s['baseline_p99_ms_median'], '.2f')} / {fmt(s['import_p99_ms_median'], '.2f')} "
             f"| {' '.join(f'{r:.2f}' for r in s['ratios'])} | **{fmt(s['ratio_median'], '.2f')}×** "
-            f"| {s['imports_started']} / {fmt(100 * s['coverage_min'] if s['coverage_min'] is not None else None, '.0f')} % "
+            f"| {s['imports_started']}, {fmt(s['import_seconds_median'], '.2f')} s, {', '.join(s['import_statuses'])} "
+            f"| {fmt(100 * s['coverage_min'] if s['coverage_min'] is not None else None, '.0f')} % "
+            f"| {s['x_cache_hit']:,} / {s['requests']:,} ({s['errors']}) "
             f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
             f"| p99 during ≤ 2× p99 without | {ip['met']} |",
         ]

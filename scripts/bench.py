@@ -666,6 +666,15 @@ def print_report(res: dict) -> None:
     lines += ["", "| target | figure | verdict |", "|---|---|---|"]
     for row in res["targets"]:
         lines.append("| " + " | ".join(row) + " |")
+    other = res.get("other_cpu_s_per_run_median")
+    if other is not None:
+        budget = 2 * cfg["duration_s"]  # CPU-seconds of a run on this machine's cores
+        la0, la1 = cfg.get("loadavg_at_start") or [0], cfg.get("loadavg_at_end") or [0]
+        lines += ["", f"machine: {cfg['cpus']} CPUs; other processes' CPU per wrk run: median {other:.1f} s "
+                  f"(max {res['other_cpu_s_per_run_max']:.1f} s) of {budget:g} CPU-s; load average "
+                  f"{la0[0]:.2f} at start, {la1[0]:.2f} at the end"
+                  + (" — CONTAMINATED: other sessions used the cores; ratios are indicative only"
+                     if other > 0.1 * budget else "")]
     lines += ["", f"wall time {res['wall_s']:.0f} s; results in {res['json_path']}"]
     print("\n".join(lines), flush=True)
 
@@ -966,6 +975,12 @@ def main() -> int:
         for proc in reversed(procs):
             proc.stop()
     res["config"]["loadavg_at_end"] = os.getloadavg()
+    runs = [r for p in (res.get("load") or {}).values() for pr in p["pairs"] for r in (pr["ceiling"], pr["product"])]
+    runs += [r for pr in (res.get("import_p99") or {}).get("pairs", []) for r in (pr["baseline"], pr["during_import"])]
+    others = [r["unexplained_cpu_s"] for r in runs if r.get("unexplained_cpu_s") is not None]
+    if others:
+        res["other_cpu_s_per_run_median"] = round(median(others), 2)
+        res["other_cpu_s_per_run_max"] = round(max(others), 2)
     res["wall_s"] = round(time.monotonic() - started, 1)
     res["json_path"] = str(args.json)
     args.json.write_text(json.dumps(res, indent=2))

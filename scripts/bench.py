@@ -293,8 +293,9 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do
     for k, _ in pairs(t) do t[k] = t[k] + thread:get(k) end
   end
-  io.write(string.format("BENCHCOUNT x_hit=%%d x_miss=%%d x_other=%%d x_none=%%d src_db=%%d src_cache=%%d src_other=%%d\n",
-    t.x_hit, t.x_miss, t.x_other, t.x_none, t.src_db, t.src_cache, t.src_other))
+  io.write(string.format("BENCHCOUNT x_hit=%%d x_miss=%%d x_other=%%d x_none=%%d ", t.x_hit, t.x_miss, t.x_other,
+    t.x_none))
+  io.write(string.format("src_db=%%d src_cache=%%d src_other=%%d\n", t.src_db, t.src_cache, t.src_other))
 end
 """
 
@@ -622,8 +623,9 @@ def print_report(res: dict) -> None:
         f"--latency, {cfg['pairs']} pairs x {cfg['duration_s']:g} s per side, ceiling = bare Sanic with the same "
         f"worker count, same bodies; started {cfg['started_at']}",
         "",
-        "| workers | path | body B | ceiling req/s | product req/s | ratio per pair | ratio median | ceiling p50/p99 ms "
-        "| product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod (ratio) | steal / other CPU s per run | target | met |",
+        "| workers | path | body B | ceiling req/s | product req/s | ratio per pair | ratio median "
+        "| ceiling p50/p99 ms | product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod (ratio) "
+        "| steal / other CPU s per run | target | met |",
         "|---:|---|---:|---:|---:|---|---:|---|---|---:|---|---|---|---|",
     ]
     for p in res["load"].values():
@@ -873,7 +875,7 @@ def main() -> int:
                 proc.stop()
                 procs.remove(proc)
 
-        for key, p in load.items():
+        for p in load.values():
             p["summary"] = s = summarise(p)
             w = p["workers"]
             if p["kind"] == "cached":
@@ -897,7 +899,7 @@ def main() -> int:
                 proof = "; ".join(
                     f"{_n(cn.get('x_miss'))} MISS / {_n(cn.get('x_hit'))} HIT of {n:,}"
                     + (f", server misses {pr['product']['cache_misses']:,}" if "cache_misses" in pr["product"] else "")
-                    for cn, n, pr in zip(counts, reqs, p["pairs"]))
+                    for cn, n, pr in zip(counts, reqs, p["pairs"], strict=True))
                 src_db = ", ".join(_n(cn.get("src_db")) for cn in counts)
                 p["label"] += f" (X-Cache per run: {proof}; answers with source database: {src_db})"
                 targets.append([f"DB-served GET tournament (cache disabled), {w} worker(s): req/s ≥ 0.50 × ceiling",

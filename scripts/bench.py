@@ -45,6 +45,7 @@ TARGETS = {
     "import_s": 10.0,  # 10,000 standings + 5,000 games imported in < 10 s
     "import_peak_mib": 150.0,  # ... with peak RSS < 150 MB
     "idle_rss_mib": 60.0,  # idle RSS < 60 MB with one worker
+    "import_p99_x": 2.0,  # cached p99 while a 1,463-game import runs <= 2 x the p99 without
 }
 
 
@@ -192,14 +193,21 @@ def start_replay(tmp: Path) -> tuple[Proc, str]:
     return proc, url
 
 
-def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server") -> tuple[Proc, str]:
+def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server", data_dir: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    """``chessstats serve --no-jobs --workers N`` on ``data_dir`` (default ``<tmp>/data-<name>``).
+
+    Several servers may share one data dir (SQLite WAL + diskcache); ``extra_env`` adds settings,
+    e.g. ``CHESSSTATS_CACHE_ENABLED=false`` for the database-served rows.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
     env.update({
         "PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
         "CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S": "1000", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
     })
-    data_dir = tmp / f"data-{name}"
+    env.update(extra_env or {})
+    data_dir = data_dir or tmp / f"data-{name}"
     cmd = [sys.executable, "-m", "chessstats", "serve", "--port", str(port), "--data-dir", str(data_dir),
            "--no-jobs", "--workers", str(workers)]
     proc = Proc(name, cmd, env, tmp / f"{name}.log")
@@ -245,20 +253,81 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(url: str, duration_s: float, server: Proc, connections: int = CONNECTIONS) -> dict:
-    """One wrk run with server CPU, wrk CPU, unexplained CPU and steal for its duration."""
+# A wrk script that rotates over a list of paths (one request each, in order, round robin) and
+# counts the answers by X-Cache header and by envelope source. The ceiling and the product run
+# the same script (same wrk CPU per request on both sides); the ceiling's answers carry neither.
+ROTATE_LUA = r"""
+local paths = {%(paths)s}
+local reqs = {}
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for i, p in ipairs(paths) do reqs[i] = wrk.format("GET", p) end
+  n = 0
+  x_hit, x_miss, x_other, x_none, src_db, src_cache, src_other = 0, 0, 0, 0, 0, 0, 0
+end
+
+function request()
+  n = n + 1
+  if n > #reqs then n = 1 end
+  return reqs[n]
+end
+
+function response(status, headers, body)
+  local x = headers["x-cache"] or headers["X-Cache"]
+  if x == nil then x_none = x_none + 1
+  elseif x == "MISS" then x_miss = x_miss + 1
+  elseif x == "HIT" then x_hit = x_hit + 1
+  else x_other = x_other + 1 end
+  if string.find(body, '"source":"database"', 1, true) then src_db = src_db + 1
+  elseif string.find(body, '"source":"cache"', 1, true) then src_cache = src_cache + 1
+  else src_other = src_other + 1 end
+end
+
+function done(summary, latency, requests)
+  local t = {x_hit=0, x_miss=0, x_other=0, x_none=0, src_db=0, src_cache=0, src_other=0}
+  for _, thread in ipairs(threads) do
+    for k, _ in pairs(t) do t[k] = t[k] + thread:get(k) end
+  end
+  io.write(string.format("BENCHCOUNT x_hit=%%d x_miss=%%d x_other=%%d x_none=%%d ", t.x_hit, t.x_miss, t.x_other,
+    t.x_none))
+  io.write(string.format("src_db=%%d src_cache=%%d src_other=%%d\n", t.src_db, t.src_cache, t.src_other))
+end
+"""
+
+
+def rotation_script(path: Path, paths: list[str]) -> Path:
+    """Write a wrk Lua script rotating over ``paths`` (see :data:`ROTATE_LUA`)."""
+    path.write_text(ROTATE_LUA % {"paths": ", ".join(json.dumps(p) for p in paths)})
+    return path
+
+
+def run_wrk(url: str, duration_s: float, server: Proc, connections: int = CONNECTIONS,
+            script: Path | None = None) -> dict:
+    """One wrk run with server CPU, wrk CPU, unexplained CPU and steal for its duration.
+
+    With ``script`` (see :func:`rotation_script`), the answers' X-Cache / source counts are
+    added under ``"counts"``.
+    """
     pids = server.tree()
     busy0, steal0, _ = machine_times()
     cpu0 = cpu_seconds(pids)
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url],
-        capture_output=True, text=True, check=False,
-    )
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    proc = subprocess.run(cmd + [url], capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - t0
     server_cpu = cpu_seconds(pids) - cpu0
     busy1, steal1, _ = machine_times()
     res = parse_wrk(proc.stdout)
+    m = re.search(r"^BENCHCOUNT (.*)$", proc.stdout, re.M)
+    if m:
+        res["counts"] = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     ru = _wrk_cpu(proc)
     res.update(
         server_cpu_pct=round(100 * server_cpu / elapsed, 1),
@@ -371,6 +440,127 @@ def import_probe(server: Proc, server_url: str, replay_url: str, players: int, g
     }
 
 
+def store_db_tournaments(client: httpx.Client, server_url: str, replay_url: str, n: int) -> list[str]:
+    """Generate ``n`` small finished arenas (191 standings, 2 games each) and import them through
+    ``server_url``; returns their ids. The database-served rows rotate over these ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
+        tid = fresh_id("db")
+        generate(replay_url, tid, 191, 2)
+        r = httpx.get(f"{server_url}/api/tournaments/{tid}", timeout=300, headers={"Accept-Encoding": "identity"})
+        assert r.status_code == 200, (tid, r.status_code, r.text[:300])
+        return tid
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, duration: float) -> dict:
+    """p99 of a cached GET with and without a 1,463-game import running on the same server.
+
+    A fresh server (its own data dir, so sH24g2zH is not stored yet) caches one generated arena's
+    detail route. Each pair: a baseline wrk run on that route, then the same wrk run while
+    imports run back to back: the recorded sH24g2zH first (191 standings, 1,463 games), then
+    generated copies of its shape (191 standings, 1,463 games, fresh ids), each imported by its
+    first ``GET /api/tournaments/{id}``. Imports are generated before the run (so the replay's
+    generation CPU stays outside the window) and the next baseline waits for the last import.
+    """
+    server, url = start_server(tmp, replay_url, workers, name=f"imp-w{workers}")
+    out: dict = {"workers": workers, "pairs": []}
+    try:
+        client = httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"})
+        warm = fresh_id("wm")
+        generate(replay_url, warm, 191, 50)
+        route = f"/api/tournaments/{warm}"
+        r = client.get(url + route)
+        assert r.status_code == 200, r.text[:300]
+        for _ in range(4):  # every worker's memory layer
+            r = client.get(url + route)
+        assert r.headers.get("x-cache") == "HIT", r.headers
+        out.update(route=route, body_bytes=len(r.content))
+        # the same one-path script on both sides of a pair: it counts X-Cache of every answer
+        script = rotation_script(tmp / "import-p99.lua", [route])
+        run_wrk(url + route, 1, server, script=script)  # warm-up
+        pending = [RECORDED_ID]  # imports not run yet, in order
+        per_window = int(duration) + 2  # more than can run in one window (one import takes > 1 s)
+        for i in range(pairs):
+            ids = pending
+            for _ in range(per_window - len(ids)):
+                tid = fresh_id("ip")
+                generate(replay_url, tid, 191, 1463)
+                ids.append(tid)
+            busy = wait_idle(5.0)
+            base = run_wrk(url + route, duration, server, script=script)
+            base["busy_before_cores"] = round(busy, 2)
+            busy = wait_idle(5.0)
+            stop = threading.Event()
+            imports: list[dict] = []
+
+            def drive(ids: list[str] = ids, stop: threading.Event = stop, imports: list[dict] = imports) -> None:
+                with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as c:
+                    for tid in ids:
+                        if stop.is_set():
+                            return
+                        t0 = time.monotonic()
+                        resp = c.get(f"{url}/api/tournaments/{tid}")
+                        imports.append({"id": tid, "t0": t0, "t1": time.monotonic(), "status": resp.status_code,
+                                        "x_cache": resp.headers.get("x-cache"),
+                                        "source": resp.json().get("source") if resp.status_code == 200 else None})
+
+            driver = threading.Thread(target=drive, daemon=True)
+            w0 = time.monotonic()
+            driver.start()
+            load = run_wrk(url + route, duration, server, script=script)
+            w1 = time.monotonic()
+            stop.set()
+            driver.join()
+            pending = ids[len(imports):]
+            load["busy_before_cores"] = round(busy, 2)
+            covered = sum(max(0.0, min(im["t1"], w1) - max(im["t0"], w0)) for im in imports)
+            in_window = [im for im in imports if im["t0"] < w1]
+            finished = [im for im in in_window if im["t1"] <= w1]
+            ratio = load["p99_ms"] / base["p99_ms"] if load["p99_ms"] and base["p99_ms"] else None
+            out["pairs"].append({
+                "baseline": base, "during_import": load, "p99_ratio": ratio,
+                "coverage": round(covered / (w1 - w0), 3),
+                "imports_started": len(in_window), "imports_finished_in_window": len(finished),
+                "import_seconds": [round(im["t1"] - im["t0"], 2) for im in imports],
+                "import_statuses": sorted({f"{im['status']} {im['x_cache']} {im['source']}" for im in imports}),
+                "first_import": imports[0]["id"] if imports else None,
+            })
+            log(f"import p99 pair {i + 1}/{pairs}: baseline {base['rps']:,.0f} req/s p99 {base['p99_ms']} ms | "
+                f"during import {load['rps']:,.0f} req/s p99 {load['p99_ms']} ms | ratio "
+                f"{ratio if ratio is None else round(ratio, 2)} | {len(in_window)} import(s) "
+                f"({[round(im['t1'] - im['t0'], 1) for im in imports]} s), coverage {covered / (w1 - w0):.0%} "
+                f"| other CPU {base['unexplained_cpu_s']}+{load['unexplained_cpu_s']} s")
+        client.close()
+    finally:
+        server.stop()
+    ps = out["pairs"]
+    out["summary"] = {
+        "baseline_rps_median": median([p["baseline"]["rps"] for p in ps]),
+        "import_rps_median": median([p["during_import"]["rps"] for p in ps]),
+        "baseline_p50_ms_median": median([p["baseline"]["p50_ms"] for p in ps]),
+        "baseline_p99_ms_median": median([p["baseline"]["p99_ms"] for p in ps]),
+        "import_p50_ms_median": median([p["during_import"]["p50_ms"] for p in ps]),
+        "import_p99_ms_median": median([p["during_import"]["p99_ms"] for p in ps]),
+        "ratios": [round(p["p99_ratio"], 3) for p in ps if p["p99_ratio"] is not None],
+        "ratio_median": median([p["p99_ratio"] for p in ps]),
+        "coverage_min": min((p["coverage"] for p in ps), default=None),
+        "imports_started": sum(p["imports_started"] for p in ps),
+        "x_cache_hit": sum((r.get("counts") or {}).get("x_hit", 0) for p in ps
+                           for r in (p["baseline"], p["during_import"])),
+        "requests": sum(r["requests"] for p in ps for r in (p["baseline"], p["during_import"])),
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for p in ps for r in (p["baseline"], p["during_import"])),
+        "import_statuses": sorted({st for p in ps for st in p["import_statuses"]}),
+        "import_seconds_median": median([x for p in ps for x in p["import_seconds"]]),
+        "steal_s_median": median([r["steal_s"] for p in ps for r in (p["baseline"], p["during_import"])]),
+        "other_cpu_s_median": median([r["unexplained_cpu_s"] for p in ps for r in (p["baseline"], p["during_import"])]),
+    }
+    return out
+
+
 def admin_clear(client: httpx.Client, server_url: str) -> None:
     r = client.post(f"{server_url}/api/admin/cache/clear", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     r.raise_for_status()
@@ -417,31 +607,76 @@ def summarise(path: dict) -> dict:
     }
 
 
+def _n(x: int | None) -> str:
+    return "?" if x is None else f"{x:,}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
 def print_report(res: dict) -> None:
-    w = res["config"]["workers"]
+    cfg = res["config"]
     lines = [
         "",
-        f"chessstats bench — workers={w}, wrk -t1 -c{CONNECTIONS} --latency, {res['config']['pairs']} pairs x "
-        f"{res['config']['duration_s']:g} s per side, ceiling = bare Sanic, same body size",
+        f"chessstats bench — workers {', '.join(str(w) for w in cfg['worker_counts'])}, wrk -t1 -c{CONNECTIONS} "
+        f"--latency, {cfg['pairs']} pairs x {cfg['duration_s']:g} s per side, ceiling = bare Sanic with the same "
+        f"worker count, same bodies; started {cfg['started_at']}",
         "",
-        "| path | body B | ceiling req/s | product req/s | ratio per pair | ratio median | ceiling p50/p99 ms "
-        "| product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod (ratio) | steal / other CPU s per run | target | met |",
-        "|---|---:|---:|---:|---|---:|---|---|---:|---|---|---|---|",
+        "| workers | path | body B | ceiling req/s | product req/s | ratio per pair | ratio median "
+        "| ceiling p50/p99 ms | product p50/p99 ms | p99 × ceiling | CPU µs/req ceil/prod (ratio) "
+        "| steal / other CPU s per run | target | met |",
+        "|---:|---|---:|---:|---:|---|---:|---|---|---:|---|---|---|---|",
     ]
-    for name, p in res["load"].items():
+    for p in res["load"].values():
         s = p["summary"]
         lines.append(
-            f"| {p['label']} | {p['body_bytes']:,} | {fmt(s['ceiling_rps_median'])} | {fmt(s['product_rps_median'])} "
+            f"| {p['workers']} | {p['label']} | {p['body_bytes']:,} | {fmt(s['ceiling_rps_median'])} "
+            f"| {fmt(s['product_rps_median'])} "
             f"| {' '.join(f'{r:.2f}' for r in s['ratios'])} | **{s['ratio_median']:.2f}** "
             f"| {fmt(s['ceiling_p50_ms_median'], '.2f')} / {fmt(s['ceiling_p99_ms_median'], '.2f')} "
             f"| {fmt(s['product_p50_ms_median'], '.2f')} / {fmt(s['product_p99_ms_median'], '.2f')} "
-            f"| {fmt(s['p99_x_median'], '.2f')}× | {fmt(s['ceiling_cpu_us_median'])} / {fmt(s['product_cpu_us_median'])} ({fmt(s['cpu_ratio'], '.2f')}) "
+            f"| {fmt(s['p99_x_median'], '.2f')}× | {fmt(s['ceiling_cpu_us_median'])} / "
+            f"{fmt(s['product_cpu_us_median'])} ({fmt(s['cpu_ratio'], '.2f')}) "
             f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
             f"| {p['target']} | {p['met']} |"
         )
     lines += ["", "| one-shot figure | value | target | met |", "|---|---|---|---|"]
     for row in res["oneshot_rows"]:
         lines.append("| " + " | ".join(row) + " |")
+    ip = res.get("import_p99")
+    if ip:
+        s = ip["summary"]
+        lines += [
+            "",
+            "| workers | cached GET while imports run | body B | req/s without / during | p50 ms without / during "
+            "| p99 ms without / during | p99 ratio per pair | p99 ratio median | imports in the windows (first: "
+            f"recorded {RECORDED_ID}, then generated copies): started, median s each, answers | min window coverage "
+            "| X-Cache HIT / requests (errors) | steal / other CPU s per run | target | met |",
+            "|---:|---|---:|---|---|---|---|---:|---|---:|---|---|---|---|",
+            f"| {ip['workers']} | {ip['route']} (generated arena, cached) | {ip['body_bytes']:,} "
+            f"| {fmt(s['baseline_rps_median'])} / {fmt(s['import_rps_median'])} "
+            f"| {fmt(s['baseline_p50_ms_median'], '.2f')} / {fmt(s['import_p50_ms_median'], '.2f')} "
+            f"| {fmt(s['baseline_p99_ms_median'], '.2f')} / {fmt(s['import_p99_ms_median'], '.2f')} "
+            f"| {' '.join(f'{r:.2f}' for r in s['ratios'])} | **{fmt(s['ratio_median'], '.2f')}×** "
+            f"| {s['imports_started']}, {fmt(s['import_seconds_median'], '.2f')} s, {', '.join(s['import_statuses'])} "
+            f"| {fmt(100 * s['coverage_min'] if s['coverage_min'] is not None else None, '.0f')} % "
+            f"| {s['x_cache_hit']:,} / {s['requests']:,} ({s['errors']}) "
+            f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
+            f"| p99 during ≤ 2× p99 without | {ip['met']} |",
+        ]
+    lines += ["", "| target | figure | verdict |", "|---|---|---|"]
+    for row in res["targets"]:
+        lines.append("| " + " | ".join(row) + " |")
+    other = res.get("other_cpu_s_per_run_median")
+    if other is not None:
+        budget = 2 * cfg["duration_s"]  # CPU-seconds of a run on this machine's cores
+        la0, la1 = cfg.get("loadavg_at_start") or [0], cfg.get("loadavg_at_end") or [0]
+        lines += ["", f"machine: {cfg['cpus']} CPUs; other processes' CPU per wrk run: median {other:.1f} s "
+                  f"(max {res['other_cpu_s_per_run_max']:.1f} s) of {budget:g} CPU-s; load average "
+                  f"{la0[0]:.2f} at start, {la1[0]:.2f} at the end"
+                  + (" — CONTAMINATED: other sessions used the cores; ratios are indicative only"
+                     if other > 0.1 * budget else "")]
     lines += ["", f"wall time {res['wall_s']:.0f} s; results in {res['json_path']}"]
     print("\n".join(lines), flush=True)
 
@@ -450,18 +685,29 @@ def print_report(res: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="chessstats benchmark, paired against a bare-Sanic ceiling")
-    ap.add_argument("--workers", type=int, default=1, help="server and ceiling worker count (default 1)")
+    ap.add_argument("--workers", default="1,2",
+                    help="worker counts of the load rows, comma separated (default 1,2); server and ceiling "
+                         "run with the same count. The one-shot probes and the import-p99 row use the first")
     ap.add_argument("--pairs", type=int, default=None, help="ceiling/product pairs per load path (default 3)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per wrk run (default 10, --quick 3)")
     ap.add_argument("--quick", action="store_true", help="3 pairs x 3 s and a smaller import: a sanity run")
     ap.add_argument("--import-players", type=int, default=None, help="standings of the large import (10000)")
     ap.add_argument("--import-games", type=int, default=None, help="games of the large import (5000)")
     ap.add_argument("--coalesce", type=int, default=100, help="concurrent first requests in the probe (100)")
+    ap.add_argument("--db-tournaments", type=int, default=64,
+                    help="stored tournaments the database-served rows rotate over (64)")
+    ap.add_argument("--no-import-p99", action="store_true", help="skip the cached-p99-during-import row")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-results.json", help="where to write the JSON")
     ap.add_argument("--with-list", action="store_true",
-                    help="also load GET /api/tournaments?limit=100 (39 KB; adds ~1 min)")
+                    help="also load GET /api/tournaments?limit=100 (39 KB; adds ~1 min per worker count)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data dirs)")
     args = ap.parse_args()
+    try:
+        worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
+        assert worker_counts and all(1 <= w <= 64 for w in worker_counts)
+    except (ValueError, AssertionError):
+        ap.error(f"--workers: expected worker counts like 1 or 1,2, got {args.workers!r}")
+    primary = worker_counts[0]
     pairs = args.pairs or 3
     duration = args.duration or (3.0 if args.quick else 10.0)
     imp_players = args.import_players or (2000 if args.quick else 10_000)
@@ -469,29 +715,34 @@ def main() -> int:
     if shutil.which("wrk") is None:
         log("wrk is not installed: apt-get install -y wrk (scripts/bench installs it when run as root)")
         return 2
+    _idle_budget[0] = 30.0 + 15.0 * len(worker_counts)
 
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="chessstats-bench-"))
     procs: list[Proc] = []
     res: dict = {"config": {
-        "workers": args.workers, "pairs": pairs, "duration_s": duration, "connections": CONNECTIONS,
-        "quick": args.quick, "python": sys.version.split()[0], "machine": platform.machine(),
+        "workers": primary, "worker_counts": worker_counts, "pairs": pairs, "duration_s": duration,
+        "connections": CONNECTIONS, "quick": args.quick, "db_tournaments": args.db_tournaments,
+        "python": sys.version.split()[0], "machine": platform.machine(),
         "cpus": os.cpu_count(), "kernel": platform.release(),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1],
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "loadavg_at_start": os.getloadavg(),
     }}
     rows: list[list[str]] = []
+    targets: list[list[str]] = []
     try:
         log(f"temp dir {tmp}")
         replay, replay_url = start_replay(tmp)
         procs.append(replay)
-        server, server_url = start_server(tmp, replay_url, args.workers)
+        data_dir = tmp / "data-server"
+        server, server_url = start_server(tmp, replay_url, primary, data_dir=data_dir)
         procs.append(server)
         time.sleep(2.0)
         idle_rss = rss_mib(server.tree())
         res["idle_rss_mib"] = round(idle_rss, 1)
         res["idle_rss_processes"] = len(server.tree())
-        log(f"server up: idle RSS {idle_rss:.1f} MiB over {len(server.tree())} process(es)")
+        log(f"server up ({primary} worker(s)): idle RSS {idle_rss:.1f} MiB over {len(server.tree())} process(es)")
 
         client = httpx.Client(timeout=300, headers={"Accept-Encoding": "identity"})
         # cold misses through the upstream (recorded data): first request of each route
@@ -525,78 +776,135 @@ def main() -> int:
         res["coalesce"] = co = coalesce_probe(server_url, replay_url, args.coalesce)
         log(f"coalescing: {co['concurrent']} concurrent -> upstream {co['upstream_requests_by_path']}")
 
+        # the stored tournaments the database-served rows rotate over
+        t0 = time.perf_counter()
+        db_ids = store_db_tournaments(client, server_url, replay_url, args.db_tournaments)
+        log(f"stored {len(db_ids)} generated tournaments for the database-served rows in "
+            f"{time.perf_counter() - t0:.1f} s")
+
         # routes to load, their bodies, and the ceiling with the same bodies
-        routes = {
+        cached_routes = {
             "cached_tournament": (f"/api/tournaments/{RECORDED_ID}", "cached GET tournament (recorded sH24g2zH)"),
             "cached_leaderboard": (f"/api/tournaments/{RECORDED_ID}/results?limit=100",
                                    "cached GET leaderboard: standings page, 100 entries (recorded)"),
-            "db_tournament": (f"/api/tournaments/{RECORDED_ID}", "DB-served GET tournament, cache cleared per run"),
         }
         if args.with_list:
-            routes["cached_list"] = ("/api/tournaments?limit=100",
-                                     "cached GET tournament list, 100 entries (recorded; TTL 120 s)")
+            cached_routes["cached_list"] = ("/api/tournaments?limit=100",
+                                            "cached GET tournament list, 100 entries (recorded; TTL 120 s)")
         bodies_dir = tmp / "bodies"
         bodies_dir.mkdir()
         sizes = {}
-        for name, (path, _) in routes.items():
+        for name, (path, _) in cached_routes.items():
             client.get(server_url + path)  # make sure it is cached
             r = client.get(server_url + path)
             assert r.status_code == 200 and r.headers.get("x-cache") == "HIT", (name, r.status_code, r.headers)
             (bodies_dir / name).write_bytes(r.content)
             sizes[name] = len(r.content)
-        ceiling, ceiling_url = start_ceiling(tmp, bodies_dir, args.workers)
-        procs.append(ceiling)
-        for name, (path, _) in routes.items():  # warm both sides
-            run_wrk(ceiling_url + f"/c/{name}", 1, ceiling)
-            run_wrk(server_url + path, 1, server)
+        db_paths = [f"/api/tournaments/{tid}" for tid in db_ids]
+        product_lua = rotation_script(tmp / "rotate-product.lua", db_paths)
+        ceiling_lua = rotation_script(tmp / "rotate-ceiling.lua", [f"/c/db_{i:04d}" for i in range(len(db_ids))])
 
         load: dict = {}
-        for name, (path, label) in routes.items():
-            load[name] = {"label": label, "route": path, "body_bytes": sizes[name], "pairs": []}
-        for i in range(pairs):
-            for name, (path, _) in routes.items():
-                busy = wait_idle(5.0)
-                c = run_wrk(ceiling_url + f"/c/{name}", duration, ceiling)
-                c["busy_before_cores"] = round(busy, 2)
-                if name == "db_tournament":
-                    admin_clear(client, server_url)
-                h0, m0 = cache_counters(client, server_url)
-                busy = wait_idle(5.0)
-                p = run_wrk(server_url + path, duration, server)
-                p["busy_before_cores"] = round(busy, 2)
-                h1, m1 = cache_counters(client, server_url)
-                # /health reports the counters of the worker that answered it: exact with one worker only
-                extra = ({"cache_misses": m1 - m0, "cache_hits": h1 - h0} if args.workers == 1
-                         else {"cache_misses": "n/a", "cache_hits": "n/a"})
-                p.update(extra)
-                ratio = p["rps"] / c["rps"] if c["rps"] else 0.0
-                load[name]["pairs"].append({"ceiling": c, "product": p, "ratio": ratio})
-                log(f"pair {i + 1}/{pairs} {name}: ceiling {c['rps']:,.0f} req/s p99 {c['p99_ms']} ms | "
-                    f"product {p['rps']:,.0f} req/s p99 {p['p99_ms']} ms | ratio {ratio:.2f} "
-                    f"| steal {c['steal_s']}+{p['steal_s']} s | other CPU {c['unexplained_cpu_s']}+"
-                    f"{p['unexplained_cpu_s']} s | {extra}")
-        for name, p in load.items():
-            p["summary"] = s = summarise(p)
-            if name == "cached_tournament":
-                ok_r, ok_p = s["ratio_median"] >= TARGETS["cached_ratio"], (s["p99_x_median"] or 99) <= 2
-                p["target"] = "ratio ≥ 0.85; p99 ≤ 2× ceiling"
-                p["met"] = f"ratio {'yes' if ok_r else 'NO'}; p99 {'yes' if ok_p else 'NO'}"
-            elif name in ("cached_leaderboard", "cached_list"):
-                ok_r, ok_p = s["ratio_median"] >= TARGETS["cached_ratio"], (s["p99_x_median"] or 99) <= 2
-                p["target"] = "ratio ≥ 0.85; p99 ≤ 2× ceiling"
-                p["met"] = f"ratio {'yes' if ok_r else 'NO'}; p99 {'yes' if ok_p else 'NO'}"
+        for workers in worker_counts:
+            if workers == primary:
+                srv, srv_url = server, server_url
             else:
-                misses = [pr["product"].get("cache_misses") for pr in p["pairs"]]
-                p["cache_misses_per_run"] = misses
+                srv, srv_url = start_server(tmp, replay_url, workers, name=f"server-w{workers}", data_dir=data_dir)
+                procs.append(srv)
+            db_srv, db_url = start_server(tmp, replay_url, workers, name=f"db-w{workers}", data_dir=data_dir,
+                                          extra_env={"CHESSSTATS_CACHE_ENABLED": "false"})
+            procs.append(db_srv)
+            if "db_tournament" not in sizes:  # the database-served bodies, byte for byte
+                total = 0
+                for i, path in enumerate(db_paths):
+                    r = client.get(db_url + path)
+                    assert r.status_code == 200 and r.headers.get("x-cache") == "MISS", (path, r.headers)
+                    assert r.json()["source"] == "database", r.text[:300]
+                    (bodies_dir / f"db_{i:04d}").write_bytes(r.content)
+                    total += len(r.content)
+                sizes["db_tournament"] = round(total / len(db_paths))
+            ceiling, ceiling_url = start_ceiling(tmp, bodies_dir, workers)
+            procs.append(ceiling)
+            specs = {
+                name: {"label": label, "product": (srv, srv_url + path, None),
+                       "ceiling": ceiling_url + f"/c/{name}", "ceiling_script": None, "kind": "cached"}
+                for name, (path, label) in cached_routes.items()
+            }
+            specs["db_tournament"] = {
+                "label": f"DB-served GET tournament: cache disabled (CHESSSTATS_CACHE_ENABLED=false), "
+                         f"rotating over {len(db_ids)} stored tournaments",
+                "product": (db_srv, db_url + "/", product_lua), "ceiling": ceiling_url + "/",
+                "ceiling_script": ceiling_lua, "kind": "db",
+            }
+            for name, spec in specs.items():  # warm both sides
+                run_wrk(spec["ceiling"], 1, ceiling, script=spec["ceiling_script"])
+                run_wrk(spec["product"][1], 1, spec["product"][0], script=spec["product"][2])
+                load[f"{name}@w{workers}"] = {
+                    "name": name, "workers": workers, "label": spec["label"], "kind": spec["kind"],
+                    "route": (f"/api/tournaments/{{{len(db_ids)} stored ids}}" if spec["kind"] == "db"
+                              else spec["product"][1].replace(srv_url, "")),
+                    "body_bytes": sizes[name], "pairs": []}
+            for i in range(pairs):
+                for name, spec in specs.items():
+                    entry = load[f"{name}@w{workers}"]
+                    busy = wait_idle(5.0)
+                    c = run_wrk(spec["ceiling"], duration, ceiling, script=spec["ceiling_script"])
+                    c["busy_before_cores"] = round(busy, 2)
+                    target_proc, target_url, script = spec["product"]
+                    base = db_url if spec["kind"] == "db" else srv_url
+                    h0, m0 = cache_counters(client, base)
+                    busy = wait_idle(5.0)
+                    p = run_wrk(target_url, duration, target_proc, script=script)
+                    p["busy_before_cores"] = round(busy, 2)
+                    h1, m1 = cache_counters(client, base)
+                    # /health reports the counters of the worker that answered it: exact with one worker only
+                    if workers == 1:
+                        p.update(cache_misses=m1 - m0, cache_hits=h1 - h0)
+                    ratio = p["rps"] / c["rps"] if c["rps"] else 0.0
+                    entry["pairs"].append({"ceiling": c, "product": p, "ratio": ratio})
+                    log(f"w{workers} pair {i + 1}/{pairs} {name}: ceiling {c['rps']:,.0f} req/s p99 {c['p99_ms']} ms"
+                        f" | product {p['rps']:,.0f} req/s p99 {p['p99_ms']} ms | ratio {ratio:.2f} "
+                        f"| steal {c['steal_s']}+{p['steal_s']} s | other CPU {c['unexplained_cpu_s']}+"
+                        f"{p['unexplained_cpu_s']} s | cache hits/misses {p.get('cache_hits', 'n/a')}/"
+                        f"{p.get('cache_misses', 'n/a')} | wrk counts {p.get('counts', '-')}")
+            if workers == primary:
+                time.sleep(1.0)
+                res["after_load_rss_mib"] = round(rss_mib(server.tree()), 1)
+                res["ceiling_idle_rss_mib"] = round(rss_mib(ceiling.tree()), 1)
+            for proc in (ceiling, db_srv) + (() if srv is server else (srv,)):
+                proc.stop()
+                procs.remove(proc)
+
+        for p in load.values():
+            p["summary"] = s = summarise(p)
+            w = p["workers"]
+            if p["kind"] == "cached":
+                ok_r, ok_p = s["ratio_median"] >= TARGETS["cached_ratio"], (s["p99_x_median"] or 99) <= 2
+                p["target"] = "ratio ≥ 0.85; p99 ≤ 2× ceiling"
+                p["met"] = f"ratio {verdict(ok_r)}; p99 {verdict(ok_p)}"
+                targets.append([f"{p['label']}, {w} worker(s): req/s ≥ 0.85 × ceiling",
+                                f"{s['ratio_median']:.2f}", verdict(ok_r)])
+                targets.append([f"{p['label']}, {w} worker(s): p99 ≤ 2 × ceiling p99",
+                                f"{fmt(s['p99_x_median'], '.2f')}×", verdict(ok_p)])
+            else:
+                counts = [pr["product"].get("counts") or {} for pr in p["pairs"]]
+                reqs = [pr["product"]["requests"] for pr in p["pairs"]]
+                p["misses_per_run"] = [cn.get("x_miss") for cn in counts]
+                p["hits_per_run"] = [cn.get("x_hit") for cn in counts]
+                p["source_database_per_run"] = [cn.get("src_db") for cn in counts]
+                p["requests_per_run"] = reqs
+                ok = s["ratio_median"] >= TARGETS["db_ratio"]
                 p["target"] = "ratio ≥ 0.50"
-                p["met"] = "yes" if s["ratio_median"] >= TARGETS["db_ratio"] else "NO"
-                p["label"] += f" (X-Cache MISS per run: {', '.join(str(m) for m in misses)})"
+                p["met"] = verdict(ok)
+                proof = "; ".join(
+                    f"{_n(cn.get('x_miss'))} MISS / {_n(cn.get('x_hit'))} HIT of {n:,}"
+                    + (f", server misses {pr['product']['cache_misses']:,}" if "cache_misses" in pr["product"] else "")
+                    for cn, n, pr in zip(counts, reqs, p["pairs"], strict=True))
+                src_db = ", ".join(_n(cn.get("src_db")) for cn in counts)
+                p["label"] += f" (X-Cache per run: {proof}; answers with source database: {src_db})"
+                targets.append([f"DB-served GET tournament (cache disabled), {w} worker(s): req/s ≥ 0.50 × ceiling",
+                                f"{s['ratio_median']:.2f}", verdict(ok)])
         res["load"] = load
-        time.sleep(1.0)
-        res["after_load_rss_mib"] = round(rss_mib(server.tree()), 1)
-        res["ceiling_idle_rss_mib"] = round(rss_mib(ceiling.tree()), 1)
-        ceiling.stop()
-        procs.remove(ceiling)
 
         # large import (generated data)
         log(f"import probe: {imp_players} standings, {imp_games} games ...")
@@ -604,13 +912,27 @@ def main() -> int:
         log(f"import: {imp['seconds']} s, peak RSS {imp['peak_rss_mib_polled']} MiB (VmHWM sum "
             f"{imp['peak_rss_mib_vmhwm']})")
         client.close()
+        server.stop()
+        procs.remove(server)
+
+        # p99 of a cached GET while 1,463-game imports run, against the p99 without
+        if not args.no_import_p99:
+            log(f"import p99 probe ({primary} worker(s)): {pairs} pairs x {duration:g} s ...")
+            res["import_p99"] = ip = import_p99_probe(tmp, replay_url, primary, pairs, duration)
+            s = ip["summary"]
+            ok = s["ratio_median"] is not None and s["ratio_median"] <= TARGETS["import_p99_x"]
+            ip["met"] = verdict(ok)
+            targets.append([f"cached GET p99 while 1,463-game imports run, {primary} worker(s): ≤ 2 × p99 without",
+                            f"{fmt(s['ratio_median'], '.2f')}× ({fmt(s['import_p99_ms_median'], '.2f')} vs "
+                            f"{fmt(s['baseline_p99_ms_median'], '.2f')} ms)", verdict(ok)])
 
         full_import = imp_players >= 10_000 and imp_games >= 5_000
         co_ok = co["max_requests_per_path"] <= TARGETS["coalesce_upstream"]
+        rss_ok = res["idle_rss_mib"] < TARGETS["idle_rss_mib"]
         rows += [
-            ["idle RSS after start-up", f"{res['idle_rss_mib']:.1f} MiB ({res['idle_rss_processes']} proc)",
-             "< 60 MiB (1 worker)",
-             ("yes" if res["idle_rss_mib"] < TARGETS["idle_rss_mib"] else "NO") if args.workers == 1 else "n/a"],
+            [f"idle RSS after start-up ({primary} worker(s))",
+             f"{res['idle_rss_mib']:.1f} MiB ({res['idle_rss_processes']} proc)",
+             "< 60 MiB (1 worker)", verdict(rss_ok) if primary == 1 else "n/a"],
             ["RSS after the load runs", f"{res['after_load_rss_mib']:.1f} MiB", "-", "-"],
             ["ceiling RSS after its runs", f"{res['ceiling_idle_rss_mib']:.1f} MiB", "-", "-"],
             [f"cold miss {RECORDED_ID} (recorded; imports 191 standings, 1463 games)",
@@ -625,22 +947,42 @@ def main() -> int:
              "upstream " + ", ".join(f"{p.rsplit('/', 1)[-1] if p.count('/') > 4 else 'info'}={n}"
                                      for p, n in co["upstream_requests_by_path"].items())
              + f"; {co['seconds']:.2f} s; responses {co['responses']}",
-             "1 per upstream resource", "yes" if co_ok else "NO"],
+             "1 per upstream resource", verdict(co_ok)],
             [f"import {imp_players:,} standings + {imp_games:,} games (generated)",
              f"{imp['seconds']:.2f} s (status {imp['status']}, server CPU {imp['server_cpu_s']} s)",
              "< 10 s" if full_import else "(target is for 10k/5k)",
-             ("yes" if imp["seconds"] < TARGETS["import_s"] else "NO") if full_import else "n/a"],
+             verdict(imp["seconds"] < TARGETS["import_s"]) if full_import else "n/a"],
             ["import peak RSS (polled VmRSS over the tree / VmHWM sum)",
              f"{imp['peak_rss_mib_polled']:.1f} / {imp['peak_rss_mib_vmhwm']:.1f} MiB "
              f"(before {imp['rss_before_mib']:.1f}, after {imp['rss_after_mib']:.1f})",
              "< 150 MiB" if full_import else "-",
-             ("yes" if imp["peak_rss_mib_polled"] < TARGETS["import_peak_mib"] else "NO")
-             if full_import and args.workers == 1 else "n/a"],
+             verdict(imp["peak_rss_mib_polled"] < TARGETS["import_peak_mib"])
+             if full_import and primary == 1 else "n/a"],
         ]
         res["oneshot_rows"] = rows
+        targets += [
+            [f"coalescing: 1 upstream request per resource for {co['concurrent']} concurrent misses, "
+             f"{primary} worker(s)", f"max {co['max_requests_per_path']} per path", verdict(co_ok)],
+        ]
+        if full_import:
+            targets.append([f"import 10,000 standings + 5,000 games < 10 s, {primary} worker(s)",
+                            f"{imp['seconds']:.2f} s", verdict(imp["seconds"] < TARGETS["import_s"])])
+            if primary == 1:
+                targets.append(["import peak RSS < 150 MiB, 1 worker", f"{imp['peak_rss_mib_polled']:.1f} MiB",
+                                verdict(imp["peak_rss_mib_polled"] < TARGETS["import_peak_mib"])])
+        if primary == 1:
+            targets.append(["idle RSS < 60 MiB, 1 worker", f"{res['idle_rss_mib']:.1f} MiB", verdict(rss_ok)])
+        res["targets"] = targets
     finally:
         for proc in reversed(procs):
             proc.stop()
+    res["config"]["loadavg_at_end"] = os.getloadavg()
+    runs = [r for p in (res.get("load") or {}).values() for pr in p["pairs"] for r in (pr["ceiling"], pr["product"])]
+    runs += [r for pr in (res.get("import_p99") or {}).get("pairs", []) for r in (pr["baseline"], pr["during_import"])]
+    others = [r["unexplained_cpu_s"] for r in runs if r.get("unexplained_cpu_s") is not None]
+    if others:
+        res["other_cpu_s_per_run_median"] = round(median(others), 2)
+        res["other_cpu_s_per_run_max"] = round(max(others), 2)
     res["wall_s"] = round(time.monotonic() - started, 1)
     res["json_path"] = str(args.json)
     args.json.write_text(json.dumps(res, indent=2))

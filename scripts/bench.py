@@ -204,7 +204,7 @@ def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server",
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
     env.update({
         "PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
-        "CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S": "1000", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CHESSSTATS_LICHESS_RATE": "100000/1s", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
     })
     env.update(extra_env or {})
     data_dir = data_dir or tmp / f"data-{name}"

@@ -57,42 +57,46 @@ def db_one(server: Server, sql: str, params: tuple = ()) -> tuple:
 # --- stale-while-revalidate and stale-if-error ---------------------------------------------------
 
 
-def test_expired_entry_served_stale_at_once_while_the_upstream_sleeps(start_server, upstream: ReplayUpstream) -> None:
-    server = start_server(env={"CHESSSTATS_TOURNAMENTS_ONGOING_TTL_S": "1"})
-    ongoing_arena(upstream, "swr00001")
-    first = server.client.get("/api/tournaments/swr00001").json()
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_expired_entry_served_stale_at_once_while_the_upstream_sleeps(
+    start_server, upstream: ReplayUpstream, workers: str
+) -> None:
+    server = start_server("--workers", workers, "--no-jobs", env={"CHESSSTATS_TOURNAMENTS_ONGOING_TTL_S": "1"})
+    tid = f"swr0000{workers}"
+    ongoing_arena(upstream, tid)
+    first = server.client.get(f"/api/tournaments/{tid}").json()
     assert first["cached"] is False and first["data"]["status"] == "ongoing"
     time.sleep(1.2)
     upstream.reset()
-    upstream.set_fault(r"/tournament/swr00001$", "slow", seconds=30)
-    for _ in range(5):
+    upstream.set_fault(rf"/tournament/{tid}$", "slow", seconds=30)
+    for _ in range(12):  # new connections: spread over the workers
         started = time.monotonic()
-        resp = server.client.get("/api/tournaments/swr00001")
+        resp = httpx.get(f"{server.url}/api/tournaments/{tid}", timeout=30)
         took = time.monotonic() - started
         body = resp.json()
         assert resp.status_code == 200 and took < 2.0, (resp.status_code, took)
         assert resp.headers["x-cache"] == "STALE" and body["stale"] is True and body["cached"] is True
         assert body["fetchedAt"] == first["fetchedAt"] and resp.headers["cache-control"] == "public, max-age=0"
     time.sleep(0.3)
-    assert count(upstream, "swr00001") == 1  # one background revalidation, not one per request
+    assert count(upstream, tid) == 1  # one background revalidation across the workers, not one per request
 
 
 def test_ongoing_standings_served_stale_when_the_upstream_fails(start_server, upstream: ReplayUpstream) -> None:
     server = start_server(env={"CHESSSTATS_TOURNAMENTS_ONGOING_TTL_S": "1"})
-    ongoing_arena(upstream, "swr00002")
-    first = server.client.get("/api/tournaments/swr00002/results").json()
+    ongoing_arena(upstream, "swr00012")
+    first = server.client.get("/api/tournaments/swr00012/results").json()
     assert [r["rank"] for r in first["data"]] == [1, 2, 3]
     time.sleep(1.2)
     upstream.reset()
-    upstream.set_fault(r"/tournament/swr00002", "500")
+    upstream.set_fault(r"/tournament/swr00012", "500")
     for _ in range(5):
-        resp = server.client.get("/api/tournaments/swr00002/results")
+        resp = server.client.get("/api/tournaments/swr00012/results")
         assert resp.status_code == 200 and resp.json()["stale"] is True and resp.headers["x-cache"] == "STALE"
-    games = server.client.get("/api/tournaments/swr00002/games")
+    games = server.client.get("/api/tournaments/swr00012/games")
     assert games.status_code == 502 and games.json()["code"] == "upstream_error"  # never fetched: nothing to serve
     time.sleep(0.3)
     # one background revalidation of the standings, remembered as failed; one games fetch
-    assert count(upstream, "swr00002", "/results") == 1 and count(upstream, "swr00002", "/games") == 1
+    assert count(upstream, "swr00012", "/results") == 1 and count(upstream, "swr00012", "/games") == 1
 
 
 def test_stored_row_served_within_the_bound_while_the_upstream_sleeps(start_server, upstream: ReplayUpstream) -> None:

@@ -18,8 +18,8 @@ Why each entry is here (found by reading the libraries and by running the binary
 - httpx -> httpcore -> anyio: anyio imports its event-loop backend by name
   (``import_module(f"anyio._backends._{name}")``); httpcore picks its backend at run time.
 - tracerite (Sanic's error pages) reads ``style.css`` / ``script.js`` with importlib.resources at
-  import time; aiolimiter and html5tagger call ``importlib.metadata.version()`` at import time, so
-  their dist-info metadata must be bundled.
+  import time; html5tagger calls ``importlib.metadata.version()`` at import time, so
+  its dist-info metadata must be bundled.
 - croniter -> dateutil; ``zoneinfo.ZoneInfo`` falls back to the ``tzdata`` package when the
   machine has no ``/usr/share/zoneinfo`` (minimal images), so tzdata and its data are bundled.
 - python-chess: ``chess.pgn`` imports ``chess.variant`` inside a method (variant games).
@@ -85,7 +85,6 @@ LAZY_IMPORTS: tuple[str, ...] = (
     "anyio._backends._asyncio",
     "h11",
     "certifi",
-    "aiolimiter",
     # scheduling and time zones
     "croniter",
     "dateutil.tz",
@@ -106,7 +105,7 @@ LAZY_IMPORTS: tuple[str, ...] = (
 DATA_PACKAGES: tuple[str, ...] = ("sanic", "tracerite", "tzdata", "certifi")
 
 #: Distributions whose metadata is read at import time (copy_metadata in the spec).
-METADATA_PACKAGES: tuple[str, ...] = ("aiolimiter", "html5tagger")
+METADATA_PACKAGES: tuple[str, ...] = ("html5tagger",)
 
 
 #: ``prctl`` option: the signal the kernel sends this process when its parent dies (Linux).

@@ -22,7 +22,7 @@ import msgspec
 
 from chessstats.models.player import FidePlayer
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate
-from chessstats.upstream.http import build_client, gated_stream
+from chessstats.upstream.http import GatedClient, build_client, gated_stream
 
 if TYPE_CHECKING:
     from chessstats.config import Config
@@ -60,7 +60,7 @@ class TopList:
     skipped: int
 
 
-class FideClient:
+class FideClient(GatedClient):
     """Client of the community FIDE API; every request goes through :attr:`gate`.
 
     **Parameters:**
@@ -76,21 +76,6 @@ class FideClient:
                  transport: httpx.AsyncBaseTransport | None = None, gate: UpstreamGate | None = None) -> None:
         self._client = build_client(base_url, contact=contact, timeout_s=timeout_s, transport=transport)
         self.gate = gate or UpstreamGate(UPSTREAM, GateSettings(timeout_s=timeout_s, max_in_flight=2))
-
-    @property
-    def requests(self) -> int:
-        """Requests this process sent to the FIDE API."""
-        return self.gate.requests
-
-    @property
-    def healthy(self) -> bool | None:
-        """None before any answer; True after a success; False when failing, paused or backed off."""
-        return self.gate.healthy
-
-    async def aclose(self) -> None:
-        """Close the HTTP client and the gate's files."""
-        await self._client.aclose()
-        self.gate.close()
 
     async def fetch_top(self, limit: int = 100, *, max_wait_s: float | None = None) -> TopList:
         """``GET /top_players/?limit=N&history=false``: the open top list.

@@ -217,3 +217,26 @@ async def iter_ndjson(chunks: AsyncIterator[bytes], decoder: msgspec.json.Decode
         except msgspec.DecodeError as exc:
             raise TruncatedStream(f"last record cut off after {len(buffer)} bytes") from exc
         yield record
+
+
+class GatedClient:
+    """Base of the upstream clients: an ``httpx.AsyncClient`` (``_client``) whose every request goes
+    through ``gate`` (:class:`~chessstats.upstream.gate.UpstreamGate`); what they share for health."""
+
+    _client: httpx.AsyncClient
+    gate: Any
+
+    @property
+    def requests(self) -> int:
+        """Requests this process sent to the upstream."""
+        return int(self.gate.requests)
+
+    @property
+    def healthy(self) -> bool | None:
+        """None before any answer; True after a success; False when failing, paused or backed off."""
+        return self.gate.healthy  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the gate's files."""
+        await self._client.aclose()
+        self.gate.close()

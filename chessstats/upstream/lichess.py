@@ -32,7 +32,7 @@ from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tourna
 from chessstats.models.common import utc_iso
 from chessstats.models.game import ParsedGame
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate, parse_rate
-from chessstats.upstream.http import build_client, gated_stream, iter_ndjson
+from chessstats.upstream.http import GatedClient, build_client, gated_stream, iter_ndjson
 from chessstats.upstream.pgn import parse_pgn_games
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class GamesExport:
     skipped: int
 
 
-class LichessClient:
+class LichessClient(GatedClient):
     """Lichess API client; every request goes through :attr:`gate`.
 
     **Parameters:**
@@ -337,21 +337,6 @@ class LichessClient:
             rate = parse_rate(f"{max_requests_per_s or 2.0}/1s")
             gate = UpstreamGate(UPSTREAM, GateSettings(timeout_s=timeout_s, rate=rate))
         self.gate = gate
-
-    @property
-    def requests(self) -> int:
-        """Requests this process sent to Lichess."""
-        return self.gate.requests
-
-    @property
-    def healthy(self) -> bool | None:
-        """None before any answer; True after a success; False when failing, paused or backed off."""
-        return self.gate.healthy
-
-    async def aclose(self) -> None:
-        """Close the HTTP client and the gate's files."""
-        await self._client.aclose()
-        self.gate.close()
 
     @asynccontextmanager
     async def _request(self, path: str, *, accept: str = "application/json",

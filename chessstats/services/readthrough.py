@@ -248,11 +248,11 @@ class ReadThrough:
                 deadline = 0.0
         try:
             while not held and time.monotonic() < deadline:
-                if background:  # another worker is fetching it (or a key on the same stripe): leave it
+                if background:  # another worker is revalidating it (or a key on the same stripe): leave it
                     stale = self.cache.get_stale(key)
                     if stale is not None:
                         return stale
-                    break
+                    background = False  # the entry went meanwhile: wait for that worker like a miss does
                 hit = self.cache.get(key)
                 if hit is not None and not force:
                     return hit

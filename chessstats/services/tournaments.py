@@ -355,20 +355,22 @@ class TournamentService:
         Ids that are cached or stored are answered first; at most ``batch_max_upstream`` of the
         others start an upstream lookup (each coalesced and remembered like a single request).
         """
-        known: dict[str, Payload | NotFound] = {}
+        known: dict[str, Payload | NotFound | UpstreamError] = {}
+        answered: list[str] = []
         unknown: list[str] = []
         for tid in ids:
             key = keys.tournament(platform, tid)
             if self.cache.get(key) is not None or self.cache.get_stale(key) is not None \
                     or self.cache.get_stale(keys.failure(key)) is not None \
                     or await store.get_tournament(self.db, platform, tid) is not None:
-                known[tid] = await self._one(tid, platform)
+                answered.append(tid)
             else:
                 unknown.append(tid)
         looked_up = unknown[: self.config.batch_max_upstream]
         later = unknown[self.config.batch_max_upstream:]
-        results = await asyncio.gather(*(self._one(t, platform) for t in looked_up))
-        known.update(zip(looked_up, results, strict=True))
+        asked = answered + looked_up  # concurrently: each waits for the upstream at most client_wait_s
+        results = await asyncio.gather(*(self._one(t, platform) for t in asked))
+        known.update(zip(asked, results, strict=True))
         found = [p for t in ids if isinstance(p := known.get(t), Payload)]
         missing = [t for t in ids if isinstance(known.get(t), NotFound)]
         not_yet = [t for t in ids if t in later or isinstance(known.get(t), UpstreamError)]

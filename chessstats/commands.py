@@ -94,13 +94,18 @@ def _worker_serve(*args: Any, **kwargs: Any) -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        os._exit(code)
+        _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Flush the logs and end the process with ``code`` (threads left running cannot hold it)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 def _alive(pid: int) -> bool:
@@ -145,12 +150,17 @@ def _patch_sanic_manager(kill_after_s: float) -> None:
       SIGKILL after ``kill_after_s`` seconds (Sanic waited 10 s per worker, one after the other).
     * Workers run :func:`_worker_serve` (tied to the manager, exit when their loop ends).
     * Sanic's shared-state process (a ``multiprocessing`` manager) dies with the main process.
+    * The shutdown signal handler only sets a flag that the monitor loop acts on within 0.1 s:
+      Sanic's own handler worked inside the handler, on the same shared-state proxy connection the
+      interrupted main thread might be using (about one SIGTERM in 25 under load exited with 1).
     """
     import contextlib
 
     import sanic.mixins.startup as startup
+    from sanic.exceptions import ServerKilled
+    from sanic.log import logger as logger_root
     from sanic.worker.constants import ProcessState
-    from sanic.worker.manager import WorkerManager
+    from sanic.worker.manager import MonitorCycle, WorkerManager
     from sanic.worker.process import WorkerProcess
 
     if getattr(WorkerManager, "_chessstats_patched", False):
@@ -158,7 +168,7 @@ def _patch_sanic_manager(kill_after_s: float) -> None:
     all_acked = WorkerManager._all_workers_ack
 
     def _all_workers_ack(self: WorkerManager) -> bool:
-        return bool(self._shutting_down) or all_acked(self)
+        return bool(self._shutting_down or getattr(self, "_chessstats_stop", None)) or all_acked(self)
 
     def terminate(self: WorkerProcess) -> None:
         if self.state is not ProcessState.TERMINATED:
@@ -189,6 +199,29 @@ def _patch_sanic_manager(kill_after_s: float) -> None:
             time.sleep(0.02)
         sanic_exit(self)
 
+    poll_monitor = WorkerManager._poll_monitor
+
+    def shutdown_signal(self: WorkerManager, signum: int, frame: object) -> None:
+        # Only a flag: Sanic's handler did the shutdown inside the signal handler, which could
+        # interrupt the main thread in the middle of a call on the shared-state proxy (worker
+        # states) and corrupt it ("'NoneType' object is not a mapping", exit status 1).
+        if self._shutting_down or getattr(self, "_chessstats_stop", None):
+            logger_root.info("Shutdown interrupted. Killing.")
+            with contextlib.suppress(ServerKilled):
+                self.kill()
+            return
+        self._chessstats_stop = signal.Signals(signum).name  # type: ignore[attr-defined]
+
+    def _poll_monitor(self: WorkerManager) -> Any:
+        stop = getattr(self, "_chessstats_stop", None)
+        if stop and not self._shutting_down:
+            logger_root.info("Received signal %s. Shutting down.", stop)
+            self.shutdown()
+            return MonitorCycle.BREAK
+        return poll_monitor(self)
+
+    WorkerManager.shutdown_signal = shutdown_signal  # type: ignore[method-assign]
+    WorkerManager._poll_monitor = _poll_monitor  # type: ignore[method-assign]
     WorkerManager._all_workers_ack = _all_workers_ack  # type: ignore[method-assign]
     WorkerProcess.terminate = terminate  # type: ignore[method-assign]
     WorkerProcess.exit = exit_  # type: ignore[method-assign]
@@ -229,6 +262,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     )
     if server.workers == 1:
         Sanic.serve_single(primary=app)
+        # The server closed its resources; end now, as each worker of --workers N does: a thread
+        # still busy (an import's PGN parse, cancelled but not interruptible) must not hold the exit.
+        _exit_now(0)
     else:
         os.environ[MANAGER_PID_ENV] = str(os.getpid())
         jobs_s = config.scheduler.stop_timeout_s if config.scheduler.enabled else 0.0

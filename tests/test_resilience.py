@@ -69,15 +69,19 @@ def test_expired_entry_served_stale_at_once_while_the_upstream_sleeps(
     time.sleep(1.2)
     upstream.reset()
     upstream.set_fault(rf"/tournament/{tid}$", "slow", seconds=30)
+    took_all = []
     for _ in range(12):  # new connections: spread over the workers
         started = time.monotonic()
         resp = httpx.get(f"{server.url}/api/tournaments/{tid}", timeout=30)
         took = time.monotonic() - started
+        took_all.append(took)
         body = resp.json()
         assert resp.status_code == 200 and took < 2.0, (resp.status_code, took)
         assert resp.headers["x-cache"] == "STALE" and body["stale"] is True and body["cached"] is True
         assert body["fetchedAt"] == first["fetchedAt"] and resp.headers["cache-control"] == "public, max-age=0"
     time.sleep(0.3)
+    print(f"\n[measure] stale answers with {workers} worker(s) while the upstream sleeps 30 s: max "
+          f"{max(took_all) * 1000:.0f} ms, upstream detail requests {count(upstream, tid)}")
     assert count(upstream, tid) == 1  # one background revalidation across the workers, not one per request
 
 
@@ -106,6 +110,7 @@ def test_stored_row_served_within_the_bound_while_the_upstream_sleeps(start_serv
     started = time.monotonic()
     resp = server.client.get("/api/tournaments/L0Mnwkt0")
     took = time.monotonic() - started
+    print(f"\n[measure] stored row served after {took:.2f} s while the upstream sleeps 30 s")
     assert resp.status_code == 200 and 1.5 < took < 3.0, took  # client_wait_s = 2
     assert resp.json()["stale"] is True and resp.json()["source"] == "database"
 
@@ -276,6 +281,7 @@ def test_batch_fans_out_to_a_bounded_number_of_upstream_lookups(server: Server, 
     body = server.client.get("/api/tournaments/batch", params={"ids": ",".join(ids)}).json()
     took = time.monotonic() - started
     assert body["count"] == 0 and body["notFound"] == ids[:5] and body["notYetKnown"] == ids[5:]
+    print(f"\n[measure] batch of 50 unknown ids: {upstream.total()} upstream calls in {took:.2f} s")
     assert upstream.total() == 10 and took < 5  # arena then swiss for each of the 5 looked up
     again = server.client.get("/api/tournaments/batch", params={"ids": ",".join(ids[:5])}).json()
     assert again["notFound"] == ids[:5] and upstream.total() == 10  # negative entries
@@ -338,6 +344,9 @@ def test_a_flood_of_unknown_ids_neither_starves_known_data_nor_queues_work(
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda f: f(), (flood, known)))
+    print(f"\n[measure] flood: {len(statuses)} requests, {statuses.count(503)} x 503, {statuses.count(404)} x 404, "
+          f"{upstream.total()} upstream calls; known route {len(legit)} x 200, max "
+          f"{max(t for _, t in legit) * 1000:.0f} ms")
     assert len(statuses) >= 50 and set(statuses) <= {404, 503}, statuses
     assert statuses.count(503) >= 20  # the bounded lane answers at once instead of queueing
     assert [s for s, _ in legit] == [200] * len(legit) and max(t for _, t in legit) < 0.5, legit

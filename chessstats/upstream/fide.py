@@ -1,6 +1,8 @@
 """The community FIDE ratings API (``FIDE_API_URL``, default ``https://fide-api.vercel.app``).
 
-Endpoint used: ``GET /top_players/?limit=N&history=false``, a list of
+Endpoints used: ``GET /player_info/?fide_id=N&history=false`` (a profile: the fallback of Lichess's
+FIDE mirror; ``fide_title`` a long name such as "Grandmaster", ``federation`` a country name,
+ratings int or null) and ``GET /top_players/?limit=N&history=false``, a list of
 ``{rank, name, fide_id, country, rating}`` whose values are all **strings** of scraped text
 (``name`` is "Last, First"; ``country`` a 3-letter federation). The list carries no title and no
 birth year. Rows without a numeric ``fide_id`` are skipped (counted); a rating that is not a
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
+from chessstats.errors import UpstreamError
 from chessstats.models.player import FidePlayer
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate
 from chessstats.upstream.http import GatedClient, build_client, gated_stream
@@ -41,6 +44,30 @@ class _TopRow(msgspec.Struct, kw_only=True):
 
 
 _top_decoder = msgspec.json.Decoder(list[_TopRow])
+
+
+class _Info(msgspec.Struct, kw_only=True):
+    fide_id: str | int | None = None
+    name: str | None = None
+    fide_title: str | None = None
+    federation: str | None = None
+    birth_year: int | str | None = None
+    sex: str | None = None
+    classical_rating: int | str | None = None
+    rapid_rating: int | str | None = None
+    blitz_rating: int | str | None = None
+
+
+_info_decoder = msgspec.json.Decoder(_Info)
+
+
+def _rating(value: str | int | None) -> int | None:
+    """A rating from scraped text: 0, "0", "" and non-numbers are None."""
+    return _int(value) or None
+
+
+def _text(value: str | None) -> str | None:
+    return value.strip() or None if value else None
 
 
 def _int(value: str | int | None) -> int | None:
@@ -106,6 +133,28 @@ class FideClient(GatedClient):
         if skipped:
             log.warning("fide top list: skipped %d rows without a numeric fide_id", skipped)
         return TopList(players, skipped)
+
+    async def fetch_player(self, fide_id: int, *, max_wait_s: float | None = None) -> FidePlayer:
+        """``GET /player_info/?fide_id=N&history=false``: one profile (``0``/empty ratings are None;
+        the title is FIDE's long name, kept verbatim; the federation a country name).
+
+        Raises:
+            NotFound: a 404 with a JSON body. UpstreamError (and subclasses): as :meth:`fetch_top`.
+        """
+        return await _fetch_player(self, fide_id, max_wait_s)
+
+
+async def _fetch_player(client: FideClient, fide_id: int, max_wait_s: float | None) -> FidePlayer:
+    async with gated_stream(client.gate, client._client, "/player_info/",
+                            params={"fide_id": fide_id, "history": "false"}, max_wait_s=max_wait_s) as resp:
+        info = _info_decoder.decode(await resp.aread())
+    answered = _int(info.fide_id)
+    if answered is not None and answered != fide_id:
+        raise UpstreamError(f"{UPSTREAM}: player_info for {fide_id} answered {answered}", UPSTREAM)
+    return FidePlayer(fide_id=fide_id, name=_text(info.name), federation=_text(info.federation),
+                      title=_text(info.fide_title), birth_year=_rating(info.birth_year), sex=_text(info.sex),
+                      ratings={"standard": _rating(info.classical_rating), "rapid": _rating(info.rapid_rating),
+                               "blitz": _rating(info.blitz_rating)}, source=UPSTREAM)
 
 
 def open_fide(config: Config, data_dir: str | Path | None,

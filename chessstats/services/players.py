@@ -275,7 +275,7 @@ class PlayerService:
         if stored is not None and stored["status"] == "closed" \
                 and time.time() - _epoch(stored["fetched_at"]) < PROFILE_TTL_S:
             raise Gone(f"the Lichess account {stored['username']!r} is closed")
-        user = await lp.fetch_user(self.lichess, username)
+        user = await lp.fetch_user(self.lichess, username.lower())
         account = await store.upsert_lichess_profile(self.db, user)
         if user.status == "closed":
             raise Gone(f"the Lichess account {user.username!r} is closed")
@@ -304,7 +304,8 @@ class PlayerService:
     async def lichess_history(self, username: str) -> Payload:
         """``GET /api/players/lichess/{username}/history``: ``[{perfType, points: [{date, rating}]}]``
         from the database, fetched from Lichess (``GET /user/{username}/rating-history``) when the
-        stored copy is older than 30 days or absent.
+        stored copy is older than 30 days or absent (one upstream request; an account first seen
+        here is stored with its history, its profile fields filled when the profile is asked for).
 
         Raises:
             Gone, NotFound, UpstreamError: as :meth:`lichess_profile`.
@@ -315,14 +316,24 @@ class PlayerService:
             upstream=LICHESS)
 
     async def _history_fetch(self, username: str) -> Fresh:
-        account = await self._profiled_account(username)
+        account = await store.get_account(self.db, LICHESS, username)
+        if account is not None and account["status"] == "closed":
+            raise Gone(f"the Lichess account {account['username']!r} is closed")
+        if account is None:  # the history alone makes the row (its profile fills it when asked for)
+            series = await lp.fetch_rating_history(self.lichess, username.lower())
+            account = await store.ensure_account(self.db, LICHESS, username)
+            return await self._history_store(account, series)
         tag = keys.player_tag(account["player_id"])
         fetched = account.get("history_fetched_at")
         if fetched and time.time() - _epoch(fetched) < HISTORY_REFRESH_S:
             series = await store.rating_history(self.db, account["id"])
             return Fresh(Payload(encode_fields(series), source="database", fetched_at=_epoch(fetched)),
                          HISTORY_TTL_S, tag=tag)
-        series = await lp.fetch_rating_history(self.lichess, account["username"])
+        series = await lp.fetch_rating_history(self.lichess, account["username"].lower())
+        return await self._history_store(account, series)
+
+    async def _history_store(self, account: dict[str, Any], series: list[dict[str, Any]]) -> Fresh:
+        tag = keys.player_tag(account["player_id"])
         payload = Payload(encode_fields(series), source="api", fetched_at=time.time())
         if not series:  # Lichess answers [] to anonymous callers when it has no cached copy: ask again later
             return Fresh(payload, PROFILE_TTL_S, tag=tag)
@@ -345,7 +356,7 @@ class PlayerService:
         Raises:
             NotFound: no such user. UpstreamError: Lichess failed or the stream was cut.
         """
-        games = await lp.fetch_user_games(self.lichess, username, max_games=max_games, since=since, until=until,
+        games = await lp.fetch_user_games(self.lichess, username.lower(), max_games=max_games, since=since, until=until,
                                           perf_type=perf_type)
         games.sort(key=lambda g: g.started_at or "", reverse=True)
         now = time.time()

@@ -296,3 +296,22 @@ async def player_ids_by_fide_id(db: Database, fide_ids: Sequence[int]) -> dict[i
     marks = ",".join("?" * len(fide_ids))
     rows = await db.fetchall(f"SELECT fide_id, id FROM players WHERE fide_id IN ({marks})", tuple(fide_ids))
     return {int(r["fide_id"]): int(r["id"]) for r in rows}
+
+
+async def ensure_account(db: Database, platform: str, username: str) -> dict[str, Any]:
+    """The stored account ``platform``/``username``, inserted (with its own player row, no status
+    until a profile is read) when absent."""
+    now = now_iso()
+    async with db.transaction() as conn:
+        rows = await conn.execute_fetchall(
+            "SELECT id FROM player_accounts WHERE platform = ? AND username_key = ?", (platform, username.lower()))
+        if not rows:
+            cursor = await conn.execute("INSERT INTO players (created_at, updated_at) VALUES (?, ?)", (now, now))
+            url = f"https://lichess.org/@/{username}" if platform == "lichess" else None
+            await conn.execute(
+                "INSERT INTO player_accounts (player_id, platform, username, username_key, ratings, url, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cursor.lastrowid, platform, username, username.lower(), b"{}", url, now))
+    account = await get_account(db, platform, username)
+    assert account is not None
+    return account

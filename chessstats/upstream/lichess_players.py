@@ -155,7 +155,7 @@ def _user(wire: _UserWire, site: str, raw: bytes = b"") -> LichessUser:
     return LichessUser(
         id=wire.id, username=wire.username, title=wire.title, name=profile.realName if profile else None,
         country=country, status=status, ratings=ratings, created_at=utc_iso(wire.createdAt),
-        seen_at=utc_iso(wire.seenAt), url=f"{site}/@/{wire.username}", raw=raw,
+        seen_at=utc_iso(wire.seenAt), url=wire.url or f"{site}/@/{wire.username}", raw=raw,
     )
 
 

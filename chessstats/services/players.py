@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -192,7 +192,7 @@ class PlayerService:
     async def _leaderboard_upstream(self, perf_type: str) -> Fresh:
         entries = await lp.fetch_leaderboard(self.lichess, perf_type, LEADERBOARD_NB)
         now = time.time()
-        await store.insert_snapshot(self.db, LICHESS, perf_type, datetime.fromtimestamp(now).astimezone(),
+        await store.insert_snapshot(self.db, LICHESS, perf_type, datetime.fromtimestamp(now, UTC),
                                     msgspec.json.encode(entries))
         return Fresh(Payload(encode_fields(entries), source="api", fetched_at=now), LEADERBOARD_TTL_S)
 

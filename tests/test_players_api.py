@@ -322,3 +322,19 @@ def test_stored_player_and_links(server: Server, upstream: ReplayUpstream) -> No
     err(server.admin("POST", f"/api/admin/players/{fide_pid}/links", json={"platform": "x", "account": "y"}),
         400, "bad_request")
     assert server.client.post(f"/api/admin/players/{fide_pid}/links", json={}).status_code == 401
+
+
+def test_lichess_top_players_job_refreshes_stored_profiles(start_server, upstream: ReplayUpstream) -> None:
+    from tests.test_scheduler_server import db_runs, jobs_env, wait_for
+
+    server = start_server("--workers", "1", env=jobs_env(lichess_top_players="0 0 1 1 *"))
+    for name in ("maia1", "Maia5"):
+        ok(server.client.get(f"/api/players/lichess/{name}"))
+    upstream.reset()
+    assert server.admin("POST", "/api/admin/jobs/lichess-top-players/run").status_code == 202
+    run = wait_for(lambda: [r for r in db_runs(server.data_dir, "lichess-top-players") if r["state"] == "completed"],
+                   timeout_s=30)[-1]
+    assert "refreshed 2 stored profiles, skipped 0" in run["summary"] and " new, " in run["summary"]
+    assert upstream.counts[f"{LICHESS}/users"] == 1  # one POST /api/users for both (the recorded production shape)
+    assert upstream.last_headers[f"{LICHESS}/users"]["Content-Type"] == "text/plain"
+    assert hit(server, upstream, "/api/players/lichess/MAIA5")["data"]["title"] == "BOT"  # re-cached by the job

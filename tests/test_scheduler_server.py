@@ -209,7 +209,8 @@ def test_admin_job_routes(start_server: StartServer, upstream: ReplayUpstream, t
     retry = server.admin("POST", f"/api/admin/jobs/{fide['id']}/retry")
     assert retry.status_code == 202 and (retry.json()["data"]["trigger"], retry.json()["data"]["attempt"]) == ("retry", 2)
     wait_for(lambda: db_runs(server.data_dir, "fide-ratings")[-1]["state"] == "completed")
-    assert db_runs(server.data_dir, "fide-ratings")[-1]["summary"] == "stored 100 FIDE players"
+    assert db_runs(server.data_dir, "fide-ratings")[-1]["summary"] == (
+        "stored 100 FIDE players (100 new, 0 updated), skipped 0 rows without a FIDE ID")
 
 
 def test_admin_job_routes_closed_without_token_and_off_without_jobs(start_server: StartServer,

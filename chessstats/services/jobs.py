@@ -161,14 +161,14 @@ async def rankings_updater(ctx: JobContext) -> str:
 async def fide_ratings(ctx: JobContext) -> str:
     """The FIDE open top list (community API ``/top_players/``) into players and their ``fide``
     accounts (FIDE ID, name, federation, standard rating), and into the cache for a day."""
-    n, skipped_rows = await ctx.players.refresh_fide_top()
-    skipped = f", skipped {skipped_rows} rows without a FIDE ID" if skipped_rows else ""
-    return f"stored {n} FIDE players{skipped}"
+    n, new, skipped_rows = await ctx.players.refresh_fide_top()
+    return f"stored {n} FIDE players ({new} new, {n - new} updated), skipped {skipped_rows} rows without a FIDE ID"
 
 
 async def lichess_top_players(ctx: JobContext) -> str:
     """The top 100 of each leaderboard perf into players: one account per username with its
-    rating and progress per perf (merged with what is stored)."""
+    rating and progress per perf (merged with what is stored); then the profile of every stored,
+    profiled account is read again (Lichess ``POST /users``, 300 per request)."""
     accounts: dict[str, players_store.LichessAccount] = {}
     for perf in LEADERBOARD_PERFS:
         for e in await fetch_leaderboard(ctx.lichess, perf, MAX_NB):
@@ -176,8 +176,10 @@ async def lichess_top_players(ctx: JobContext) -> str:
                                           players_store.LichessAccount(e.username, e.title, {}))
             account.ratings[perf] = {"rating": e.rating, "progress": e.progress}
             account.title = account.title or e.title
-    n = await players_store.upsert_lichess_accounts(ctx.db, list(accounts.values()))
-    return f"stored {n} Lichess players from {len(LEADERBOARD_PERFS)} leaderboards"
+    new, updated = await ctx.players.store_leaderboard_accounts(list(accounts.values()))
+    refreshed, skipped = await ctx.players.refresh_profiles()
+    return (f"stored {new + updated} Lichess players from {len(LEADERBOARD_PERFS)} leaderboards ({new} new, "
+            f"{updated} updated); refreshed {refreshed} stored profiles, skipped {skipped}")
 
 
 async def titled_tuesday(ctx: JobContext) -> str:

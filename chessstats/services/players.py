@@ -32,9 +32,9 @@ from chessstats import keys
 from chessstats.cache import TTLCache
 from chessstats.errors import BadRequest, Conflict, Gone, NotFound, UpstreamError
 from chessstats.models.common import Model
-from chessstats.models.player import FidePlayer, Player, Rating
+from chessstats.models.player import FidePlayer, LichessAccount, Player, Rating
 from chessstats.payload import Payload, encode_fields
-from chessstats.services.readthrough import Fresh, ReadThrough
+from chessstats.services.readthrough import Fetch, Fresh, ReadThrough
 from chessstats.store import Database
 from chessstats.store import players as store
 from chessstats.upstream import lichess_players as lp
@@ -164,8 +164,9 @@ class PlayerService:
         self.lichess = lichess
         self.fide = fide
         self.read = read
-        #: rows without a FIDE id skipped by the last top-list fetch of this process
+        #: rows without a FIDE id skipped, and players first stored, by this process's last top-list fetch
         self.fide_top_skipped = 0
+        self.fide_top_new = 0
 
     # --- leaderboards ------------------------------------------------------------------------
 
@@ -221,22 +222,25 @@ class PlayerService:
             key, self._fide_top_upstream, fallback=self._fide_top_stored, upstream=FIDE)
         return cut(payload, limit)
 
-    async def refresh_fide_top(self) -> tuple[int, int]:
+    async def refresh_fide_top(self) -> tuple[int, int, int]:
         """Fetch the FIDE top list whatever the cache holds, store its players and cache it (the
-        ``fide-ratings`` job); returns ``(players stored, rows skipped)``.
+        ``fide-ratings`` job); returns ``(players stored, of which new, rows skipped)``.
 
         Raises:
             UpstreamError (and its subclasses): the community API failed or its list is empty.
         """
-        self.fide_top_skipped = 0
+        self.fide_top_skipped = self.fide_top_new = 0
         payload = await self.read.refresh(keys.fide_top(FIDE_TOP_LIMIT), self._fide_top_upstream)
-        return len(msgspec.json.decode(b"{" + payload.fields + b"}")["data"]), self.fide_top_skipped
+        stored = len(msgspec.json.decode(b"{" + payload.fields + b"}")["data"])
+        return stored, self.fide_top_new, self.fide_top_skipped
 
     async def _fide_top_upstream(self) -> Fresh:
         top = await self.fide.fetch_top(FIDE_TOP_LIMIT)
         if not top.players:
             raise UpstreamError("fide: the top list is empty", FIDE)
+        known = await store.existing_accounts(self.db, FIDE, [str(p.fide_id) for p in top.players])
         await store.upsert_fide_players(self.db, top.players)
+        self.fide_top_new = len({p.fide_id for p in top.players} - {int(k) for k in known})
         entries = [FideTopEntry(rank=i, username=p.name or str(p.fide_id), name=p.name, title=p.title,
                                 rating=p.ratings.get("standard"), fide_id=p.fide_id, federation=p.federation,
                                 birth_year=p.birth_year, source=p.source)
@@ -279,8 +283,15 @@ class PlayerService:
         account = await store.upsert_lichess_profile(self.db, user)
         if user.status == "closed":
             raise Gone(f"the Lichess account {user.username!r} is closed")
-        payload = Payload(encode_fields(account_to_player(account)), source="api", fetched_at=time.time())
-        return Fresh(payload, PROFILE_TTL_S, tag=keys.player_tag(account["player_id"]))
+        return await self._profile_fresh(account)()
+
+    @staticmethod
+    def _profile_fresh(account: dict[str, Any]) -> Fetch:
+        """A fetch that answers a just-stored profile (no upstream request)."""
+        async def fresh() -> Fresh:
+            payload = Payload(encode_fields(account_to_player(account)), source="api", fetched_at=time.time())
+            return Fresh(payload, PROFILE_TTL_S, tag=keys.player_tag(account["player_id"]))
+        return fresh
 
     async def _profile_stored(self, username: str) -> Payload | None:
         account = await store.get_account(self.db, LICHESS, username)
@@ -361,6 +372,37 @@ class PlayerService:
         games.sort(key=lambda g: g.started_at or "", reverse=True)
         now = time.time()
         return Payload(encode_fields(games), source="api", fetched_at=now, expires_at=now)
+
+    async def store_leaderboard_accounts(self, accounts: list[LichessAccount]) -> tuple[int, int]:
+        """Store Lichess accounts seen on leaderboards (ratings merged per perf); returns
+        ``(new, updated)``."""
+        known = await store.existing_accounts(self.db, LICHESS, [a.username for a in accounts])
+        await store.upsert_lichess_accounts(self.db, accounts)
+        new = sum(a.username.lower() not in known for a in accounts)
+        return new, len(accounts) - new
+
+    async def refresh_profiles(self) -> tuple[int, int]:
+        """Read the profile of every stored, profiled Lichess account again, 300 per request (Lichess
+        ``POST /users``), store them and drop their cached profiles (the ``lichess-top-players`` job).
+        Their cache entries are replaced (a closed account's is dropped). Returns ``(refreshed,
+        skipped)``: skipped accounts are the ones Lichess no longer returns.
+
+        Raises:
+            UpstreamError (and its subclasses): a request failed (what was refreshed before stays).
+        """
+        usernames = await store.profiled_usernames(self.db, LICHESS)
+        refreshed = 0
+        for i in range(0, len(usernames), lp.MAX_USERS_PER_POST):
+            batch = usernames[i: i + lp.MAX_USERS_PER_POST]
+            for user in await lp.fetch_users(self.lichess, [u.lower() for u in batch]):
+                account = await store.upsert_lichess_profile(self.db, user)
+                key = keys.lichess_player(user.username)
+                if user.status == "closed":
+                    self.cache.delete(key)
+                else:
+                    await self.read.refresh(key, self._profile_fresh(account))
+                refreshed += 1
+        return refreshed, len(usernames) - refreshed
 
     # --- FIDE --------------------------------------------------------------------------------
 

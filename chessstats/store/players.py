@@ -315,3 +315,24 @@ async def ensure_account(db: Database, platform: str, username: str) -> dict[str
     account = await get_account(db, platform, username)
     assert account is not None
     return account
+
+
+async def existing_accounts(db: Database, platform: str, usernames: Sequence[str]) -> set[str]:
+    """The lower-cased usernames (FIDE: ids as text) among ``usernames`` stored on ``platform``."""
+    wanted = sorted({u.lower() for u in usernames})
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i: i + 500]
+        rows = await db.fetchall(
+            f"SELECT username_key FROM player_accounts WHERE platform = ? AND username_key IN "
+            f"({','.join('?' * len(chunk))})", (platform, *chunk))
+        found.update(r["username_key"] for r in rows)
+    return found
+
+
+async def profiled_usernames(db: Database, platform: str = "lichess") -> list[str]:
+    """The usernames of the stored accounts whose profile was read (``status`` known), oldest fetch first."""
+    rows = await db.fetchall(
+        "SELECT username FROM player_accounts WHERE platform = ? AND status IS NOT NULL ORDER BY fetched_at",
+        (platform,))
+    return [r["username"] for r in rows]

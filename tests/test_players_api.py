@@ -338,3 +338,37 @@ def test_lichess_top_players_job_refreshes_stored_profiles(start_server, upstrea
     assert upstream.counts[f"{LICHESS}/users"] == 1  # one POST /api/users for both (the recorded production shape)
     assert upstream.last_headers[f"{LICHESS}/users"]["Content-Type"] == "text/plain"
     assert hit(server, upstream, "/api/players/lichess/MAIA5")["data"]["title"] == "BOT"  # re-cached by the job
+
+
+def test_fide_history_falls_back_to_community_api(server: Server, upstream: ReplayUpstream) -> None:
+    ok(server.client.get("/api/players/fide/8700761"))
+    upstream.set_fault(r"/lichess/api/fide/player/8700761/ratings$", "500")
+    # GENERATED: the community fide-api /player_history/ shape (newest first, missing values 0; no recording exists)
+    add_json(upstream, "/fide/player_history/", [
+        {"period": "2025-Oct", "classical_rating": 1510, "classical_games": 4, "rapid_rating": 0, "rapid_games": 0,
+         "blitz_rating": 0, "blitz_games": 0, "date": "2025-10"},
+        {"period": "2025-Sep", "classical_rating": 1498, "classical_games": 0, "rapid_rating": 1450,
+         "rapid_games": 3, "blitz_rating": 0, "blitz_games": 0, "date": "2025-09"}])
+    upstream.reset()
+    data = ok(server.client.get("/api/players/fide/8700761/history"))["data"]
+    assert data == [
+        {"perfType": "standard",
+         "points": [{"date": "2025-09-01", "rating": 1498}, {"date": "2025-10-01", "rating": 1510}], "source": "fide"},
+        {"perfType": "rapid", "points": [{"date": "2025-09-01", "rating": 1450}], "source": "fide"},
+        {"perfType": "blitz", "points": [], "source": "fide"},
+    ]
+    assert upstream.counts == {f"{LICHESS}/fide/player/8700761/ratings": 1, "/fide/player_history/": 1}
+    hit(server, upstream, "/api/players/fide/8700761/history")
+    server.admin("POST", "/api/admin/cache/clear")
+    assert ok(server.client.get("/api/players/fide/8700761/history"))["data"] == data  # stored, with its source
+    assert upstream.total() == 0
+
+
+def test_fide_top_list_served_from_stored_players_when_the_api_fails(server: Server,
+                                                                      upstream: ReplayUpstream) -> None:
+    ok(server.client.get("/api/players/fide/top?limit=2"))
+    server.admin("POST", "/api/admin/cache/clear")
+    upstream.set_fault(r"/fide/top_players/", "html500")
+    body = ok(server.client.get("/api/players/fide/top?limit=2"))
+    assert (body["source"], body["stale"]) == ("database", True)
+    assert [e["fideId"] for e in body["data"]] == [1503014, body["data"][1]["fideId"]] and len(body["data"]) == 2

@@ -110,7 +110,8 @@ def cut(payload: Payload, n: int) -> Payload:
 
 
 def _labelled(series: list[dict[str, Any]], source: str = LICHESS) -> list[dict[str, Any]]:
-    """FIDE rating series, each labelled with the upstream it came from (Lichess's FIDE mirror)."""
+    """FIDE rating series, each labelled with the upstream it came from (``lichess``: its FIDE mirror;
+    ``fide``: the community FIDE API)."""
     return [{**s, "source": source} for s in series]
 
 
@@ -445,7 +446,8 @@ class PlayerService:
     async def fide_history(self, fid: int) -> Payload:
         """``GET /api/players/fide/{fideId}/history``: ``[{perfType: standard|rapid|blitz, points}]``
         from the database, fetched from Lichess's mirror (``GET /fide/player/{id}/ratings``) when
-        older than 30 days or absent (the profile is fetched first when the player is not stored).
+        older than 30 days or absent (the profile is fetched first when the player is not stored), the
+        community FIDE API (``/player_history/``) when Lichess fails. Each series carries ``source``.
 
         Raises:
             NotFound, UpstreamError: as :meth:`fide_profile`.
@@ -465,20 +467,29 @@ class PlayerService:
         tag = keys.player_tag(account["player_id"]) if account["player_id"] else None
         fetched = account.get("history_fetched_at")
         if fetched and time.time() - _epoch(fetched) < HISTORY_REFRESH_S:
-            series = await store.rating_history(self.db, account["id"])
-            return Fresh(Payload(encode_fields(_labelled(series)), source="database", fetched_at=_epoch(fetched)),
+            series = await store.rating_history(self.db, account["id"], with_source=True)
+            return Fresh(Payload(encode_fields(series), source="database", fetched_at=_epoch(fetched)),
                          HISTORY_TTL_S, tag=tag)
-        series = await lp.fetch_fide_ratings(self.lichess, fid)
-        await store.replace_rating_history(self.db, account["id"], series, LICHESS)
-        return Fresh(Payload(encode_fields(_labelled(series)), source="api", fetched_at=time.time()),
+        source = LICHESS
+        try:
+            series = await lp.fetch_fide_ratings(self.lichess, fid)
+        except NotFound:
+            raise
+        except UpstreamError as first:
+            try:
+                series, source = await self.fide.fetch_history(fid), FIDE
+            except UpstreamError:  # NotFound included: Lichess's failure is the one to report
+                raise first from None
+        await store.replace_rating_history(self.db, account["id"], series, source)
+        return Fresh(Payload(encode_fields(_labelled(series, source)), source="api", fetched_at=time.time()),
                      HISTORY_TTL_S, tag=tag)
 
     async def _fide_history_stored(self, fid: int) -> Payload | None:
         account = await store.get_account(self.db, FIDE, str(fid))
         if account is None or not account.get("history_fetched_at"):
             return None
-        series = await store.rating_history(self.db, account["id"])
-        return Payload(encode_fields(_labelled(series)), source="database", stale=True,
+        series = await store.rating_history(self.db, account["id"], with_source=True)
+        return Payload(encode_fields(series), source="database", stale=True,
                        fetched_at=_epoch(account["history_fetched_at"]))
 
     async def fide_search(self, query: str) -> Payload:

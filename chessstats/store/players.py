@@ -161,7 +161,8 @@ async def upsert_lichess_profile(db: Database, user: LichessUser) -> dict[str, A
 async def replace_rating_history(db: Database, account_id: int, series: Sequence[dict[str, Any]],
                                  source: str) -> None:
     """Replace an account's rating history (``[{"perfType", "points": [{"date", "rating"}]}]``; one
-    point per perf and date, the last one of a day wins) and record when it was fetched."""
+    point per perf and date, the last one of a day wins) from upstream ``source`` and record when
+    it was fetched."""
     async with db.transaction() as conn:
         await conn.execute("DELETE FROM rating_points WHERE account_id = ?", (account_id,))
         rows = {(s["perfType"], p["date"]): p["rating"] for s in series for p in s["points"]}
@@ -173,18 +174,26 @@ async def replace_rating_history(db: Database, account_id: int, series: Sequence
                            (now_iso(), perfs, account_id))
 
 
-async def rating_history(db: Database, account_id: int, perf_order: Sequence[str] = ()) -> list[dict[str, Any]]:
+async def rating_history(db: Database, account_id: int, perf_order: Sequence[str] = (), *,
+                         with_source: bool = False) -> list[dict[str, Any]]:
     """An account's stored rating history: ``[{"perfType", "points": [{"date", "rating"}]}]``, points
-    oldest first; perfs in the order last fetched (each one present even when empty), then any other."""
+    oldest first; perfs in the order last fetched (each one present even when empty), then any other.
+    ``with_source`` adds each series' ``source`` (the upstream its points came from)."""
     if not perf_order:
         stored = await db.fetchval("SELECT history_perfs FROM player_accounts WHERE id = ?", (account_id,))
         perf_order = _json_decode(stored) if stored else ()
     rows = await db.fetchall(
-        "SELECT perf_type, date, rating FROM rating_points WHERE account_id = ? ORDER BY perf_type, date",
+        "SELECT perf_type, date, rating, source FROM rating_points WHERE account_id = ? ORDER BY perf_type, date",
         (account_id,))
     series: dict[str, list[dict[str, Any]]] = {perf: [] for perf in perf_order}
+    sources: dict[str, str] = {}
     for r in rows:
         series.setdefault(r["perf_type"], []).append({"date": r["date"], "rating": r["rating"]})
+        sources[r["perf_type"]] = r["source"]
+    if with_source:
+        fallback = next(iter(sources.values()), None)
+        return [{"perfType": perf, "points": points, "source": sources.get(perf, fallback)}
+                for perf, points in series.items()]
     return [{"perfType": perf, "points": points} for perf, points in series.items()]
 
 

@@ -1,6 +1,8 @@
 """The community FIDE ratings API (``FIDE_API_URL``, default ``https://fide-api.vercel.app``).
 
-Endpoints used: ``GET /player_info/?fide_id=N&history=false`` (a profile: the fallback of Lichess's
+Endpoints used: ``GET /player_history/?fide_id=N`` (monthly rows, newest first, ``date``
+``YYYY-MM``, missing values 0: the fallback of Lichess's FIDE ratings),
+``GET /player_info/?fide_id=N&history=false`` (a profile: the fallback of Lichess's
 FIDE mirror; ``fide_title`` a long name such as "Grandmaster", ``federation`` a country name,
 ratings int or null) and ``GET /top_players/?limit=N&history=false``, a list of
 ``{rank, name, fide_id, country, rating}`` whose values are all **strings** of scraped text
@@ -59,6 +61,16 @@ class _Info(msgspec.Struct, kw_only=True):
 
 
 _info_decoder = msgspec.json.Decoder(_Info)
+
+
+class _Period(msgspec.Struct, kw_only=True):
+    date: str | None = None
+    classical_rating: int | str | None = None
+    rapid_rating: int | str | None = None
+    blitz_rating: int | str | None = None
+
+
+_history_decoder = msgspec.json.Decoder(list[_Period])
 
 
 def _rating(value: str | int | None) -> int | None:
@@ -142,6 +154,30 @@ class FideClient(GatedClient):
             NotFound: a 404 with a JSON body. UpstreamError (and subclasses): as :meth:`fetch_top`.
         """
         return await _fetch_player(self, fide_id, max_wait_s)
+
+    async def fetch_history(self, fide_id: int, *, max_wait_s: float | None = None) -> list[dict[str, object]]:
+        """``GET /player_history/?fide_id=N``: ``[{"perfType": standard|rapid|blitz, "points": [{"date":
+        "YYYY-MM-01", "rating"}]}]``, points oldest first; the service's months without a rating (its
+        ``0``) are left out.
+
+        Raises:
+            NotFound, UpstreamError (and subclasses): as :meth:`fetch_player`.
+        """
+        async with gated_stream(self.gate, self._client, "/player_history/", params={"fide_id": fide_id},
+                                max_wait_s=max_wait_s) as resp:
+            periods = _history_decoder.decode(await resp.aread())
+        series: dict[str, list[dict[str, object]]] = {"standard": [], "rapid": [], "blitz": []}
+        for row in periods:
+            month = (row.date or "").strip()
+            if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
+                continue
+            for perf, value in (("standard", row.classical_rating), ("rapid", row.rapid_rating),
+                                ("blitz", row.blitz_rating)):
+                rating = _rating(value)
+                if rating is not None:
+                    series[perf].append({"date": f"{month}-01", "rating": rating})
+        return [{"perfType": perf, "points": sorted(points, key=lambda p: str(p["date"]))}
+                for perf, points in series.items()]
 
 
 async def _fetch_player(client: FideClient, fide_id: int, max_wait_s: float | None) -> FidePlayer:

@@ -5,7 +5,9 @@ One HTTP/1.1 server on 127.0.0.1 hosts every upstream under a path prefix:
 - ``/lichess/...`` replays the Lichess recordings in ``fixtures/lichess/`` (see ``fixtures/MANIFEST.md``).
   Configure the product with ``LICHESS_API_URL=<url>/lichess/api``.
 - ``/fide/top_players/?limit=N``: GENERATED from the recorded FIDE page ``fixtures/fide/`` (see
-  :func:`fide_top_players`); other ``/fide/...`` paths answer the Lichess-style 404.
+  :func:`fide_top_players`); ``/fide/site/a_top.php?list=open``: that recorded page itself (the
+  official site, which the product reaches at ``<FIDE_API_URL>/site`` when ``FIDE_API_URL`` is not
+  its default); other ``/fide/...`` paths answer the Lichess-style 404.
   Configure the product with ``FIDE_API_URL=<url>/fide``.
 - ``/chesscom/pub/...`` is reserved. For now it answers the Lichess-style 404.
 
@@ -361,6 +363,8 @@ class ReplayUpstream:
     def _fide(self, p: list[str], query: dict) -> tuple:
         """The community fide-api: ``/top_players/`` is GENERATED from the recorded FIDE page."""
         page = self.fide_files.get("ratings.fide.com_a_top_open.html")
+        if p == ["site", "a_top.php"] and page is not None and (query.get("list") or [""])[0] == "open":
+            return 200, page, HTML, {}
         if p == ["top_players"] and page is not None:
             limit = (query.get("limit") or ["100"])[0]
             rows = fide_top_players(page)[: int(limit) if limit.isdigit() else 100]

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from collections.abc import Iterator
+
 import httpx
+import pytest
 
 from tests.conftest import Server
 from tests.replay import JSON, ReplayUpstream
@@ -42,6 +45,15 @@ def err(resp: httpx.Response, status: int, code: str) -> dict:
     body = resp.json()
     assert (body["success"], body["code"]) == (False, code)
     return body
+
+
+@pytest.fixture(autouse=True)
+def _forget_added_routes(replay: ReplayUpstream) -> Iterator[None]:
+    """Routes a test registers on the (session-wide) replay are removed after it."""
+    before = set(replay.routes)
+    yield
+    for path in set(replay.routes) - before:
+        replay.routes.pop(path, None)
 
 
 def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
@@ -368,7 +380,18 @@ def test_fide_top_list_served_from_stored_players_when_the_api_fails(server: Ser
                                                                       upstream: ReplayUpstream) -> None:
     ok(server.client.get("/api/players/fide/top?limit=2"))
     server.admin("POST", "/api/admin/cache/clear")
-    upstream.set_fault(r"/fide/top_players/", "html500")
+    upstream.set_fault(r"/fide/", "html500")  # the community API and the official site
     body = ok(server.client.get("/api/players/fide/top?limit=2"))
     assert (body["source"], body["stale"]) == ("database", True)
     assert [e["fideId"] for e in body["data"]] == [1503014, body["data"][1]["fideId"]] and len(body["data"]) == 2
+
+
+def test_fide_top_list_from_the_official_site_when_the_community_api_fails(server: Server,
+                                                                           upstream: ReplayUpstream) -> None:
+    upstream.set_fault(r"/fide/top_players/", "html500")
+    body = ok(server.client.get("/api/players/fide/top?limit=3"))
+    assert upstream.counts == {"/fide/top_players/": 1, "/fide/site/a_top.php": 1}
+    assert body["data"][0] == {"rank": 1, "username": "Carlsen, Magnus", "name": "Carlsen, Magnus", "title": None,
+                               "rating": 2823, "progress": None, "fideId": 1503014, "federation": "NOR",
+                               "birthYear": 1990, "source": "ratings.fide.com"}
+    hit(server, upstream, "/api/players/fide/top?limit=3")

@@ -39,6 +39,7 @@ from chessstats.store import Database
 from chessstats.store import players as store
 from chessstats.upstream import lichess_players as lp
 from chessstats.upstream.fide import FideClient
+from chessstats.upstream.fide_site import fetch_official_top
 from chessstats.upstream.lichess import LichessClient
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ class PlayerService:
 
     async def fide_top(self, limit: int) -> Payload:
         """``GET /api/players/fide/top?limit=``: the first ``limit`` of the FIDE open top 100
-        (community FIDE API ``GET /top_players/`` on a miss; stored players when it fails)."""
+        (community FIDE API ``GET /top_players/`` on a miss, the official site's table
+        ``a_top.php?list=open`` when it fails; stored players when both fail)."""
         key = keys.fide_top(FIDE_TOP_LIMIT)
         payload = self.cache.get(key) or await self.read.get(
             key, self._fide_top_upstream, fallback=self._fide_top_stored, upstream=FIDE)
@@ -236,9 +238,16 @@ class PlayerService:
         return stored, self.fide_top_new, self.fide_top_skipped
 
     async def _fide_top_upstream(self) -> Fresh:
-        top = await self.fide.fetch_top(FIDE_TOP_LIMIT)
-        if not top.players:
-            raise UpstreamError("fide: the top list is empty", FIDE)
+        try:
+            top = await self.fide.fetch_top(FIDE_TOP_LIMIT)
+            if not top.players:
+                raise UpstreamError("fide: the top list is empty", FIDE)
+        except UpstreamError as first:  # both failed: the community API's error is the one reported
+            try:
+                top = await fetch_official_top(self.fide)
+            except UpstreamError:
+                raise first from None
+            log.warning("fide top list from the official site (the community API failed: %s)", first.message)
         known = await store.existing_accounts(self.db, FIDE, [str(p.fide_id) for p in top.players])
         await store.upsert_fide_players(self.db, top.players)
         self.fide_top_new = len({p.fide_id for p in top.players} - {int(k) for k in known})

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UPSTREAM = "fide"
+#: The community API's default base and the official FIDE rating site.
+DEFAULT_URL = "https://fide-api.vercel.app"
+OFFICIAL_SITE = "https://ratings.fide.com"
 
 
 class _TopRow(msgspec.Struct, kw_only=True):
@@ -109,11 +112,15 @@ class FideClient(GatedClient):
       live, so it is slow). Defaults to 30.
     * **transport** - *(optional)* an httpx transport (tests).
     * **gate** - *(optional)* the shared gate; None builds one local to this process.
+    * **site_url** - *(optional)* the official FIDE rating site (its top-list table is the last
+      fallback, :mod:`chessstats.upstream.fide_site`). Defaults to ``https://ratings.fide.com``.
     """
 
     def __init__(self, base_url: str, *, contact: str = "", timeout_s: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None, gate: UpstreamGate | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, gate: UpstreamGate | None = None,
+                 site_url: str = OFFICIAL_SITE) -> None:
         self._client = build_client(base_url, contact=contact, timeout_s=timeout_s, transport=transport)
+        self.site_url = site_url.rstrip("/")
         self.gate = gate or UpstreamGate(UPSTREAM, GateSettings(timeout_s=timeout_s, max_in_flight=2))
 
     async def fetch_top(self, limit: int = 100, *, max_wait_s: float | None = None) -> TopList:
@@ -202,5 +209,7 @@ def open_fide(config: Config, data_dir: str | Path | None,
         ValueError: ``fide.rate`` does not parse (the config loader checks it first).
     """
     table = config.fide
+    site = config.players.fide_site_url or (
+        OFFICIAL_SITE if table.url.rstrip("/") == DEFAULT_URL else table.url.rstrip("/") + "/site")
     return FideClient(table.url, contact=config.upstream.contact, timeout_s=table.timeout_s, transport=transport,
-                      gate=open_gate(UPSTREAM, table, data_dir))
+                      gate=open_gate(UPSTREAM, table, data_dir), site_url=site)

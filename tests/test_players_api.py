@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-
 from collections.abc import Iterator
 
 import httpx
@@ -395,3 +394,15 @@ def test_fide_top_list_from_the_official_site_when_the_community_api_fails(serve
                                "rating": 2823, "progress": None, "fideId": 1503014, "federation": "NOR",
                                "birthYear": 1990, "source": "ratings.fide.com"}
     hit(server, upstream, "/api/players/fide/top?limit=3")
+
+
+def test_concurrent_first_requests_make_one_upstream_request(server: Server, upstream: ReplayUpstream) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    upstream.set_fault(r"/user/maia5$", "slow", seconds=0.5)
+    spellings = ["maia5", "MAIA5", "Maia5", "mAiA5", "maia5", "MAIA5"]
+    with ThreadPoolExecutor(len(spellings)) as pool:
+        answers = list(pool.map(lambda u: httpx.get(f"{server.url}/api/players/lichess/{u}", timeout=30), spellings))
+    assert [r.status_code for r in answers] == [200] * len(spellings)
+    assert upstream.counts == {f"{LICHESS}/user/maia5": 1}
+    assert len({r.json()["data"]["id"] for r in answers}) == 1

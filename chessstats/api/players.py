@@ -128,6 +128,12 @@ async def lichess_games(request: Request, username: str) -> HTTPResponse:
     return respond(request, payload)
 
 
+@bp.route("/chesscom/<rest:path>", methods=["GET", "HEAD"])
+async def chesscom(request: Request, rest: str) -> HTTPResponse:
+    """Chess.com players come with the Chess.com client: 400 until then (as Chess.com tournaments)."""
+    raise BadRequest("Chess.com players are not served yet; platform must be lichess or fide")
+
+
 @bp.route("/<pid:int>", methods=["GET", "HEAD"])
 async def stored_player(request: Request, pid: int) -> HTTPResponse:
     """A stored player by our integer id, with every linked account and its latest ratings."""

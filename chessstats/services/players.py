@@ -101,13 +101,28 @@ def _epoch(iso: str | None) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+#: Cut payloads kept per (entry, n): a hot leaderboard URL is cut (and rendered) once per cache entry.
+_CUTS: dict[tuple[bytes, int, float, float | None, bool, bool, str], Payload] = {}
+_CUTS_MAX = 1024
+
+
 def cut(payload: Payload, n: int) -> Payload:
-    """The same payload with its ``data`` list cut to the first ``n`` items (metadata kept)."""
+    """The same payload with its ``data`` list cut to the first ``n`` items (metadata kept);
+    memoised per entry (its fields, freshness and flags) and ``n``."""
+    memo = (payload.fields, n, payload.fetched_at, payload.expires_at, payload.cached, payload.stale, payload.source)
+    hit = _CUTS.get(memo)
+    if hit is not None:
+        return hit
     data = msgspec.json.decode(b"{" + payload.fields + b"}")["data"]
     if len(data) <= n:
         return payload
-    return Payload(encode_fields(data[:n]), source=payload.source, fetched_at=payload.fetched_at,
-                   expires_at=payload.expires_at, cached=payload.cached, stale=payload.stale)
+    out = Payload(encode_fields(data[:n]), source=payload.source, fetched_at=payload.fetched_at,
+                  expires_at=payload.expires_at, cached=payload.cached, stale=payload.stale)
+    if payload.cached:  # only what the cache answers repeats
+        if len(_CUTS) >= _CUTS_MAX:
+            _CUTS.clear()
+        _CUTS[memo] = out
+    return out
 
 
 def _labelled(series: list[dict[str, Any]], source: str = LICHESS) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import sys
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException, ServiceUnavailable
 
-from chessstats.api import admin, imports_admin, jobs_admin, ops, tournaments
+from chessstats.api import admin, imports_admin, jobs_admin, ops, players, tournaments
 from chessstats.api.envelope import add_cors, error_response
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
@@ -51,6 +51,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     app.ctx.config = config
     app.ctx.jobs_enabled = config.scheduler.enabled if jobs is None else jobs
     app.blueprint(tournaments.bp)
+    app.blueprint(players.bp)
+    app.blueprint(players.admin_bp)
     app.blueprint(admin.bp)
     app.blueprint(imports_admin.bp)
     app.blueprint(jobs_admin.bp)

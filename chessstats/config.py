@@ -233,6 +233,23 @@ def _apply_deprecated(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return raw
 
 
+class PlayersConfig(_Table):
+    """``[players]``: ``fide_site_url``, the official FIDE rating site whose top-list table
+    (``a_top.php?list=open``) is the FIDE top list's last fallback (through the ``[fide]`` gate).
+    Empty: ``https://ratings.fide.com`` while ``[fide] url`` is its default, else ``<[fide] url>/site``
+    (so that pointing ``FIDE_API_URL`` at a local server redirects every FIDE request)."""
+
+    fide_site_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fide_site_url:
+            return
+        try:
+            _check_url(self.fide_site_url)
+        except ValueError as exc:
+            raise ValueError(f"fide_site_url: {exc}") from None
+
+
 class TournamentsConfig(_Table):
     """``[tournaments]``: cache TTLs (seconds) and import limits of the tournament routes."""
 
@@ -338,6 +355,7 @@ class Config(_Table):
     chesscom: ChesscomConfig = msgspec.field(default_factory=ChesscomConfig)
     fide: FideConfig = msgspec.field(default_factory=FideConfig)
     tournaments: TournamentsConfig = msgspec.field(default_factory=TournamentsConfig)
+    players: PlayersConfig = msgspec.field(default_factory=PlayersConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     jobs: dict[str, JobConfig] = msgspec.field(default_factory=dict)

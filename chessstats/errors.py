@@ -10,6 +10,7 @@ boundary (:func:`chessstats.upstream.http.map_upstream_errors`), keeping the cau
     ├── Unauthorized           401 unauthorized
     ├── NotFound               404 not_found
     ├── Gone                   410 gone
+    ├── Conflict               409 conflict              (a player link contradicting another)
     ├── PayloadTooLarge        413 payload_too_large
     ├── RateLimited            429 rate_limited          (inbound limit)
     ├── StorageUnavailable     503 storage_unavailable   (disk full, read-only)
@@ -67,6 +68,20 @@ class Gone(ChessstatsError):
 
     status = 410
     code = "gone"
+
+
+class Conflict(ChessstatsError):
+    """Raised when a write conflicts with what is stored (a player link that contradicts another).
+
+    ``details`` are extra members of the error envelope (e.g. ``existing`` and ``requested``).
+    """
+
+    status = 409
+    code = "conflict"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class PayloadTooLarge(ChessstatsError):

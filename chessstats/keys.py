@@ -51,3 +51,38 @@ def leaderboard(perf_type: str, nb: int) -> str:
 def fide_top(limit: int) -> str:
     """The FIDE top list (filled by the ``fide-ratings`` job)."""
     return f"players:fide:top:{limit}"
+
+
+def lichess_player(username: str) -> str:
+    """``GET /api/players/lichess/{username}``: a profile (one entry whatever the case asked)."""
+    return f"player:lichess:{username.lower()}"
+
+
+def lichess_history(username: str) -> str:
+    """``GET /api/players/lichess/{username}/history``: a rating history."""
+    return f"history:lichess:{username.lower()}"
+
+
+def fide_player(fide_id: int) -> str:
+    """``GET /api/players/fide/{fideId}``: a FIDE profile."""
+    return f"player:fide:{fide_id}"
+
+
+def fide_history(fide_id: int) -> str:
+    """``GET /api/players/fide/{fideId}/history``: a FIDE rating history."""
+    return f"history:fide:{fide_id}"
+
+
+def fide_search(query: str) -> str:
+    """``GET /api/players/fide/search?q=``: one search (the query lower-cased, spaces collapsed)."""
+    return f"players:fide:search:{' '.join(query.lower().split())}"
+
+
+def stored_player(player_id: int) -> str:
+    """``GET /api/players/{id}``: a stored player with every linked account."""
+    return f"player:{player_id}"
+
+
+def player_tag(player_id: int) -> str:
+    """Tag of every entry that shows stored player ``player_id`` (dropped when a link changes)."""
+    return f"p:{player_id}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.services.imports import ImportService
+from chessstats.services.players import PlayerService
 from chessstats.services.readthrough import ReadThrough
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
@@ -80,7 +81,7 @@ class Resources:
     """Everything a process works with: configuration, database, cache, upstream clients, services.
 
     Open with ``await Resources.open(config)`` and close with :meth:`aclose` (in reverse order).
-    Jobs receive this object (``config db cache lichess fide tournaments imports now``).
+    Jobs receive this object (``config db cache lichess fide tournaments imports players now``).
     """
 
     config: Config
@@ -92,6 +93,7 @@ class Resources:
     read: ReadThrough
     imports: ImportService
     tournaments: TournamentService
+    players: PlayerService
     now: Callable[[], datetime] = field(default=utc_now)
     background: bool = False
 
@@ -124,7 +126,8 @@ class Resources:
         )
         imports = ImportService(db, cache, lichess, tcfg, paths.locks_dir)
         tournaments = TournamentService(db, cache, lichess, tcfg, read, imports)
-        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, background=background)
+        players = PlayerService(db, cache, lichess, fide, read)
+        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players, background=background)
         if background:
             imports.start()
         return res

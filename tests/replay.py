@@ -5,7 +5,9 @@ One HTTP/1.1 server on 127.0.0.1 hosts every upstream under a path prefix:
 - ``/lichess/...`` replays the Lichess recordings in ``fixtures/lichess/`` (see ``fixtures/MANIFEST.md``).
   Configure the product with ``LICHESS_API_URL=<url>/lichess/api``.
 - ``/fide/top_players/?limit=N``: GENERATED from the recorded FIDE page ``fixtures/fide/`` (see
-  :func:`fide_top_players`); other ``/fide/...`` paths answer the Lichess-style 404.
+  :func:`fide_top_players`); ``/fide/site/a_top.php?list=open``: that recorded page itself (the
+  official site, which the product reaches at ``<FIDE_API_URL>/site`` when ``FIDE_API_URL`` is not
+  its default); other ``/fide/...`` paths answer the Lichess-style 404.
   Configure the product with ``FIDE_API_URL=<url>/fide``.
 - ``/chesscom/pub/...`` is reserved. For now it answers the Lichess-style 404.
 
@@ -20,7 +22,12 @@ Lichess routes, relative to ``/lichess`` (``{id}`` is case-sensitive, ``{u}`` is
 - ``GET /api/team/{team}/{kind}`` serves team_{team}_{kind}*.ndjson; ``/api/player``: player.json;
   ``/api/player/top/{nb}/{perf}``: player_top_{nb}_{perf}.json, else GENERATED from player.json's
   top 10 of that perf (:func:`leaderboard_from_top10`); ``/api/user/{u}[/rating-history]``:
-  user_{u}.json or user_{u}_rating-history.json.
+  user_{u}.json or user_{u}_rating-history.json; ``/api/user/{u}`` without such a file: the entry of
+  id {u} in a recorded users_by_ids_*.json (GENERATED: the recorded ``POST /api/users`` shape).
+- ``POST /api/users`` (body ``id1,id2``): the entries of those ids in users_by_ids_*.json.
+- ``GET /api/games/user/{u}`` serves games_user_{u}*.ndjson (``max`` keeps the first N lines).
+- ``GET /api/fide/player/{id}[/ratings]``: fide_player_{id}.json or fide_player_{id}_ratings.json;
+  ``GET /api/fide/player?q=X``: fide_player_search_X.json.
 - ``GET /game/export/{id}`` serves game_export_{id}.json if ``Accept`` contains application/json, else
   the .pgn. game_export_{id}.404.json is served with status 404.
 - ``POST /api/games/export/_ids`` (body ``id1,id2``) concatenates games_export_ids_{id}.ndjson|.pgn.
@@ -277,7 +284,7 @@ class ReplayUpstream:
         if registered:
             resp = (200, registered[0], registered[1], dict(_DEFAULT_HEADERS))
         elif path.startswith("/lichess/"):
-            resp = self._lichess(method, path[len("/lichess"):].strip("/").split("/"), accept, body)
+            resp = self._lichess(method, path[len("/lichess"):].strip("/").split("/"), accept, body, query)
         elif path.startswith("/fide/"):
             resp = self._fide(path[len("/fide"):].strip("/").split("/"), query)
         else:  # /chesscom/pub/... is reserved for later.
@@ -288,9 +295,13 @@ class ReplayUpstream:
             resp = (200, b"".join(lines), *resp[2:])
         return resp
 
-    def _lichess(self, method: str, p: list[str], accept: str, body: bytes) -> tuple:
+    def _lichess(self, method: str, p: list[str], accept: str, body: bytes, query: dict | None = None) -> tuple:
         ndjson_first = NDJSON in accept
         if method == "POST":
+            if p == ["api", "users"]:
+                wanted = {i.strip().lower() for i in body.decode().replace("\n", ",").split(",") if i.strip()}
+                found = [u for u in self._recorded_users() if u["id"] in wanted]
+                return 200, json.dumps(found, separators=(",", ":")).encode(), JSON, dict(_DEFAULT_HEADERS)
             if p == ["api", "games", "export", "_ids"]:
                 ext = ".ndjson" if ndjson_first else ".pgn"
                 ids = body.decode().replace("\n", ",").split(",")
@@ -327,12 +338,33 @@ class ReplayUpstream:
             return self._serve(f"team_{p[1]}_{p[2]}", (".ndjson",), prefix=True)
         if p[:1] == ["user"] and len(p) in (2, 3) and p[2:] in ([], ["rating-history"]):
             wanted = "_".join(["user", p[1], *p[2:]]).lower() + ".json"
-            return self._serve(next((n for n in self.files if n.lower() == wanted), wanted))
+            served = self._serve(next((n for n in self.files if n.lower() == wanted), wanted))
+            if served[0] == 404 and len(p) == 2:  # GENERATED: the user's entry of a recorded POST /api/users
+                user = next((u for u in self._recorded_users() if u["id"] == p[1].lower()), None)
+                if user is not None:
+                    return 200, json.dumps(user, separators=(",", ":")).encode(), JSON, dict(_DEFAULT_HEADERS)
+            return served
+        if p[:2] == ["games", "user"] and len(p) == 3:
+            wanted = f"games_user_{p[2]}".lower()
+            name = next((n for n in self.files if n.lower().startswith(wanted) and n.endswith(".ndjson")), None)
+            return self._serve(name) if name else NOT_FOUND
+        if p[:2] == ["fide", "player"] and len(p) == 2:
+            q = ((query or {}).get("q") or [""])[0]
+            return self._serve(f"fide_player_search_{q}.json")
+        if p[:2] == ["fide", "player"] and len(p) in (3, 4) and p[3:] in ([], ["ratings"]):
+            return self._serve("_".join(["fide_player", *p[2:]]) + ".json")
         return NOT_FOUND
+
+    def _recorded_users(self) -> list[dict]:
+        """Every user of the recorded ``POST /api/users`` bodies (users_by_ids_*.json)."""
+        return [u for n, b in self.files.items() if n.startswith("users_by_ids_") and n.endswith(".json")
+                for u in json.loads(b)]
 
     def _fide(self, p: list[str], query: dict) -> tuple:
         """The community fide-api: ``/top_players/`` is GENERATED from the recorded FIDE page."""
         page = self.fide_files.get("ratings.fide.com_a_top_open.html")
+        if p == ["site", "a_top.php"] and page is not None and (query.get("list") or [""])[0] == "open":
+            return 200, page, HTML, {}
         if p == ["top_players"] and page is not None:
             limit = (query.get("limit") or ["100"])[0]
             rows = fide_top_players(page)[: int(limit) if limit.isdigit() else 100]

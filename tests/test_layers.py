@@ -92,7 +92,8 @@ def _string_starts(tree: ast.AST) -> list[str]:
 
 def test_cache_keys_are_spelled_in_one_module() -> None:
     """Every cache key is built by chessstats/keys.py: no other module spells a key prefix."""
-    prefixes = ("tournament:", "results:", "games:", "tournaments:", "players:", "fail:", "missing:")
+    prefixes = ("tournament:", "results:", "games:", "tournaments:", "players:", "player:", "history:", "fail:",
+                "missing:")
     offenders = []
     for path, text in _sources():
         rel = str(path.relative_to(PACKAGE))

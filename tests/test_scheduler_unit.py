@@ -395,20 +395,22 @@ async def test_rankings_updater_partial_failure_fails_the_run(ctx: JobContext, u
 
 async def test_fide_ratings_into_players(ctx: JobContext) -> None:
     row = await run_job(ctx, "fide-ratings")
-    assert row.state == "completed" and row.summary == "stored 100 FIDE players", row.error
+    assert row.state == "completed", row.error
+    assert row.summary == "stored 100 FIDE players (100 new, 0 updated), skipped 0 rows without a FIDE ID"
     carlsen = await players_store.get_account(ctx.db, "fide", "1503014")
     assert carlsen is not None
     assert (carlsen["player_name"], carlsen["player_federation"], carlsen["ratings"]) == (
         "Carlsen, Magnus", "NOR", {"standard": {"rating": 2823}})
     assert ctx.cache.get("players:fide:top:100") is not None
     again = await run_job(ctx, "fide-ratings")  # idempotent: upserts
-    assert again.state == "completed"
+    assert again.state == "completed" and "(0 new, 100 updated)" in (again.summary or "")
     assert await ctx.db.fetchval("SELECT count(*) FROM players WHERE fide_id IS NOT NULL") == 100
 
 
 async def test_fide_ratings_bad_upstream(ctx: JobContext, upstream: ReplayUpstream) -> None:
     upstream.add("/fide/top_players/", b'[{"rank":"1","name":"X","fide_id":"n/a","country":"NOR","rating":"-"}]',
                  "application/json")
+    upstream.set_fault(r"/a_top.php", "500", times=1)  # the official site's table fails too
     try:
         row = await run_job(ctx, "fide-ratings")
     finally:
@@ -425,7 +427,8 @@ async def test_lichess_top_players_ratings_per_perf(ctx: JobContext, upstream: R
     row = await run_job(ctx, "lichess-top-players")
     assert row.state == "completed", row.error
     names = {u["username"].lower() for perf in ("bullet", "blitz", "rapid", "classical") for u in top[perf]}
-    assert row.summary == f"stored {len(names)} Lichess players from 4 leaderboards"
+    assert row.summary == (f"stored {len(names)} Lichess players from 4 leaderboards ({len(names)} new, 0 updated); "
+                           "refreshed 0 stored profiles, skipped 0")
     ediz = await players_store.get_account(ctx.db, "lichess", "EDIZ_GUREL")
     assert ediz is not None and ediz["username"] == "Ediz_Gurel" and ediz["title"] == "GM"
     assert ediz["ratings"]["bullet"] == {"rating": 3326, "progress": 22}

@@ -18,25 +18,22 @@ Cache keys written here (read by the routes that serve them):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
-
-import msgspec
 
 from chessstats import keys
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
-from chessstats.payload import Payload, encode_fields
+from chessstats.services.players import PlayerService
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store import players as players_store
 from chessstats.store import tournaments as tournaments_store
 from chessstats.upstream.fide import FideClient
 from chessstats.upstream.lichess import LichessClient
-from chessstats.upstream.lichess_players import MAX_NB, LeaderboardEntry, fetch_leaderboard
+from chessstats.upstream.lichess_players import MAX_NB, fetch_leaderboard
 
 
 class JobContext(Protocol):
@@ -48,6 +45,7 @@ class JobContext(Protocol):
     lichess: LichessClient
     fide: FideClient
     tournaments: TournamentService
+    players: PlayerService
     now: Callable[[], datetime]
 
 log = logging.getLogger(__name__)
@@ -138,21 +136,20 @@ async def tournament_discovery(ctx: JobContext) -> str:
 
 async def rankings_updater(ctx: JobContext) -> str:
     """Lichess leaderboards (bullet, blitz, rapid, classical; top 100): cache for 30 min and
-    store a snapshot each. Raises after trying every perf when one failed."""
+    store a snapshot each (through :meth:`PlayerService.refresh_leaderboard`, so that
+    ``GET /api/players/lichess/top/{perfType}`` is then served without an upstream request).
+    Raises after trying every perf when one failed."""
     done, errors = [], []
     pause = 0
     for perf in LEADERBOARD_PERFS:
         try:
-            entries = await fetch_leaderboard(ctx.lichess, perf, MAX_NB)
-        except UpstreamError as exc:
+            count = await ctx.players.refresh_leaderboard(perf)
+        except (UpstreamError, NotFound) as exc:
             errors.append(f"{perf}: {exc.message}")
             if isinstance(exc, UpstreamRateLimited):
                 pause = max(pause, exc.retry_after_s)
             continue
-        payload = Payload(encode_fields(entries), source="api", fetched_at=time.time())
-        ctx.cache.set(leaderboard_key(perf), payload, LEADERBOARD_TTL_S)
-        await players_store.insert_snapshot(ctx.db, "lichess", perf, ctx.now(), msgspec.json.encode(entries))
-        done.append(f"{perf} {len(entries)}")
+        done.append(f"{perf} {count}")
     if errors:
         message = f"leaderboards failed: {'; '.join(errors)} (stored: {', '.join(done) or 'none'})"
         if pause:  # the retry must wait for the upstream's pause
@@ -164,22 +161,14 @@ async def rankings_updater(ctx: JobContext) -> str:
 async def fide_ratings(ctx: JobContext) -> str:
     """The FIDE open top list (community API ``/top_players/``) into players and their ``fide``
     accounts (FIDE ID, name, federation, standard rating), and into the cache for a day."""
-    top = await ctx.fide.fetch_top(FIDE_TOP_LIMIT)
-    if not top.players:
-        raise UpstreamError("fide: the top list is empty", "fide")
-    n = await players_store.upsert_fide_players(ctx.db, top.players)
-    entries = [LeaderboardEntry(rank=i, username=p.name or str(p.fide_id), rating=p.ratings.get("standard"),
-                                fide_id=p.fide_id, federation=p.federation)
-               for i, p in enumerate(top.players, 1)]
-    ctx.cache.set(fide_top_key(), Payload(encode_fields(entries), source="api", fetched_at=time.time()),
-                  FIDE_TOP_TTL_S)
-    skipped = f", skipped {top.skipped} rows without a FIDE ID" if top.skipped else ""
-    return f"stored {n} FIDE players{skipped}"
+    n, new, skipped_rows = await ctx.players.refresh_fide_top()
+    return f"stored {n} FIDE players ({new} new, {n - new} updated), skipped {skipped_rows} rows without a FIDE ID"
 
 
 async def lichess_top_players(ctx: JobContext) -> str:
     """The top 100 of each leaderboard perf into players: one account per username with its
-    rating and progress per perf (merged with what is stored)."""
+    rating and progress per perf (merged with what is stored); then the profile of every stored,
+    profiled account is read again (Lichess ``POST /users``, 300 per request)."""
     accounts: dict[str, players_store.LichessAccount] = {}
     for perf in LEADERBOARD_PERFS:
         for e in await fetch_leaderboard(ctx.lichess, perf, MAX_NB):
@@ -187,8 +176,10 @@ async def lichess_top_players(ctx: JobContext) -> str:
                                           players_store.LichessAccount(e.username, e.title, {}))
             account.ratings[perf] = {"rating": e.rating, "progress": e.progress}
             account.title = account.title or e.title
-    n = await players_store.upsert_lichess_accounts(ctx.db, list(accounts.values()))
-    return f"stored {n} Lichess players from {len(LEADERBOARD_PERFS)} leaderboards"
+    new, updated = await ctx.players.store_leaderboard_accounts(list(accounts.values()))
+    refreshed, skipped = await ctx.players.refresh_profiles()
+    return (f"stored {new + updated} Lichess players from {len(LEADERBOARD_PERFS)} leaderboards ({new} new, "
+            f"{updated} updated); refreshed {refreshed} stored profiles, skipped {skipped}")
 
 
 async def titled_tuesday(ctx: JobContext) -> str:

@@ -211,4 +211,19 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX imports_due ON imports (state, next_attempt_at)",
         ),
     ),
+    (
+        4,
+        "players",
+        (
+            # When an account's rating history was last fetched (ISO 8601 UTC): refreshed at most monthly.
+            "ALTER TABLE player_accounts ADD COLUMN history_fetched_at TEXT",
+            # The perf types of that history in the upstream's order (JSON list: empty series are kept).
+            "ALTER TABLE player_accounts ADD COLUMN history_perfs BLOB",
+            # Which upstream an account's values came from (FIDE: ``lichess`` mirror or ``fide`` API).
+            "ALTER TABLE player_accounts ADD COLUMN source TEXT",
+            # FIDE's inactive flag (1/0; NULL when the upstream does not say).
+            "ALTER TABLE player_accounts ADD COLUMN inactive INTEGER",
+            "ALTER TABLE players ADD COLUMN sex TEXT",
+        ),
+    ),
 )

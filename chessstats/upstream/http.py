@@ -170,8 +170,10 @@ def map_upstream_errors(upstream: str, *, deadline_s: float | None = None) -> It
 async def gated_stream(
     gate: UpstreamGate, client: httpx.AsyncClient, path: str, *, accept: str = "application/json",
     params: dict[str, str | int] | None = None, stream: bool = False, max_wait_s: float | None = None,
+    method: str = "GET", content: bytes | None = None,
 ) -> AsyncIterator[httpx.Response]:
-    """``GET path`` through ``gate``: admitted (slot, rate, pause, breaker), under its total deadline,
+    """``GET path`` (or ``method`` with ``content`` as its body) through ``gate``: admitted (slot, rate,
+    pause, breaker), under its total deadline,
     the status checked by :func:`check_response`; the block reads the body (errors it raises while
     doing so are mapped and counted too).
 
@@ -183,7 +185,10 @@ async def gated_stream(
         the errors of :meth:`~chessstats.upstream.gate.UpstreamGate.request` and :func:`check_response`.
     """
     async with gate.request(stream=stream, max_wait_s=max_wait_s) as call:
-        async with client.stream("GET", path, params=params, headers={"Accept": accept}) as resp:
+        headers = {"Accept": accept}
+        if content is not None:
+            headers["Content-Type"] = "text/plain"
+        async with client.stream(method, path, params=params, headers=headers, content=content) as resp:
             call.status = resp.status_code
             if not 200 <= resp.status_code < 300:
                 await resp.aread()

@@ -341,10 +341,11 @@ class LichessClient(GatedClient):
     @asynccontextmanager
     async def _request(self, path: str, *, accept: str = "application/json",
                        params: dict[str, str | int] | None = None, stream: bool = False,
-                       max_wait_s: float | None = None) -> AsyncIterator[httpx.Response]:
+                       max_wait_s: float | None = None, method: str = "GET",
+                       content: bytes | None = None) -> AsyncIterator[httpx.Response]:
         """One request through the gate; the block reads the body (its errors are mapped and counted)."""
         async with gated_stream(self.gate, self._client, path, accept=accept, params=params, stream=stream,
-                                max_wait_s=max_wait_s) as resp:
+                                max_wait_s=max_wait_s, method=method, content=content) as resp:
             yield resp
 
     async def _json(self, path: str, decoder: msgspec.json.Decoder[object], *,

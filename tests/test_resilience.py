@@ -357,3 +357,25 @@ def test_a_flood_of_unknown_ids_neither_starves_known_data_nor_queues_work(
     locks = list((server.data_dir / "locks").glob("*"))
     assert len(locks) <= 600  # striped locks: a bounded set, none per id
     assert db_one(server, "SELECT count(*) FROM tournaments") == (1,)
+
+
+def test_fide_ids_stated_by_an_export_link_accounts(server: Server, upstream: ReplayUpstream) -> None:
+    """The recorded PGN of may25bta states ``[WhiteFideId "24248185"]``: after the import, that
+    Lichess account belongs to the player with that FIDE id (a link the upstream states, not a guess)."""
+    detail = json.loads(upstream.files["tournament_sH24g2zH.json"])
+    detail.update(id="fideln01", nbPlayers=3)
+    detail["stats"]["games"] = 1
+    upstream.add("/lichess/api/tournament/fideln01", json.dumps(detail).encode(), JSON)
+    upstream.add("/lichess/api/tournament/fideln01/results", upstream.files["tournament_hallow23_results_nb3.ndjson"],
+                 NDJSON)
+    upstream.add("/lichess/api/tournament/fideln01/games", upstream.files["tournament_may25bta_games_first.pgn"],
+                 "application/x-chess-pgn")
+    imported(server, "fideln01")
+    white, = db_one(server, "SELECT white_username FROM games")
+    player_id, fide_id = db_one(server, "SELECT p.id, p.fide_id FROM player_accounts a JOIN players p "
+                                        "ON p.id = a.player_id WHERE a.platform = 'lichess' AND a.username = ?", (white,))
+    assert fide_id == 24248185
+    body = server.client.get(f"/api/players/{player_id}").json()
+    assert body["success"] is True and body["data"]["fideId"] == 24248185
+    accounts = {(a["platform"], a["username"]) for a in body["data"]["accounts"]}
+    assert accounts == {("fide", "24248185"), ("lichess", white)}

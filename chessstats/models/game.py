@@ -52,7 +52,10 @@ class Game(Model, kw_only=True):
 
 @dataclass(slots=True)
 class ParsedGame:
-    """One game of an upstream export: our :class:`Game` and its PGN text ("" when the upstream sent none)."""
+    """One game of an upstream export: our :class:`Game`, its PGN text ("" when the upstream sent none),
+    and the FIDE ids the export states for its players (``WhiteFideId``/``BlackFideId`` tags), as
+    ``{username: FIDE ID}``."""
 
     game: Game
     pgn: str
+    fide_ids: dict[str, int] | None = None

@@ -36,6 +36,7 @@ from chessstats.models import TournamentPlayer
 from chessstats.models.common import now_iso
 from chessstats.store import Database
 from chessstats.store import imports as istore
+from chessstats.store import players as pstore
 from chessstats.store import tournaments as tstore
 from chessstats.upstream.lichess import LichessClient, upstream_counts
 
@@ -269,8 +270,25 @@ class ImportService:
         self.completed += 1
         log.info("imported tournament %s: %d standings, %d games in %.2f s (%s)", tid, len(standings),
                  len(export.games), duration_ms / 1000, summary)
+        await self._link_stated_fide_ids(export.games)
         if reimport:  # the previous import may have been cached meanwhile
             invalidate_tournament(self.cache, platform, tid)
+
+    async def _link_stated_fide_ids(self, games: list) -> None:
+        """Link the Lichess accounts whose FIDE id the export states (``WhiteFideId`` tags) to those
+        FIDE players; a failure here never fails the import (it is logged)."""
+        stated: dict[str, int] = {}
+        for parsed in games:
+            stated.update(parsed.fide_ids or {})
+        if not stated:
+            return
+        try:
+            linked, conflicts = await pstore.link_stated_fide_ids(self.db, stated)
+        except (ChessstatsError, OSError) as exc:
+            log.warning("linking stated FIDE ids failed: %s", exc)
+            return
+        log.info("%d lichess accounts state a FIDE id: %d linked now, %d conflicting links left alone",
+                 len(stated), linked, conflicts)
 
     @staticmethod
     def _ms(started: float) -> int:

@@ -9,6 +9,8 @@ stored title.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +20,8 @@ import msgspec
 from chessstats.models.common import now_iso
 from chessstats.models.player import FidePlayer, LichessAccount, LichessUser
 from chessstats.store.db import Database
+
+log = logging.getLogger(__name__)
 from chessstats.store.jobs import iso_ms
 
 _json_encode = msgspec.json.encode
@@ -345,3 +349,35 @@ async def profiled_usernames(db: Database, platform: str = "lichess") -> list[st
         "SELECT username FROM player_accounts WHERE platform = ? AND status IS NOT NULL ORDER BY fetched_at",
         (platform,))
     return [r["username"] for r in rows]
+
+
+async def link_stated_fide_ids(db: Database, stated: dict[str, int]) -> tuple[int, int]:
+    """Link Lichess accounts to the FIDE players an upstream states for them (``{username: FIDE ID}``,
+    e.g. the ``WhiteFideId`` tags of a Lichess game export); never from names. A FIDE player not
+    stored yet is stored with its id alone (its profile fills in when read). A link that conflicts
+    with an existing one is left as it is and counted. Returns ``(linked now, conflicts)``.
+    """
+    linked = conflicts = 0
+    now = now_iso()
+    for username, fide_id in stated.items():
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO players (fide_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (fide_id) DO NOTHING",
+                (fide_id, now, now))
+            key = str(fide_id)
+            player_id = int(next(iter(await conn.execute_fetchall(
+                "SELECT id FROM players WHERE fide_id = ?", (fide_id,))))[0])
+            await conn.execute(
+                "INSERT INTO player_accounts (player_id, platform, username, username_key, ratings, url, fetched_at) "
+                "VALUES (?, 'fide', ?, ?, ?, ?, ?) ON CONFLICT (platform, username_key) DO NOTHING",
+                (player_id, key, key, b"{}", f"https://ratings.fide.com/profile/{fide_id}", now))
+        account = await ensure_account(db, "lichess", username)
+        if account.get("player_id") == player_id or account.get("playerId") == player_id:
+            continue
+        try:
+            await link_account(db, player_id, "lichess", username)
+            linked += 1
+        except LinkConflict as exc:
+            conflicts += 1
+            log.info("stated FIDE id %s of lichess account %s not linked: %s", fide_id, username, exc)
+    return linked, conflicts

@@ -33,7 +33,7 @@ from chessstats.models.common import utc_iso
 from chessstats.models.game import ParsedGame
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate, parse_rate
 from chessstats.upstream.http import GatedClient, build_client, gated_stream, iter_ndjson
-from chessstats.upstream.pgn import parse_pgn_games
+from chessstats.upstream.pgn import parse_pgn_games, pgn_tags, stated_fide_ids
 
 if TYPE_CHECKING:
     from chessstats.config import Config
@@ -449,7 +449,7 @@ class LichessClient(GatedClient):
             out: list[ParsedGame] = []
             async for raw in iter_ndjson(resp.aiter_bytes(), _game_decoder):
                 model = game_to_model(raw, self.site, tournament.id)
-                out.append(ParsedGame(model, raw.pgn or ""))
+                out.append(ParsedGame(model, raw.pgn or "", stated_fide_ids(pgn_tags(raw.pgn)) if raw.pgn else None))
             return GamesExport(out, 0)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import chess
@@ -216,10 +218,32 @@ def parse_pgn_games(
             log.warning("PGN game skipped (%s)", parsed.errors[0])
             skipped += 1
             continue
-        game = game_from_tags(parsed.tags, parsed.sans, parsed.board, tournament_id=tournament_id, perf_type=perf_type, rated=rated)
+        game = game_from_tags(parsed.tags, parsed.sans, parsed.board, tournament_id=tournament_id,
+                              perf_type=perf_type, rated=rated)
         if game is None:
             log.warning("PGN game without an id skipped")
             skipped += 1
             continue
-        games.append(ParsedGame(game, text[start:end].strip() + "\n"))
+        games.append(ParsedGame(game, text[start:end].strip() + "\n", stated_fide_ids(parsed.tags)))
     return games, skipped
+
+
+def stated_fide_ids(tags: Mapping[str, str]) -> dict[str, int] | None:
+    """``{username: FIDE ID}`` from a game's ``White``/``WhiteFideId`` and ``Black``/``BlackFideId`` tags
+    (Lichess states them for players who linked their FIDE id); None when the game states none. A FIDE
+    ID that is not a positive number is ignored."""
+    out: dict[str, int] = {}
+    for side in ("White", "Black"):
+        username, fide_id = tags.get(side), (tags.get(f"{side}FideId") or "").strip()
+        if username and fide_id.isdigit() and int(fide_id) > 0:
+            out[username] = int(fide_id)
+    return out or None
+
+
+_TAG_LINE = re.compile(r'^\[(\w+) "((?:[^"\\]|\\.)*)"\]\s*$', re.MULTILINE)
+
+
+def pgn_tags(pgn: str) -> dict[str, str]:
+    """The tag pairs of one game's PGN text (the tag section only; values unescaped)."""
+    head = pgn.split("\n\n", 1)[0]
+    return {m.group(1): m.group(2).replace('\\"', '"').replace("\\\\", "\\") for m in _TAG_LINE.finditer(head)}

@@ -10,7 +10,6 @@ stored title.
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +19,9 @@ import msgspec
 from chessstats.models.common import now_iso
 from chessstats.models.player import FidePlayer, LichessAccount, LichessUser
 from chessstats.store.db import Database
+from chessstats.store.jobs import iso_ms
 
 log = logging.getLogger(__name__)
-from chessstats.store.jobs import iso_ms
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode

@@ -1,8 +1,9 @@
 """The ``chessstats`` command.
 
-Verbs: ``serve``, ``migrate``, ``config check``, ``cache clear``, ``jobs list|run NAME``,
-``version``. ``--help`` and ``version`` never open the database. A bad configuration stops with
-a one-line message naming the key and exit status 2.
+Verbs: ``serve``, ``migrate``, ``config check``, ``cache clear|stats``,
+``jobs list|run NAME``, ``backup FILE``, ``restore FILE``, ``version``. ``--help`` and ``version``
+never open the database. A bad configuration stops with a one-line message naming the key and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     jobs_sub.add_parser("list", parents=[common], help="jobs with schedule, next run, last run")
     run = jobs_sub.add_parser("run", parents=[common], help="run one job now in the foreground")
     run.add_argument("name", help="job name, e.g. tournament-monitor")
+    backup = sub.add_parser("backup", parents=[common],
+                            help="copy the database to FILE while the service runs (SQLite online backup)")
+    backup.add_argument("file", metavar="FILE", help="the backup file to write (replaced atomically)")
+    restore = sub.add_parser("restore", parents=[common],
+                             help="replace the database with FILE (the service must be stopped)")
+    restore.add_argument("file", metavar="FILE", help="a backup file written by chessstats backup")
     sub.add_parser("version", help="print the version")
     sub.add_parser("selfcheck")  # hidden (no help): checks a frozen build, see chessstats._frozen
     return parser
@@ -89,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,
-        "cache": commands.cache, "jobs": commands.jobs,
+        "cache": commands.cache, "jobs": commands.jobs, "backup": commands.backup, "restore": commands.restore,
     }[args.command]
     try:
         return handler(config, args)

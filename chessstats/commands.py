@@ -292,3 +292,33 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
 
     setup_logging(config.log.level)
     return jobs_command(config, args)
+
+
+def backup(config: Config, args: argparse.Namespace) -> int:
+    """``backup FILE``: a consistent copy of the database (SQLite online backup), while the service runs.
+
+    Raises:
+        StartupError: no database in the data dir, or the copy failed.
+    """
+    from chessstats.backup import BackupError
+    from chessstats.backup import backup as run_backup
+
+    try:
+        return run_backup(config, args.file)
+    except BackupError as exc:
+        raise StartupError(f"backup failed: {exc}") from exc
+
+
+def restore(config: Config, args: argparse.Namespace) -> int:
+    """``restore FILE``: replace the database with a backup (refused while the service runs).
+
+    Raises:
+        StartupError: the service runs, or FILE failed its integrity check.
+    """
+    from chessstats.backup import BackupError
+    from chessstats.backup import restore as run_restore
+
+    try:
+        return run_restore(config, args.file)
+    except BackupError as exc:
+        raise StartupError(f"restore refused: {exc}") from exc

@@ -101,6 +101,9 @@ class StorageConfig(_Table):
 
     data_dir: str = "./data"
     busy_timeout_ms: PositiveInt = 5000
+    #: Seconds between two ``PRAGMA quick_check`` runs of the database (in the background, per
+    #: worker; the result shows in ``/health``). The first runs at start.
+    quick_check_interval_s: Annotated[float, msgspec.Meta(ge=10)] = 600.0
 
 
 class CacheConfig(_Table):

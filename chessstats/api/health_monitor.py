@@ -32,6 +32,10 @@ FS_PROBE_INTERVAL_S = 10.0
 #: At most one probe per upstream per this many seconds (per process), and only when its last
 #: outcome (in any process) is at least this old and was a failure.
 UPSTREAM_PROBE_INTERVAL_S = 60.0
+#: Seconds between two samples of the upstream gates' counters (for the status page's last hour).
+SAMPLE_INTERVAL_S = 60.0
+#: The window of :meth:`HealthMonitor.upstream_window` (seconds).
+WINDOW_S = 3600.0
 #: Problems of a failed quick_check kept for ``/health``.
 MAX_PROBLEMS = 5
 
@@ -111,23 +115,66 @@ class HealthMonitor:
         self._fs_probe_at = 0.0
         self._probed_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self.gates: dict[str, Any] = {}
+        self._samples: list[tuple[float, dict[str, dict[str, float]]]] = []
         self._probes: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
 
-    def start(self) -> None:
-        """Start the periodic quick_check (the first one now)."""
+    def start(self, gates: dict[str, Any] | None = None) -> None:
+        """Start the periodic quick_check (the first one now) and the sampling of ``gates``
+        (``{name: UpstreamGate}``) for :meth:`upstream_window`."""
+        self.gates = dict(gates or {})
+        loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="health-quick-check")
+            self._task = loop.create_task(self._run(), name="health-quick-check")
+        if self._sampler is None and self.gates:
+            self._sampler = loop.create_task(self._sample_loop(), name="health-gate-samples")
+
+    def _counters(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, gate in self.gates.items():
+            with contextlib.suppress(Exception):
+                stats = gate.stats()
+                out[name] = {"calls": stats["calls"], "responses429": stats["responses429"],
+                             "pauseSeconds": stats["pauseSeconds"], "errors": stats["callsByStatus"].get("5xx", 0)
+                             + stats["callsByStatus"].get("none", 0)}
+        return out
+
+    async def _sample_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._samples.append((now, self._counters()))
+            self._samples = [s for s in self._samples if now - s[0] <= WINDOW_S + SAMPLE_INTERVAL_S]
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def upstream_window(self) -> tuple[float, dict[str, dict[str, float]]]:
+        """``(seconds covered, {upstream: {calls, responses429, pauseSeconds, errors}})``: this worker's
+        upstream counters over the last hour (since start when it runs for less than an hour)."""
+        now = time.monotonic()
+        current = self._counters()
+        base_at, base = now, {}
+        for at, counters in self._samples:
+            if now - at <= WINDOW_S:
+                base_at, base = at, counters
+                break
+        if not base:
+            base_at = now - (time.time() - self.started_at)
+        out = {}
+        for name, values in current.items():
+            before = base.get(name, {})
+            out[name] = {k: round(v - before.get(k, 0), 1) for k, v in values.items()}
+        return min(now - base_at, WINDOW_S), out
 
     async def stop(self) -> None:
         """Stop the background work (a check in its thread finishes on its own)."""
-        tasks = [t for t in (self._task, *self._probes) if t is not None]
+        tasks = [t for t in (self._task, self._sampler, *self._probes) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._task = None
+        self._task = self._sampler = None
 
     def check_soon(self) -> None:
         """Run the next quick_check now (e.g. after SQLite reported a malformed page)."""

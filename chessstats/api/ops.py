@@ -38,7 +38,7 @@ async def _start_monitor(app: Any) -> None:
                             interval_s=ctx.config.storage.quick_check_interval_s,
                             busy_timeout_ms=ctx.config.storage.busy_timeout_ms)
     ctx.health_monitor = monitor
-    monitor.start()
+    monitor.start({name: client.gate for name in UPSTREAMS if (client := getattr(ctx, name, None)) is not None})
 
 
 @bp.listener("before_server_stop")
@@ -121,14 +121,19 @@ async def health(request: Request) -> HTTPResponse:
     a healthy or unused one none. Never answers 500.
     """
     try:
-        body, ok = await _health(request)
+        body, ok = await health_report(request)
     except Exception as exc:  # a health check must answer, whatever broke
         log.exception("health: check failed")
         body, ok = {"status": "error", "version": __version__, "error": type(exc).__name__}, False
     return HTTPResponse(msgspec.json.encode(body), status=200 if ok else 503, content_type=JSON)
 
 
-async def _health(request: Request) -> tuple[dict[str, Any], bool]:
+async def health_report(request: Request) -> tuple[dict[str, Any], bool]:
+    """The body of ``/health`` and whether the service is usable (the status page shows it too).
+
+    Raises:
+        Exception: only what a check did not expect (``/health`` answers it as ``error``).
+    """
     ctx = request.app.ctx
     checks: dict[str, dict[str, object]] = {}
     ok = True

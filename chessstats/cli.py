@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $CHESSSTATS_CONFIG)")
     common.add_argument("--data-dir", metavar="DIR", help="data dir: SQLite file and cache (default ./data)")
+    common.add_argument("--init", action="store_true",
+                        help="create the data dir when it holds no database yet (commands other than serve refuse to)")
 
     parser = argparse.ArgumentParser(prog="chessstats", description="Self-hosted chess statistics backend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -70,6 +72,23 @@ def _flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return flags
 
 
+#: Commands that work on an existing data dir: without ``--init`` they never create one.
+NEEDS_DATA_DIR = ("migrate", "cache", "jobs", "backup", "restore")
+
+
+def _new_data_dir(data_dir: Any, command: str) -> str | None:
+    """The message when ``data_dir`` holds no database (the command would start a new, empty data
+    dir), else None."""
+    from chessstats.store.db import DB_FILENAME
+
+    if (data_dir / DB_FILENAME).exists():
+        return None
+    where = "does not exist" if not data_dir.exists() else f"holds no {DB_FILENAME}"
+    return (f"chessstats {command}: the data dir {data_dir} {where}: this would start a new, empty one. "
+            "Give the service's data dir with --data-dir DIR (or CHESSSTATS_DATA_DIR, or [storage] data_dir "
+            "in --config FILE / $CHESSSTATS_CONFIG), or add --init to create it here.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
@@ -93,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from chessstats import commands
     from chessstats.commands import StartupError
+
+    if args.command in NEEDS_DATA_DIR and not args.init:
+        missing = _new_data_dir(config.data_dir, args.command)
+        if missing is not None:
+            print(missing, file=sys.stderr)
+            return 2
 
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,

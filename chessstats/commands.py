@@ -48,6 +48,7 @@ def _check_data_dir(config: Config) -> None:
         await db.open()
         await db.close()
 
+    new = not DataDir(config.data_dir).db_path.exists()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(check())
@@ -55,6 +56,8 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
     except OSError as exc:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
+    if new:
+        log.warning("there was no database in %s: started a new, empty data dir there", config.data_dir)
 
 
 #: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.

@@ -132,6 +132,15 @@ def test_quick_check_and_probes_units(tmp_path: Path) -> None:
         await asyncio.sleep(0.01)
         await monitor.stop()
         assert len(calls) == 2
+        # across processes: two monitors sharing a stamp dir probe an upstream once a minute
+        (tmp_path / "locks").mkdir()
+        first, second = (HealthMonitor(db, tmp_path, stamp_dir=tmp_path / "locks") for _ in range(2))
+        out.append(first.maybe_probe_upstream("lichess", failing_long, probe))
+        out.append(second.maybe_probe_upstream("lichess", failing_long, probe))
+        await asyncio.sleep(0.01)
+        await first.stop()
+        await second.stop()
+        assert len(calls) == 3
         return out
 
-    assert asyncio.run(probes()) == [False, False, True, False, True]
+    assert asyncio.run(probes()) == [False, False, True, False, True, True, False]

@@ -8,7 +8,8 @@
   files are still open for writing.
 * :meth:`HealthMonitor.maybe_probe_upstream`: an upstream whose last outcome was a failure more than
   :data:`UPSTREAM_PROBE_INTERVAL_S` ago gets one probe request through its gate (so it honours a
-  429 pause and the breaker), at most one per upstream per minute per process; never awaited by the
+  429 pause and the breaker), at most one per upstream per minute across the worker processes (a
+  stamp file per upstream in ``<data dir>/locks``, claimed under a lock); never awaited by the
   request. A healthy or never-used upstream is not probed: a health poller spends no upstream budget.
 """
 
@@ -24,6 +25,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from chessstats.locks import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,8 @@ class HealthMonitor:
     """
 
     def __init__(self, db_path: Path, data_dir: Path, *, interval_s: float = 600.0,
-                 busy_timeout_ms: int = 5000) -> None:
+                 busy_timeout_ms: int = 5000, stamp_dir: Path | None = None) -> None:
+        self.stamp_dir = stamp_dir
         self.db_path = db_path
         self.data_dir = data_dir
         self.interval_s = interval_s
@@ -206,6 +210,29 @@ class HealthMonitor:
             self.fs_error = fs_write_probe(self.data_dir)
         return self.fs_error
 
+    def _claim(self, name: str) -> bool:
+        """Whether this process may probe ``name`` now: no process of the data dir probed it within
+        :data:`UPSTREAM_PROBE_INTERVAL_S` (the stamp file's mtime), claimed under a lock. False when
+        the stamp cannot be written (no probe is better than one per worker)."""
+        if self.stamp_dir is None:
+            return True
+        lock = FileLock(self.stamp_dir / f"health-probe-{name}.lock")
+        stamp = self.stamp_dir / f"health-probe-{name}.stamp"
+        try:
+            if not lock.acquire():
+                return False
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - stamp.stat().st_mtime < UPSTREAM_PROBE_INTERVAL_S:
+                        return False
+                stamp.touch()
+                os.utime(stamp)
+                return True
+            finally:
+                lock.release()
+        except OSError:
+            return False
+
     def maybe_probe_upstream(self, name: str, health: dict[str, Any], probe: Any) -> bool:
         """Start ``probe()`` (a coroutine function: one cheap request through the upstream's gate) in the
         background when the upstream's last outcome was a failure at least a minute ago and this
@@ -219,6 +246,8 @@ class HealthMonitor:
         if now - self._probed_at.get(name, -UPSTREAM_PROBE_INTERVAL_S) < UPSTREAM_PROBE_INTERVAL_S:
             return False
         self._probed_at[name] = now
+        if not self._claim(name):
+            return False
 
         async def run() -> None:
             try:

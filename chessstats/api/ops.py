@@ -36,7 +36,8 @@ async def _start_monitor(app: Any) -> None:
     ctx = app.ctx
     monitor = HealthMonitor(ctx.resources.paths.db_path, ctx.config.data_dir,
                             interval_s=ctx.config.storage.quick_check_interval_s,
-                            busy_timeout_ms=ctx.config.storage.busy_timeout_ms)
+                            busy_timeout_ms=ctx.config.storage.busy_timeout_ms,
+                            stamp_dir=ctx.resources.paths.locks_dir)
     ctx.health_monitor = monitor
     monitor.start({name: client.gate for name in UPSTREAMS if (client := getattr(ctx, name, None)) is not None})
 

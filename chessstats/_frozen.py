@@ -104,6 +104,12 @@ LAZY_IMPORTS: tuple[str, ...] = (
 #: Packages whose data files must be inside the binary (collect_data_files in the spec).
 DATA_PACKAGES: tuple[str, ...] = ("sanic", "tracerite", "tzdata", "certifi")
 
+#: Single data files of packages that are never imported (``collect_data_files(package, includes=...)``):
+#: Swagger UI's page assets for ``GET /docs`` (the package's other 30 MB, its editor and source maps, stay out).
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "swagger_ui": ("static/swagger-ui-bundle.js", "static/swagger-ui.css", "static/LICENSE"),
+}
+
 #: Distributions whose metadata is read at import time (copy_metadata in the spec).
 METADATA_PACKAGES: tuple[str, ...] = ("html5tagger",)
 
@@ -225,7 +231,17 @@ def selfcheck() -> int:
             inspect.getsource(obj)
         return "sanic touchup, route handlers"
 
+    def docs_assets() -> str:
+        from chessstats.api.docs import STATIC_FILES, static_dir
+
+        folder = static_dir()
+        assert folder is not None, "swagger_ui/static not found"
+        for name in STATIC_FILES:
+            assert (folder / name).stat().st_size > 10_000, name
+        return ", ".join(STATIC_FILES)
+
     check("source files", sources)
+    check("API docs assets", docs_assets)
     check("time zones", tz)
     check("distribution metadata", metadata)
     check("CA bundle", certs)

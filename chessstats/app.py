@@ -15,7 +15,7 @@ import sys
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException, ServiceUnavailable
 
-from chessstats.api import admin, imports_admin, jobs_admin, ops, players, tournaments
+from chessstats.api import admin, docs, imports_admin, jobs_admin, ops, players, status, tournaments
 from chessstats.api.envelope import add_cors, error_response
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
@@ -57,6 +57,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     app.blueprint(imports_admin.bp)
     app.blueprint(jobs_admin.bp)
     app.blueprint(ops.bp)
+    app.blueprint(docs.bp)
+    app.blueprint(status.bp)
 
     @app.before_server_start
     async def _open(app: Sanic) -> None:

@@ -144,6 +144,8 @@ class TTLCache:
         self._logged_burst = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0  # in-memory LRU entries pushed out by newer ones (this process)
+        self.expired_removed = 0  # disk entries removed by cull() past their stale window (this process)
         self.errors = 0
         self.healthy = True
         self.last_error: str | None = None
@@ -323,6 +325,7 @@ class TTLCache:
         self._memory.move_to_end(key)
         if len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)
+            self.evictions += 1
         return payload
 
     def _read(self, key: str) -> CacheEntry | None:
@@ -527,10 +530,12 @@ class TTLCache:
         if disk is None:
             return 0
         try:
-            return int(disk.expire())
+            removed = int(disk.expire())
         except CACHE_ERRORS as exc:
             self._fault("cull", exc)
             return 0
+        self.expired_removed += removed
+        return removed
 
     @property
     def usable(self) -> bool:
@@ -560,9 +565,11 @@ class TTLCache:
         return True
 
     def stats(self) -> dict[str, Any]:
-        """``{entries, sizeBytes, hits, misses, hitRate, memoryEntries, errors, healthy}`` of this process
-        (hits/misses/errors since start; entries and size in bytes of the shared disk layer, 0 when
-        it cannot be read). Never raises."""
+        """``{entries, sizeBytes, sizeLimitBytes, hits, misses, hitRate, memoryEntries, evictions,
+        expiredRemoved, errors, healthy}`` of this process (hits/misses/evictions/errors since start:
+        ``evictions`` counts in-memory LRU entries pushed out by newer ones, ``expiredRemoved`` disk
+        entries removed by :meth:`cull`; entries and size in bytes of the shared disk layer, 0 when it
+        cannot be read). Never raises."""
         total = self.hits + self.misses
         entries = size = 0
         disk = self._disk
@@ -577,7 +584,10 @@ class TTLCache:
             "hits": self.hits,
             "misses": self.misses,
             "hitRate": round(self.hits / total, 4) if total else None,
+            "sizeLimitBytes": self._size_limit,
             "memoryEntries": len(self._memory),
+            "evictions": self.evictions,
+            "expiredRemoved": self.expired_removed,
             "errors": self.errors,
             "healthy": self.healthy,
         }

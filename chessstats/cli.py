@@ -1,8 +1,9 @@
 """The ``chessstats`` command.
 
-Verbs: ``serve``, ``migrate``, ``config check``, ``cache clear``, ``jobs list|run NAME``,
-``version``. ``--help`` and ``version`` never open the database. A bad configuration stops with
-a one-line message naming the key and exit status 2.
+Verbs: ``serve``, ``migrate``, ``config check``, ``cache clear|stats``,
+``jobs list|run NAME``, ``backup FILE``, ``restore FILE``, ``version``. ``--help`` and ``version``
+never open the database. A bad configuration stops with a one-line message naming the key and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $CHESSSTATS_CONFIG)")
     common.add_argument("--data-dir", metavar="DIR", help="data dir: SQLite file and cache (default ./data)")
+    common.add_argument("--init", action="store_true",
+                        help="create the data dir when it holds no database yet (commands other than serve refuse to)")
 
     parser = argparse.ArgumentParser(prog="chessstats", description="Self-hosted chess statistics backend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     jobs_sub.add_parser("list", parents=[common], help="jobs with schedule, next run, last run")
     run = jobs_sub.add_parser("run", parents=[common], help="run one job now in the foreground")
     run.add_argument("name", help="job name, e.g. tournament-monitor")
+    backup = sub.add_parser("backup", parents=[common],
+                            help="copy the database to FILE while the service runs (SQLite online backup)")
+    backup.add_argument("file", metavar="FILE", help="the backup file to write (replaced atomically)")
+    restore = sub.add_parser("restore", parents=[common],
+                             help="replace the database with FILE (the service must be stopped)")
+    restore.add_argument("file", metavar="FILE", help="a backup file written by chessstats backup")
     sub.add_parser("version", help="print the version")
     sub.add_parser("selfcheck")  # hidden (no help): checks a frozen build, see chessstats._frozen
     return parser
@@ -61,6 +70,23 @@ def _flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if getattr(args, "no_jobs", False):
         flags.setdefault("scheduler", {})["enabled"] = False
     return flags
+
+
+#: Commands that work on an existing data dir: without ``--init`` they never create one.
+NEEDS_DATA_DIR = ("migrate", "cache", "jobs", "backup", "restore")
+
+
+def _new_data_dir(data_dir: Any, command: str) -> str | None:
+    """The message when ``data_dir`` holds no database (the command would start a new, empty data
+    dir), else None."""
+    from chessstats.store.db import DB_FILENAME
+
+    if (data_dir / DB_FILENAME).exists():
+        return None
+    where = "does not exist" if not data_dir.exists() else f"holds no {DB_FILENAME}"
+    return (f"chessstats {command}: the data dir {data_dir} {where}: this would start a new, empty one. "
+            "Give the service's data dir with --data-dir DIR (or CHESSSTATS_DATA_DIR, or [storage] data_dir "
+            "in --config FILE / $CHESSSTATS_CONFIG), or add --init to create it here.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,9 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chessstats import commands
     from chessstats.commands import StartupError
 
+    if args.command in NEEDS_DATA_DIR and not args.init:
+        missing = _new_data_dir(config.data_dir, args.command)
+        if missing is not None:
+            print(missing, file=sys.stderr)
+            return 2
+
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,
-        "cache": commands.cache, "jobs": commands.jobs,
+        "cache": commands.cache, "jobs": commands.jobs, "backup": commands.backup, "restore": commands.restore,
     }[args.command]
     try:
         return handler(config, args)

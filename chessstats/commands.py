@@ -48,6 +48,7 @@ def _check_data_dir(config: Config) -> None:
         await db.open()
         await db.close()
 
+    new = not DataDir(config.data_dir).db_path.exists()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(check())
@@ -55,6 +56,8 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
     except OSError as exc:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
+    if new:
+        log.warning("there was no database in %s: started a new, empty data dir there", config.data_dir)
 
 
 #: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.
@@ -328,3 +331,33 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
 
     setup_logging(config.log.level)
     return jobs_command(config, args)
+
+
+def backup(config: Config, args: argparse.Namespace) -> int:
+    """``backup FILE``: a consistent copy of the database (SQLite online backup), while the service runs.
+
+    Raises:
+        StartupError: no database in the data dir, or the copy failed.
+    """
+    from chessstats.backup import BackupError
+    from chessstats.backup import backup as run_backup
+
+    try:
+        return run_backup(config, args.file)
+    except BackupError as exc:
+        raise StartupError(f"backup failed: {exc}") from exc
+
+
+def restore(config: Config, args: argparse.Namespace) -> int:
+    """``restore FILE``: replace the database with a backup (refused while the service runs).
+
+    Raises:
+        StartupError: the service runs, or FILE failed its integrity check.
+    """
+    from chessstats.backup import BackupError
+    from chessstats.backup import restore as run_restore
+
+    try:
+        return run_restore(config, args.file)
+    except BackupError as exc:
+        raise StartupError(f"restore refused: {exc}") from exc

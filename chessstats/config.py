@@ -101,6 +101,9 @@ class StorageConfig(_Table):
 
     data_dir: str = "./data"
     busy_timeout_ms: PositiveInt = 5000
+    #: Seconds between two ``PRAGMA quick_check`` runs of the database (in the background, per
+    #: worker; the result shows in ``/health``). The first runs at start.
+    quick_check_interval_s: Annotated[float, msgspec.Meta(ge=10)] = 600.0
 
 
 class CacheConfig(_Table):
@@ -300,7 +303,7 @@ class SchedulerConfig(_Table):
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from exc
 
 
 class JobConfig(_Table):
@@ -399,19 +402,24 @@ def _tables() -> dict[str, type[_Table]]:
     return {f.name: f.type for f in msgspec.structs.fields(Config) if f.name != "jobs"}  # type: ignore[misc]
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(env: Mapping[str, str], sources: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """Translate environment variables into a nested dict of raw (string) overrides.
+
+    ``sources`` (when given) receives ``{"table.key": (variable, value)}`` for every key set here, so
+    that an error can name the variable the user set (``PORT=abc: not an integer``).
 
     Raises:
         ConfigError: a ``CHESSSTATS_*`` variable names no key, or an interval is not a whole
             number of minutes between 1 and 59.
     """
     out: dict[str, Any] = {}
+    sources = {} if sources is None else sources
     tables = _tables()
     for name, value in env.items():
         if name in ENV_ALIASES:
             table, key = ENV_ALIASES[name]
             out.setdefault(table, {})[key] = value
+            sources[f"{table}.{key}"] = (name, value)
         elif name in INTERVAL_ALIASES:
             job = INTERVAL_ALIASES[name]
             if not value.strip().isdigit() or not 1 <= int(value) <= 59:
@@ -425,6 +433,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                     if job_key.endswith("_" + key):
                         job = job_key[: -len(key) - 1].replace("_", "-")
                         out.setdefault("jobs", {}).setdefault(job, {})[key] = value
+                        sources[f"jobs.{job}.{key}"] = (name, value)
                         break
                 else:
                     raise ConfigError(f"{name}: unknown configuration key")
@@ -434,6 +443,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                     key = rest[len(table) + 1:]
                     if key in struct.__struct_fields__ or (table, key) in DEPRECATED_KEYS:
                         out.setdefault(table, {})[key] = value
+                        sources[f"{table}.{key}"] = (name, value)
                         break
             else:
                 raise ConfigError(f"{name}: unknown configuration key")
@@ -498,8 +508,11 @@ def load_config(
     if not isinstance(raw, dict):
         raw = {}
     _apply_deprecated(raw, str(path))
-    _merge(raw, _apply_deprecated(_env_overrides(env), "environment"))
+    sources: dict[str, tuple[str, str]] = {}
+    _merge(raw, _apply_deprecated(_env_overrides(env, sources), "environment"))
+    flag_keys = {f"{table}.{key}" for table, values in (flags or {}).items() for key in values}
     _merge(raw, _apply_deprecated(_merge({}, flags or {}), "command line"))
+    sources = {k: v for k, v in sources.items() if k not in flag_keys}  # a flag wins over the variable
     jobs = raw.get("jobs")
     if isinstance(jobs, dict):  # validated one by one so that a message names the job's key
         for name, table in jobs.items():
@@ -509,11 +522,27 @@ def load_config(
                 text = str(exc)
                 message, _, where = text.rpartition(" - at `$.")
                 key = where.rstrip("`") if message else "schedule"  # __post_init__ checks the schedule
-                raise ConfigError(f"jobs.{name}.{key}: {message or text}") from exc
+                raise ConfigError(_name_variable(f"jobs.{name}.{key}: {message or text}", sources)) from exc
     try:
         return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(_name_variable(_describe(exc), sources)) from exc
+
+
+_FRIENDLY = {"Expected `int`, got `str`": "not an integer", "Expected `float`, got `str`": "not a number",
+             "Expected `bool`, got `str`": "not a boolean (true or false)",
+             "Expected `array`, got `str`": "not a list"}
+
+
+def _name_variable(message: str, sources: Mapping[str, tuple[str, str]]) -> str:
+    """``server.port: Expected `int`, got `str``` → ``PORT=abc: not an integer (server.port)`` when
+    the value came from an environment variable; the message as it is otherwise."""
+    key, sep, text = message.partition(": ")
+    if not sep or key not in sources:
+        return message
+    variable, value = sources[key]
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    return f"{variable}={shown}: {_FRIENDLY.get(text, text)} (sets {key})"
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

@@ -107,3 +107,45 @@ async def hold(path: str | Path, *, timeout_s: float, poll_s: float = 0.02) -> A
         yield lock.held
     finally:
         lock.release()
+
+
+class SharedLock:
+    """A non-blocking ``flock`` on ``path`` taken shared (many holders) or exclusive (one holder, no
+    shared ones): every process that uses a data dir holds ``server.lock`` shared; a restore takes it
+    exclusive, so it sees whether any process uses the data dir and keeps new ones out meanwhile."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self, *, exclusive: bool = False) -> bool:
+        """Try to take the lock without waiting; True when held, False when a conflicting holder has it.
+
+        Raises:
+            OSError: the lock file cannot be created or opened (no descriptor is left open).
+        """
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Release the lock (idempotent; never raises)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor of this open file description releases the flock

@@ -6,12 +6,16 @@ the database, the cache or an upstream client. The data dir holds::
     <data dir>/chessstats.db   the SQLite database (WAL: -wal and -shm beside it)
     <data dir>/cache/          the diskcache directory (disposable: rebuilt when broken)
     <data dir>/scheduler.lock  held by the one scheduler of the data dir
+    <data dir>/server.lock     held shared by every process that uses the data dir (exclusive: a restore)
     <data dir>/locks/          striped cross-process locks (fetches, imports) and one per job run
     <data dir>/gate/           the upstream gates' shared state (in flight, rate, 429 pause, breaker)
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from chessstats.cache import TTLCache
 from chessstats.config import Config
+from chessstats.locks import SharedLock
 from chessstats.services.imports import ImportService
 from chessstats.services.players import PlayerService
 from chessstats.services.readthrough import ReadThrough
@@ -28,10 +33,33 @@ from chessstats.store.db import DB_FILENAME
 from chessstats.upstream.fide import FideClient, open_fide
 from chessstats.upstream.lichess import LichessClient, open_lichess
 
+log = logging.getLogger(__name__)
+
 
 def utc_now() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+#: Seconds a process waits for a restore (which holds ``server.lock`` exclusive) to finish.
+RESTORE_WAIT_S = 120.0
+
+
+async def _hold_in_use(paths: DataDir) -> SharedLock | None:
+    """Take ``server.lock`` shared (waiting while a restore holds it); None when the lock file cannot
+    be made (a read-only data dir: the process still starts, and ``/health`` says why)."""
+    lock = SharedLock(paths.server_lock)
+    deadline = time.monotonic() + RESTORE_WAIT_S
+    while True:
+        try:
+            if lock.acquire():
+                return lock
+        except OSError as exc:
+            log.warning("cannot take %s (%s)", paths.server_lock, exc.strerror or exc)
+            return None
+        if time.monotonic() > deadline:
+            raise OSError(f"a restore holds {paths.server_lock} for more than {RESTORE_WAIT_S:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +87,12 @@ class DataDir:
     @property
     def scheduler_lock(self) -> Path:
         return self.root / "scheduler.lock"
+
+    @property
+    def server_lock(self) -> Path:
+        """Held shared by every process that opened :class:`Resources` on this data dir; a restore
+        takes it exclusive (and so refuses while any such process runs)."""
+        return self.root / "server.lock"
 
     def job_lock(self, job: str) -> Path:
         """The run lock of one job."""
@@ -96,6 +130,7 @@ class Resources:
     players: PlayerService
     now: Callable[[], datetime] = field(default=utc_now)
     background: bool = False
+    in_use: SharedLock | None = None
 
     @classmethod
     async def open(cls, config: Config, *, background: bool = True, memory_entries: int | None = None,
@@ -113,8 +148,14 @@ class Resources:
         """
         paths = DataDir(config.data_dir)
         paths.root.mkdir(parents=True, exist_ok=True)
+        in_use = await _hold_in_use(paths)
         db = paths.database(config)
-        await db.open(migrate=migrate)
+        try:
+            await db.open(migrate=migrate)
+        except BaseException:
+            if in_use is not None:
+                in_use.release()
+            raise
         cache = paths.cache(config, memory_entries)
         lichess = open_lichess(config, paths.root)  # gate state in <data dir>/gate
         fide = open_fide(config, paths.root)
@@ -127,7 +168,8 @@ class Resources:
         imports = ImportService(db, cache, lichess, tcfg, paths.locks_dir)
         tournaments = TournamentService(db, cache, lichess, tcfg, read, imports)
         players = PlayerService(db, cache, lichess, fide, read)
-        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players, background=background)
+        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players,
+                  background=background, in_use=in_use)
         if background:
             imports.start()
         return res
@@ -140,6 +182,8 @@ class Resources:
         await self.lichess.aclose()
         self.cache.close()
         await self.db.close()
+        if self.in_use is not None:
+            self.in_use.release()
 
     async def close(self) -> None:
         """The same as :meth:`aclose` (the scheduler's CLI calls it by this name)."""

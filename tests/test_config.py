@@ -75,9 +75,12 @@ def test_original_environment_names_keep_working() -> None:
     ({"CHESSSTATS_SCHEDULER_TIMEZONE": "Mars/Olympus"}, "time zone"),
     ({"LICHESS_API_URL": "ftp://lichess.org/api"}, "lichess"),
     ({"FIDE_API_URL": "not a url"}, "fide"),
-    ({"CHESSSTATS_LICHESS_RATE": "fast"}, "lichess.rate:"),
-    ({"CHESSSTATS_LICHESS_RATE": "0/1s"}, "lichess.rate:"),
-    ({"CHESSSTATS_FIDE_RATE": "2/fortnight"}, "fide.rate:"),
+    ({"CHESSSTATS_LICHESS_RATE": "fast"}, "CHESSSTATS_LICHESS_RATE=fast: expected requests per window"),
+    ({"CHESSSTATS_LICHESS_RATE": "0/1s"}, "(sets lichess.rate)"),
+    ({"CHESSSTATS_FIDE_RATE": "2/fortnight"}, "(sets fide.rate)"),
+    ({"PORT": "abc"}, "PORT=abc: not an integer (sets server.port)"),
+    ({"CHESSSTATS_SERVER_PORT": "-1"}, "CHESSSTATS_SERVER_PORT=-1: Expected `int` >= 0 (sets server.port)"),
+    ({"CHESSSTATS_SCHEDULER_TIMEZONE": "Mars/Olympus"}, "(sets scheduler.timezone)"),
     ({"CHESSSTATS_CHESSCOM_MAX_IN_FLIGHT": "0"}, "chesscom.max_in_flight"),
     ({"CHESSSTATS_LICHESS_TIMEOUT_S": "0"}, "lichess.timeout_s"),
     ({"CHESSSTATS_LICHESS_MAX_REQUESTS_PER_S": "lots"}, "lichess.max_requests_per_s"),
@@ -130,7 +133,7 @@ def test_help_and_version_never_open_the_database(tmp_path: Path) -> None:
 def test_config_check_masks_secrets_and_migrate_applies(tmp_path: Path) -> None:
     proc = run_cli("config", "check", env={"CHESSSTATS_ADMIN_TOKEN": "hunter2"})
     assert proc.returncode == 0 and "hunter2" not in proc.stdout and '"token": "********"' in proc.stdout
-    proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))
+    proc = run_cli("migrate", "--init", "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 0 and "0001_initial: applied" in proc.stdout and "0002_" in proc.stdout
     assert f"applied now: {len(MIGRATIONS)}" in proc.stdout
     proc = run_cli("migrate", "--data-dir", str(tmp_path / "d"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chessstats import __version__
-from chessstats._frozen import DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES, selfcheck
+from chessstats._frozen import DATA_FILES, DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES, selfcheck
 from tests.conftest import ROOT
 
 BINARY = Path(os.environ.get("CHESSSTATS_BINARY") or ROOT / "dist" / "chessstats")
@@ -39,13 +40,19 @@ def test_data_and_metadata_packages_exist() -> None:
         importlib.import_module(package)
     for dist in METADATA_PACKAGES:
         assert version(dist)
+    for package, files in DATA_FILES.items():  # data-only packages: found, not imported
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.submodule_search_locations, package
+        for name in files:
+            assert (Path(spec.submodule_search_locations[0]) / name).is_file(), (package, name)
 
 
 def test_spec_uses_the_list() -> None:
     """The spec is a one-file build named chessstats, upx off, and takes its hiddenimports from the list."""
     spec = (ROOT / "chessstats.spec").read_text()
     ast.parse(spec)
-    assert "from chessstats._frozen import DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES" in spec
+    assert "from chessstats._frozen import DATA_FILES, DATA_PACKAGES, LAZY_IMPORTS, METADATA_PACKAGES" in spec
+    assert "for package, files in DATA_FILES.items()" in spec
     assert "*LAZY_IMPORTS" in spec and 'name="chessstats"' in spec and "upx=False" in spec
     assert "COLLECT(" not in spec  # one-file: no COLLECT step
     assert os.access(ROOT / "scripts" / "build", os.X_OK) and os.access(ROOT / "scripts" / "smoke", os.X_OK)

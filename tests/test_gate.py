@@ -269,8 +269,8 @@ def test_breaker_opens_then_lets_one_probe_through(tmp_path: Path) -> None:
         assert state.open_s == 0.8 and state.open_until > time.time() + 0.5  # doubled
         await asyncio.sleep(0.85)
         await probe(c, "probe2", None)
-        assert c.health() | {"pausedForS": 0} == {"status": "ok", "pausedForS": 0, "breaker": "closed",
-                                                   "failures": 0, "openForS": 0}
+        assert c.health() | {"pausedForS": 0, "lastOutcomeAgoS": 0} == {
+            "status": "ok", "pausedForS": 0, "breaker": "closed", "failures": 0, "openForS": 0, "lastOutcomeAgoS": 0}
 
     asyncio.run(run())
     assert ran in (["probe1", "probe2"], ["second", "probe2"])

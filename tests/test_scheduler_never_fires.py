@@ -27,7 +27,8 @@ NEVER = "0 0 31 2 *"
 def test_config_refuses_a_schedule_that_never_fires(tmp_path: Path, schedule: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, env={"CHESSSTATS_JOBS_CLEANUP_SCHEDULE": schedule})
-    assert err.value.message.startswith("jobs.cleanup.schedule: ") and "never fires" in err.value.message
+    assert err.value.message.startswith(f"CHESSSTATS_JOBS_CLEANUP_SCHEDULE={schedule}: cron expression ")
+    assert err.value.message.endswith("(sets jobs.cleanup.schedule)") and "never fires" in err.value.message
     path = tmp_path / "c.toml"
     path.write_text(f'[jobs.fide-ratings]\nschedule = "{schedule}"\n')
     with pytest.raises(ConfigError, match=r"^jobs\.fide-ratings\.schedule: .*never fires"):
@@ -48,7 +49,8 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, argv: list[str
                          timeout=60)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chessstats: configuration error: jobs.cleanup.schedule: ")
+    assert len(lines) == 1 and lines[0].startswith("chessstats: configuration error: CHESSSTATS_JOBS_CLEANUP_SCHEDULE=")
+    assert lines[0].endswith("(sets jobs.cleanup.schedule)")
     assert "never fires" in lines[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()
 
@@ -108,7 +110,7 @@ def test_jobs_list_cli_reports_it(tmp_path: Path, replay: ReplayUpstream, monkey
     job = REGISTRY["cleanup"]
     monkeypatch.setitem(REGISTRY, "cleanup", Job(job.name, NEVER, job.func, job.description))
     monkeypatch.setenv("LICHESS_API_URL", replay.lichess_url)
-    assert main(["jobs", "list", "--data-dir", str(tmp_path / "data")]) == 0
+    assert main(["jobs", "list", "--init", "--data-dir", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("cleanup"))
     assert NEVER in line and "cannot be used" in line

@@ -238,7 +238,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_cli_jobs_list_and_run(tmp_path: Path, upstream: ReplayUpstream) -> None:
     env = {"CHESSSTATS_DATA_DIR": str(tmp_path / "data"), "FIDE_API_URL": upstream.url + "/fide",
            "LICHESS_API_URL": upstream.lichess_url}
-    done = cli("jobs", "run", "fide-ratings", env=env)
+    done = cli("jobs", "run", "fide-ratings", "--init", env=env)
     assert done.returncode == 0, done.stderr
     assert "fide-ratings: run 1 completed in " in done.stdout and "stored 100 FIDE players" in done.stdout
     listed = cli("jobs", "list", env=env)
@@ -259,7 +259,8 @@ def test_cli_jobs_list_and_run(tmp_path: Path, upstream: ReplayUpstream) -> None
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("CHESSSTATS_JOBS_NOPE_ENABLED", "false", "jobs.nope: unknown job"),
-    ("CHESSSTATS_JOBS_CLEANUP_SCHEDULE", "61 * * * *", "jobs.cleanup.schedule: invalid cron expression"),
+    ("CHESSSTATS_JOBS_CLEANUP_SCHEDULE", "61 * * * *",
+     "CHESSSTATS_JOBS_CLEANUP_SCHEDULE=61 * * * *: invalid cron expression '61 * * * *' (sets jobs.cleanup.schedule)"),
     ("TOURNAMENT_MONITOR_INTERVAL", "0", "TOURNAMENT_MONITOR_INTERVAL: expected a whole number of minutes"),
     ("CHESSSTATS_SCHEDULER_TIMEZONE", "Mars/Olympus", "unknown time zone"),
 ])

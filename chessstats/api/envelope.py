@@ -4,14 +4,16 @@ Success: ``{"success": true, "data": …, [pagination|count …,] "cached", "sou
 "fetchedAt"}`` with a strong ``ETag`` (from the bytes of the payload — data, pagination and
 ``fetchedAt`` — so a cache hit and the miss that filled it share one ETag; ``If-None-Match`` → 304),
 ``Cache-Control: public, max-age=<seconds of freshness left>``, ``X-Cache: HIT|MISS|STALE``, and
-gzip above 1 KiB when the client accepts it. A cached payload's body, ETag and gzip body are
-computed once and kept with the payload, so a cache hit encodes nothing.
+gzip above 1 KiB when the client accepts it (``gzip;q=0`` refuses it), and ``Vary: Origin``. A
+cached payload's body, ETag and gzip body are computed once and kept with the payload, so a cache
+hit encodes nothing.
 
 Error: ``{"success": false, "error": "<message>", "code": "<machine code>"}``.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import time
@@ -76,7 +78,8 @@ class Rendered:
         self.etag = etag
         self.gzipped: bytes | None = None
         self.x_cache = x_cache
-        vary = {"vary": "Accept-Encoding"} if len(body) > GZIP_MIN_BYTES else {}
+        # CORS headers are added when the request has an Origin: every envelope depends on it
+        vary = {"vary": "Accept-Encoding, Origin" if len(body) > GZIP_MIN_BYTES else "Origin"}
         self.raw_plain = _raw(etag=etag, x_cache=x_cache, **vary)
         self.raw_gzip = _raw(etag=gzip_etag(etag), x_cache=x_cache, content_encoding="gzip", **vary)
 
@@ -114,11 +117,24 @@ _PERMANENT = (b"cache-control", b"public, max-age=31536000")
 _STALE = (b"cache-control", b"public, max-age=0")
 
 
-def add_cors(request: Request, headers: dict[str, str]) -> None:
-    """Add CORS headers when the request has an ``Origin`` the configuration allows.
+def add_vary(headers: dict[str, str], name: str) -> None:
+    """Add ``name`` to the ``Vary`` header of ``headers`` (once)."""
+    current = headers.get("Vary")
+    if current is None:
+        headers["Vary"] = name
+    elif name.lower() not in current.lower():
+        headers["Vary"] = f"{current}, {name}"
+
+
+def add_cors(request: Request, headers: dict[str, str], *, vary: bool = True) -> None:
+    """Add CORS headers when the request has an ``Origin`` the configuration allows, and (``vary``)
+    ``Vary: Origin``: the answer depends on the request's ``Origin`` (with or without one, allowed or
+    not), so a shared cache must not hand one origin's answer to another.
 
     ``app.ctx.cors_origins`` is the configured list (``*`` allows any origin).
     """
+    if vary:
+        add_vary(headers, "Origin")
     origin = request.headers.get("origin")
     if origin is None:
         return
@@ -127,10 +143,41 @@ def add_cors(request: Request, headers: dict[str, str]) -> None:
         headers["Access-Control-Allow-Origin"] = "*"
     elif origin in origins:
         headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = (headers["Vary"] + ", Origin") if "Vary" in headers else "Origin"
     else:
         return
     headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"
+
+
+@functools.lru_cache(maxsize=256)
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip: listed (or ``*``) with a ``q`` above 0
+    (``gzip;q=0`` refuses it; an explicit ``gzip`` entry wins over ``*``). Memoised per header value."""
+    star: bool | None = None
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.partition(";")
+        name = name.strip()
+        if name not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if name == "*":
+            star = q > 0
+        else:
+            return q > 0
+    return bool(star)
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """The hot path's gzip test: a plain substring check, parsed only when the header carries ``q=``."""
+    if "gzip" not in accept_encoding:
+        return False
+    return "q=" not in accept_encoding or gzip_accepted(accept_encoding)
 
 
 def respond(request: Request, payload: Payload) -> HTTPResponse:
@@ -147,12 +194,12 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
     else:
         cache_control = (b"cache-control", b"public, max-age=%d" % payload.max_age_s(time.time()))
     request_headers = request.headers
-    use_gzip = len(rendered.body) > GZIP_MIN_BYTES and "gzip" in request_headers.get("accept-encoding", "")
+    use_gzip = len(rendered.body) > GZIP_MIN_BYTES and wants_gzip(request_headers.get("accept-encoding", ""))
     raw = (cache_control, *(rendered.raw_gzip if use_gzip else rendered.raw_plain))
     headers: dict[str, str] | None = None
     if "origin" in request_headers:
         headers = {}
-        add_cors(request, headers)
+        add_cors(request, headers, vary=False)  # Vary: Origin is in the pre-encoded headers
     inm = request_headers.get("if-none-match")
     if inm is not None and etag_matches(inm, rendered.etag, gzip_etag(rendered.etag)):
         return EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
@@ -165,7 +212,7 @@ def respond_text(request: Request, body: bytes, content_type: str, fresh_s: int 
     from the body, ``If-None-Match`` → 304, ``Cache-Control`` (a year when ``fresh_s`` is None),
     gzip above 1 KiB when accepted, CORS."""
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    use_gzip = len(body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "")
+    use_gzip = len(body) > GZIP_MIN_BYTES and wants_gzip(request.headers.get("accept-encoding", ""))
     headers = {
         "ETag": gzip_etag(etag) if use_gzip else etag,
         "Cache-Control": "public, max-age=31536000" if fresh_s is None else f"public, max-age={fresh_s}",

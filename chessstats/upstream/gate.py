@@ -270,7 +270,9 @@ class UpstreamGate:
         }
 
     def health(self) -> dict[str, Any]:
-        """``{"status", "pausedForS", "breaker", "failures", "openForS"}`` from the shared state.
+        """``{"status", "pausedForS", "breaker", "failures", "openForS", "lastOutcomeAgoS"}`` from the
+        shared state (``lastOutcomeAgoS``: seconds since the last success or failure in any process,
+        None before the first).
 
         ``status``: ``paused`` (after a 429), ``open`` (breaker open or probing), ``degraded`` (the
         last outcome, in any process, was a failure), ``ok`` (a success), ``unknown`` (no call yet).
@@ -293,8 +295,10 @@ class UpstreamGate:
             status = "ok"
         else:
             status = "unknown"
+        last = max(state.last_ok_at, state.last_fail_at)
         return {"status": status, "pausedForS": round(paused_for, 1), "breaker": breaker,
-                "failures": state.failures, "openForS": round(max(0.0, state.open_until - now), 1)}
+                "failures": state.failures, "openForS": round(max(0.0, state.open_until - now), 1),
+                "lastOutcomeAgoS": round(max(0.0, now - last), 1) if last > 0 else None}
 
     @property
     def requests(self) -> int:

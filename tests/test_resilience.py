@@ -131,7 +131,7 @@ def test_concurrent_first_requests_on_several_workers_make_one_request_per_path(
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda p: httpx.get(server.url + p, timeout=30), paths))
     assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers if a.status_code != 200]
-    assert count(upstream, tid) == 1 and count(upstream, tid, "/results") == 1, upstream.counts
+    assert count(upstream, tid) == 1 and count(upstream, tid, "/results") == 1, (upstream.counts, server.log())
     pids = {a.headers.get("x-worker-pid") for a in answers}  # informative only
     assert pids
 

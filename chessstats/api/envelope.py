@@ -110,6 +110,9 @@ def render(payload: Payload) -> Rendered:
     return rendered
 
 
+#: Response headers a cross-origin page may read.
+EXPOSE_HEADERS = "ETag, X-Cache, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+
 _PERMANENT = (b"cache-control", b"public, max-age=31536000")
 _STALE = (b"cache-control", b"public, max-age=0")
 
@@ -130,7 +133,7 @@ def add_cors(request: Request, headers: dict[str, str]) -> None:
         headers["Vary"] = (headers["Vary"] + ", Origin") if "Vary" in headers else "Origin"
     else:
         return
-    headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"
+    headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
 
 
 def respond(request: Request, payload: Payload) -> HTTPResponse:

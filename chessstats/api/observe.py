@@ -1,0 +1,160 @@
+"""Inbound rate limits and request metrics as one pair of Sanic middleware, and ``GET /metrics``.
+
+:func:`install` is the only thing :mod:`chessstats.app` calls. It registers, according to the
+configuration:
+
+* a request middleware: stamps the start time (metrics) and, on ``/api`` paths, counts the request
+  against the client's windows (:mod:`chessstats.ratelimit`); past a limit it answers 429
+  ``rate_limited`` with ``Retry-After`` without running the route;
+* a response middleware: adds ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset``
+  to every ``/api`` answer (304s and errors included; already encoded on the cache-hit path's
+  :class:`~chessstats.api.envelope.EnvelopeResponse`) and tallies the request for the metrics;
+* the ``/metrics`` route (``[metrics] enabled``), behind ``Authorization: Bearer <[metrics] token>``
+  when a token is set;
+* listeners: the main process empties ``<data dir>/metrics/`` before the workers start; each worker
+  opens the shared rate-limit table and its metrics, and flushes its tallies every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+
+from sanic import Blueprint, HTTPResponse, Request, Sanic
+
+from chessstats import metrics
+from chessstats.api.envelope import EnvelopeResponse, error_response
+from chessstats.config import Config
+from chessstats.ratelimit import RateLimiter
+from chessstats.resources import DataDir
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("metrics")
+
+
+@bp.route("/metrics", methods=["GET", "HEAD"])
+async def metrics_route(request: Request) -> HTTPResponse:
+    """Every worker's metrics in the Prometheus text format (``[metrics] token``: bearer token required)."""
+    token = request.app.ctx.config.metrics.token
+    if token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error_response(request, 401, "a valid Authorization: Bearer <metrics token> is required",
+                                  "unauthorized", {"WWW-Authenticate": "Bearer"})
+    body, content_type = metrics.render(DataDir(request.app.ctx.config.data_dir).db_path)
+    return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def install(app: Sanic, config: Config) -> None:
+    """Register the rate-limit and metrics middleware, listeners and route on ``app`` (see the module)."""
+    limits_on, metrics_on = config.ratelimit.enabled, config.metrics.enabled
+    paths = DataDir(config.data_dir)
+    app.ctx.ratelimiter = None
+    if metrics_on:
+        app.blueprint(bp)
+
+        @app.main_process_start
+        async def _clean_metrics(app: Sanic) -> None:
+            try:
+                metrics.prepare_directory(paths.metrics_dir)
+            except OSError as exc:
+                log.warning("metrics: cannot prepare %s (%s)", paths.metrics_dir, exc.strerror or exc)
+
+    if not (limits_on or metrics_on):
+        return
+
+    @app.before_server_start
+    async def _open(app: Sanic) -> None:
+        if limits_on:
+            app.ctx.ratelimiter = RateLimiter(config.ratelimit, paths.ratelimit_table)
+        if metrics_on:
+            try:
+                metrics.setup(paths.metrics_dir)
+            except OSError as exc:
+                log.warning("metrics: cannot use %s (%s): /metrics shows nothing of this worker",
+                            paths.metrics_dir, exc.strerror or exc)
+                return
+            res = getattr(app.ctx, "resources", None)
+            if res is not None:
+                metrics.watch_gates(getattr(getattr(res, name, None), "gate", None)
+                                    for name in ("lichess", "chesscom", "fide"))
+            app.ctx.metrics_task = asyncio.get_running_loop().create_task(_flush_loop())
+
+    @app.after_server_stop
+    async def _close(app: Sanic) -> None:
+        task = getattr(app.ctx, "metrics_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if metrics_on:
+            metrics.mark_worker_gone()
+        if app.ctx.ratelimiter is not None:
+            app.ctx.ratelimiter.close()
+
+    record_request = metrics.record_request
+    perf_counter = time.perf_counter
+    labels: dict[str, str] = {}
+
+    def on_request(request: Request) -> HTTPResponse | None:
+        ctx = request.ctx
+        if metrics_on:
+            ctx.t0 = perf_counter()
+        limiter: RateLimiter | None = app.ctx.ratelimiter
+        if limiter is None or not request.path.startswith("/api"):
+            return None
+        route = request.route
+        client = limiter.client_key(limiter.client_address(request.ip, request.headers.getall("x-forwarded-for",
+                                                                                                None)))
+        decision = limiter.check(client, limiter.expensive(route.path if route is not None else None))
+        ctx.ratelimit = decision.raw_headers()
+        if decision.allowed:
+            return None
+        metrics.record_refused()
+        return error_response(request, 429, f"too many requests from {client}: at most {decision.limit} per "
+                              f"{decision.window_s:g} s; try again in {decision.reset_s} s",
+                              "rate_limited")
+
+    def on_response(request: Request, response: HTTPResponse) -> None:
+        ctx = request.ctx
+        raw = getattr(ctx, "ratelimit", None)
+        if raw is not None:
+            if isinstance(response, EnvelopeResponse):
+                response.raw_headers += raw
+            else:
+                headers = response.headers
+                for name, value in raw:
+                    headers[name.decode()] = value.decode()
+        if metrics_on:
+            t0 = getattr(ctx, "t0", None)
+            route = request.route
+            if route is None:
+                label = metrics.UNMATCHED
+            else:
+                label = labels.get(route.path)
+                if label is None:
+                    label = labels[route.path] = "/" + route.path.lstrip("/")
+            x_cache = None
+            if isinstance(response, EnvelopeResponse):
+                for name, value in response.raw_headers:
+                    if name == b"x-cache":
+                        x_cache = value
+                        break
+            record_request(label, request.method, response.status, perf_counter() - t0 if t0 else 0.0, x_cache)
+
+    app.register_middleware(on_request, "request")
+    app.register_middleware(on_response, "response")
+
+
+async def _flush_loop() -> None:
+    """Move this worker's tallies into the shared metric files every :data:`metrics.FLUSH_S` seconds."""
+    while True:
+        await asyncio.sleep(metrics.FLUSH_S)
+        try:
+            metrics.flush()
+        except Exception:
+            log.exception("metrics: flush failed")

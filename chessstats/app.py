@@ -21,7 +21,7 @@ from chessstats.api.observe import install as install_limits_and_metrics
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging
-from chessstats.resources import Resources
+from chessstats.resources import DataDir, Resources
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
 
             app.ctx.scheduler = await start_scheduler(app)
 
-    install_limits_and_metrics(app, config)  # inbound rate limits, request metrics, /metrics
+    install_limits_and_metrics(app, config, DataDir(config.data_dir))  # inbound rate limits, request metrics, /metrics
 
     @app.after_server_stop
     async def _close(app: Sanic) -> None:

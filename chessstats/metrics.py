@@ -25,6 +25,7 @@ live worker), and at scrape time ``database_size_bytes{file}``,
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -311,7 +312,19 @@ def render(db_path: Path | None) -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     flush()
+    class Files(multiprocess.MultiProcessCollector):
+        def collect(self) -> Iterable[Any]:
+            # a file a worker is still creating (or a stray one) is skipped, not a failed scrape
+            files = []
+            for path in glob.glob(os.path.join(self._path, "*.db")):
+                try:
+                    if os.path.getsize(path) >= 8:
+                        files.append(path)
+                except OSError:
+                    continue
+            return self.merge(files, accumulate=True)
+
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(m.directory))
+    Files(registry, path=str(m.directory))
     registry.register(_ScrapeCollector(db_path, m.gates))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
+from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request, Sanic
 
@@ -29,7 +31,6 @@ from chessstats import metrics
 from chessstats.api.envelope import EnvelopeResponse, error_response
 from chessstats.config import Config
 from chessstats.ratelimit import RateLimiter
-from chessstats.resources import DataDir
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,22 @@ async def metrics_route(request: Request) -> HTTPResponse:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return error_response(request, 401, "a valid Authorization: Bearer <metrics token> is required",
                                   "unauthorized", {"WWW-Authenticate": "Bearer"})
-    body, content_type = metrics.render(DataDir(request.app.ctx.config.data_dir).db_path)
+    body, content_type = metrics.render(request.app.ctx.metrics_db_path)
     return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
-def install(app: Sanic, config: Config) -> None:
-    """Register the rate-limit and metrics middleware, listeners and route on ``app`` (see the module)."""
+def install(app: Sanic, config: Config, paths: Any) -> None:
+    """Register the rate-limit and metrics middleware, listeners and route on ``app`` (see the module).
+
+    Args:
+        app: the application.
+        config: the validated configuration (``[ratelimit]``, ``[metrics]``).
+        paths: the data dir's layout (:class:`chessstats.resources.DataDir`: ``ratelimit_table``,
+            ``metrics_dir``, ``db_path``).
+    """
     limits_on, metrics_on = config.ratelimit.enabled, config.metrics.enabled
-    paths = DataDir(config.data_dir)
     app.ctx.ratelimiter = None
+    app.ctx.metrics_db_path = paths.db_path
     if metrics_on:
         app.blueprint(bp)
 
@@ -73,6 +81,8 @@ def install(app: Sanic, config: Config) -> None:
             app.ctx.ratelimiter = RateLimiter(config.ratelimit, paths.ratelimit_table)
         if metrics_on:
             try:
+                if not os.environ.get("SANIC_WORKER_NAME"):  # one process (no main_process_start): empty it here
+                    metrics.prepare_directory(paths.metrics_dir)
                 metrics.setup(paths.metrics_dir)
             except OSError as exc:
                 log.warning("metrics: cannot use %s (%s): /metrics shows nothing of this worker",
@@ -137,7 +147,7 @@ def install(app: Sanic, config: Config) -> None:
             else:
                 label = labels.get(route.path)
                 if label is None:
-                    label = labels[route.path] = "/" + route.path.lstrip("/")
+                    label = labels[route.path] = route_label(route.path)
             x_cache = None
             if isinstance(response, EnvelopeResponse):
                 for name, value in response.raw_headers:
@@ -148,6 +158,12 @@ def install(app: Sanic, config: Config) -> None:
 
     app.register_middleware(on_request, "request")
     app.register_middleware(on_response, "response")
+
+
+def route_label(path: str) -> str:
+    """The metrics label of a Sanic route path: ``api/tournaments/<tid:str>`` → ``/api/tournaments/{tid}``."""
+    parts = path.strip("/").split("/")
+    return "/" + "/".join("{" + p[1:-1].split(":", 1)[0] + "}" if p.startswith("<") else p for p in parts)
 
 
 async def _flush_loop() -> None:

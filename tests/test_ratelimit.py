@@ -24,6 +24,13 @@ def limited(max_requests: int, **more: str) -> dict[str, str]:
     return {"CHESSSTATS_RATELIMIT_ENABLED": "true", "CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(max_requests), **more}
 
 
+def settle(*windows_s: float, margin_s: float = 10.0) -> None:
+    """Wait, when needed, until each (epoch-aligned) window has ``margin_s`` left: a test's counts
+    must not straddle the start of a new window."""
+    while any(w - time.time() % w < margin_s for w in windows_s):
+        time.sleep(0.2)
+
+
 def fresh_get(url: str, **kwargs: object) -> httpx.Response:
     """One request on a new connection (so the kernel spreads them over the workers)."""
     with httpx.Client(timeout=30) as client:
@@ -43,6 +50,7 @@ def worker_requests(server: object) -> dict[str, float]:
 
 def test_the_limit_holds_across_two_workers(start_server) -> None:
     server = start_server("--workers", "2", "--no-jobs", env=limited(30))
+    settle(60)
     statuses = [fresh_get(server.url + "/api/no-such-route").status_code for _ in range(60)]
     assert statuses.count(404) == 30 and statuses.count(429) == 30, statuses
     assert statuses[:30] == [404] * 30  # in order: the first 30 pass, every later one is refused
@@ -57,6 +65,7 @@ def test_the_limit_holds_across_two_workers(start_server) -> None:
 
 def test_headers_on_200_304_404_and_429(start_server) -> None:
     server = start_server("--no-jobs", env=limited(4))
+    settle(60)
     client = server.client
     ok = client.get("/api/tournaments?limit=5")
     assert ok.status_code == 200, ok.text
@@ -85,6 +94,7 @@ def test_headers_on_200_304_404_and_429(start_server) -> None:
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(start_server) -> None:
     server = start_server("--no-jobs", env=limited(3, CHESSSTATS_RATELIMIT_TRUSTED_PROXIES="10.0.0.0/8"))
+    settle(60)
     statuses = [server.client.get("/api/no-such-route", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
                 for i in range(5)]
     assert statuses == [404, 404, 404, 429, 429]  # one client: the peer, 127.0.0.1
@@ -92,6 +102,7 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(start_server) -> None:
 
 def test_forwarded_for_names_the_client_behind_a_trusted_proxy(start_server) -> None:
     server = start_server("--no-jobs", env=limited(2, CHESSSTATS_RATELIMIT_TRUSTED_PROXIES="127.0.0.1"))
+    settle(60)
     client = server.client
     for i in range(6):  # six clients behind the proxy: two each is within their own limit
         for _ in range(2):
@@ -106,10 +117,11 @@ def test_forwarded_for_names_the_client_behind_a_trusted_proxy(start_server) -> 
 def test_expensive_routes_have_their_own_smaller_window(start_server) -> None:
     env = limited(50, CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS="2")
     server = start_server("--no-jobs", env=env)
+    settle(60, 300)
     client = server.client
     first = client.get("/api/tournaments/zzzzzzzz/games")
     assert first.status_code != 429 and first.headers["ratelimit-limit"] == "2"
-    assert first.headers["ratelimit-remaining"] == "1" and 250 < int(first.headers["ratelimit-reset"]) <= 300
+    assert first.headers["ratelimit-remaining"] == "1" and 1 <= int(first.headers["ratelimit-reset"]) <= 300
     assert client.get("/api/tournaments/zzzzzzzz/games").status_code != 429
     third = client.get("/api/tournaments/yyyyyyyy/games?limit=5")
     assert third.status_code == 429 and third.headers["ratelimit-limit"] == "2"
@@ -120,25 +132,35 @@ def test_expensive_routes_have_their_own_smaller_window(start_server) -> None:
 
 
 def test_the_table_is_shared_through_its_file(tmp_path: Path) -> None:
-    a, b = SharedWindows(tmp_path / "t"), SharedWindows(tmp_path / "t")
+    # two workers: each writes its own column and reads both
+    a = SharedWindows(tmp_path / "t", 60, 300, column=0, columns_read=2)
+    b = SharedWindows(tmp_path / "t", 60, 300, column=1, columns_read=2)
     assert a.shared and b.shared
-    now = time.time()
-    assert a.hit("1.2.3.4", now, 60, None)[0] == 1
-    assert b.hit("1.2.3.4", now, 60, None)[0] == 2
-    assert b.hit("5.6.7.8", now, 60, 300)[:1] == (1,)
-    count, end, e_count, e_end = a.hit("5.6.7.8", now + 1, 60, 300)
-    assert (count, e_count) == (2, 2) and end == pytest.approx(now + 60) and e_end == pytest.approx(now + 300)
-    assert a.hit("1.2.3.4", now + 61, 60, None)[0] == 1  # a new window
-    a.close()
-    b.close()
+    now = (time.time() // 300) * 300 + 1  # early in both windows
+    assert a.hit("1.2.3.4", now, False)[0] == 1
+    assert b.hit("1.2.3.4", now, False)[0] == 2
+    assert a.hit("1.2.3.4", now, False)[0] == 3
+    assert b.hit("5.6.7.8", now, True)[::2] == (1, 1)
+    count, end, e_count, e_end = a.hit("5.6.7.8", now + 1, True)
+    assert (count, e_count) == (2, 2) and end == now - 1 + 60 and e_end == now - 1 + 300
+    assert a.hit("1.2.3.4", now + 60, False)[0] == 1  # the next window
+    assert b.hit("1.2.3.4", now + 60, False)[0] == 2
+    assert b.hit("5.6.7.8", now + 61, True)[::2] == (1, 3)  # the expensive window goes on
+    # a third process (a restart) finds every count where the others left them
+    c = SharedWindows(tmp_path / "t", 60, 300, column=0, columns_read=2)
+    assert c.hit("1.2.3.4", now + 60, False)[0] == 3
+    for table in (a, b, c):
+        table.close()
 
 
 def test_a_full_table_gives_way_instead_of_failing(tmp_path: Path) -> None:
     table = SharedWindows(tmp_path / "t", slots=16)
     now = time.time()
     for i in range(40):
-        assert table.hit(f"10.0.0.{i}", now, 60, None)[0] == 1
+        assert table.hit(f"10.0.0.{i}", now, False)[0] == 1
     assert table.takeovers > 0
+    for i in range(40):  # a window later every slot is free again: no take-over
+        table.hit(f"10.0.1.{i % 16}", now + 60, False)
     table.close()
 
 

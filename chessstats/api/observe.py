@@ -30,7 +30,7 @@ from sanic import Blueprint, HTTPResponse, Request, Sanic
 from chessstats import metrics
 from chessstats.api.envelope import EnvelopeResponse, error_response
 from chessstats.config import Config
-from chessstats.ratelimit import RateLimiter
+from chessstats.ratelimit import RateLimiter, worker_column
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
     @app.before_server_start
     async def _open(app: Sanic) -> None:
         if limits_on:
-            app.ctx.ratelimiter = RateLimiter(config.ratelimit, paths.ratelimit_table)
+            app.ctx.ratelimiter = RateLimiter(config.ratelimit, paths.ratelimit_table, column=worker_column(),
+                                              workers=config.server.workers)
         if metrics_on:
             try:
                 if not os.environ.get("SANIC_WORKER_NAME"):  # one process (no main_process_start): empty it here
@@ -118,16 +119,15 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
         if limiter is None or not request.path.startswith("/api"):
             return None
         route = request.route
-        client = limiter.client_key(limiter.client_address(request.ip, request.headers.getall("x-forwarded-for",
-                                                                                                None)))
-        decision = limiter.check(client, limiter.expensive(route.path if route is not None else None))
-        ctx.ratelimit = decision.raw_headers()
-        if decision.allowed:
+        allowed, ctx.ratelimit, client = limiter.admit(request.ip, request.headers.getall("x-forwarded-for", None),
+                                                       route.path if route is not None else None)
+        if allowed:
             return None
         metrics.record_refused()
-        return error_response(request, 429, f"too many requests from {client}: at most {decision.limit} per "
-                              f"{decision.window_s:g} s; try again in {decision.reset_s} s",
-                              "rate_limited")
+        limit, reset = int(ctx.ratelimit[0][1]), int(ctx.ratelimit[2][1])
+        window = limiter.expensive_window_s if limiter.is_expensive_header(ctx.ratelimit[0]) else limiter.window_s
+        return error_response(request, 429, f"too many requests from {client}: at most {limit} per {window:g} s; "
+                              f"try again in {reset} s", "rate_limited")
 
     def on_response(request: Request, response: HTTPResponse) -> None:
         ctx = request.ctx

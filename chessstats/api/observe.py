@@ -110,15 +110,24 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
     record_request = metrics.record_request
     perf_counter = time.perf_counter
     labels: dict[str, str] = {}
+    api_routes: dict[str, bool] = {}
 
     def on_request(request: Request) -> HTTPResponse | None:
         ctx = request.ctx
         if metrics_on:
             ctx.t0 = perf_counter()
         limiter: RateLimiter | None = app.ctx.ratelimiter
-        if limiter is None or not request.path.startswith("/api"):
+        if limiter is None:
             return None
         route = request.route
+        if route is not None:
+            on_api = api_routes.get(route.path)
+            if on_api is None:
+                on_api = api_routes[route.path] = ("/" + route.path.lstrip("/")).startswith("/api")
+        else:
+            on_api = request.path.startswith("/api")
+        if not on_api:
+            return None
         allowed, ctx.ratelimit, client = limiter.admit(request.ip, request.headers.getall("x-forwarded-for", None),
                                                        route.path if route is not None else None)
         if allowed:

@@ -123,9 +123,9 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
         if route is not None:
             on_api = api_routes.get(route.path)
             if on_api is None:
-                on_api = api_routes[route.path] = ("/" + route.path.lstrip("/")).startswith("/api")
+                on_api = api_routes[route.path] = _on_api("/" + route.path.lstrip("/"))
         else:
-            on_api = request.path.startswith("/api")
+            on_api = _on_api(request.path)
         if not on_api:
             return None
         allowed, ctx.ratelimit, client = limiter.admit(request.ip, request.headers.getall("x-forwarded-for", None),
@@ -167,6 +167,10 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
 
     app.register_middleware(on_request, "request")
     app.register_middleware(on_response, "response")
+
+
+def _on_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
 
 
 def route_label(path: str) -> str:

@@ -25,6 +25,7 @@ live worker), and at scrape time ``database_size_bytes{file}``,
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -105,17 +106,52 @@ def prepare_directory(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
+#: Bytes reserved for this process's files (``<kind>_<pid>.db``): prometheus-client maps them and
+#: writes new samples into the mapping, and a write to an unallocated page of a full disk kills the
+#: process (SIGBUS); reserved blocks cannot run out. Sized for every route, job and outcome label
+#: set with room to spare (an entry is about 300 bytes); a file that still outgrows it is extended
+#: by prometheus-client without a reservation.
+RESERVED_BYTES = {"counter": 128 * 1024, "histogram": 256 * 1024, "gauge_liveall": 8 * 1024}
+
+
+def _reserve(directory: Path) -> None:
+    """Create this process's files with their blocks allocated (see :data:`RESERVED_BYTES`).
+
+    Raises:
+        OSError: no space (the files are removed again) or the directory cannot be written.
+    """
+    made: list[Path] = []
+    try:
+        for kind, size in RESERVED_BYTES.items():
+            path = directory / f"{kind}_{os.getpid()}.db"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            made.append(path)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+    except OSError:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
 def setup(directory: Path) -> None:
     """Turn metrics on in this process, writing to ``directory`` (``PROMETHEUS_MULTIPROC_DIR``).
 
     Raises:
-        OSError: the directory cannot be made.
+        OSError: the directory cannot be made, or its files cannot be reserved (full disk): metrics
+            stay off in this process.
     """
     global _m
+    if _m is not None:
+        return
     directory.mkdir(parents=True, exist_ok=True)
+    _reserve(directory)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    if _m is None:
-        _m = _Metrics(directory)
+    _m = _Metrics(directory)
 
 
 def enabled() -> bool:

@@ -46,6 +46,9 @@ async def metrics_route(request: Request) -> HTTPResponse:
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return error_response(request, 401, "a valid Authorization: Bearer <metrics token> is required",
                                   "unauthorized", {"WWW-Authenticate": "Bearer"})
+    if not metrics.enabled():  # this worker could not reserve its files (full or read-only data dir)
+        return error_response(request, 503, "metrics are unavailable in this worker: the data dir cannot be "
+                              "written", "storage_unavailable", {"Retry-After": "30"})
     body, content_type = metrics.render(request.app.ctx.metrics_db_path)
     return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 

@@ -590,8 +590,15 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
     out: dict = {"workers": workers, "route": route, "rounds": []}
     try:
         for name, env in OVERHEAD_VARIANTS.items():
-            servers[name] = start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}", data_dir=data_dir,
-                                         extra_env=env)
+            for attempt in (1, 2):  # a loaded machine can time out a worker's start-up (database locked)
+                try:
+                    servers[name] = start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}-{attempt}",
+                                                 data_dir=data_dir, extra_env=env)
+                    break
+                except RuntimeError as exc:
+                    if attempt == 2:
+                        raise
+                    log(f"overhead: server {name} did not start ({str(exc)[:200]}); once more")
         with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
             for name, (_, url) in servers.items():
                 for _ in range(2 + 2 * workers):  # stored, cached, and in every worker's memory layer

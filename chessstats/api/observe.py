@@ -138,7 +138,7 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
         metrics.record_refused()
         limit, reset = int(ctx.ratelimit[0][1]), int(ctx.ratelimit[2][1])
         window = limiter.expensive_window_s if limiter.is_expensive_header(ctx.ratelimit[0]) else limiter.window_s
-        return error_response(request, 429, f"too many requests from {client}: at most {limit} per {window:g} s; "
+        return error_response(request, 429, f"too many requests from {client[:40]}: at most {limit} per {window:g} s; "
                               f"try again in {reset} s", "rate_limited")
 
     def on_response(request: Request, response: HTTPResponse) -> None:

@@ -54,6 +54,7 @@ COLUMNS = 8
 _COLUMN = struct.Struct("<IIII")
 _SLOT_BYTES = _KEY_BYTES + COLUMNS * _COLUMN.size
 _U32 = struct.Struct("<I")
+_U32X2 = struct.Struct("<II")
 #: Slots of the table: 8192 x 168 bytes = 1.3 MiB.
 DEFAULT_SLOTS = 8192
 #: Slots looked at for one key (open addressing); when all hold live clients the first is taken
@@ -173,12 +174,23 @@ class SharedWindows:
         off = self._where.get(key)
         if off is None or mm[off:off + _KEY_BYTES] != key:
             off = self._find(key, start, now)
+        g_idx = int(now // self.window_s)
+        pack = _U32.pack_into
+        if self.columns_read == 1 and not expensive:  # one worker, a general route: the common case
+            own = off + _KEY_BYTES
+            idx, n = _U32X2.unpack_from(mm, own)
+            if idx == g_idx:
+                n = min(n + 1, _MAX_COUNT)
+                pack(mm, own + 4, n)
+            else:
+                n = 1
+                pack(mm, own + 4, 1)
+                pack(mm, own, g_idx)
+            return n, (g_idx + 1) * self.window_s, 0, 0.0
         base = off + _KEY_BYTES
         cols = self._cols.unpack_from(mm, base)
         own = base + 16 * self.column
         i = 4 * self.column
-        pack = _U32.pack_into
-        g_idx = int(now // self.window_s)
         g_n = 0
         for c in range(0, len(cols), 4):
             if cols[c] == g_idx:
@@ -322,6 +334,7 @@ class RateLimiter:
         self._key_cache: dict[str, str] = {}
         self._route_cache: dict[str, bool] = {}
         self._slots: dict[str, tuple[bytes, int]] = {}
+        self._peers: dict[str, tuple[str, bytes, int]] = {}
         self._limit_header = (b"ratelimit-limit", b"%d" % self.max_requests)
         self._expensive_limit_header = (b"ratelimit-limit", b"%d" % self.expensive_max)
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
@@ -401,18 +414,20 @@ class RateLimiter:
         """
         if forwarded_for and self._trusted:
             client = self.client_key(self.client_address(peer, forwarded_for))
+            key, start = self._slot(client)
         else:
-            client = self._key_cache.get(peer) or self.client_key(peer)
-        slot = self._slots.get(client)
-        if slot is None:
-            if len(self._slots) > 65536:
-                self._slots.clear()
-            slot = self._slots[client] = self.table.locate(client)
+            known = self._peers.get(peer)
+            if known is None:
+                client = self.client_key(peer)
+                if len(self._peers) > 65536:
+                    self._peers.clear()
+                known = self._peers[peer] = (client, *self._slot(client))
+            client, key, start = known
         expensive = self._route_cache.get(route_path) if route_path is not None else False
         if expensive is None:
             expensive = self.expensive(route_path)
         now = time.time()
-        g_n, g_end, e_n, e_end = self.table.hit_key(slot[0], slot[1], now, expensive)
+        g_n, g_end, e_n, e_end = self.table.hit_key(key, start, now, expensive)
         left = self.max_requests - g_n
         limit, end = self._limit_header, g_end
         if expensive and self.expensive_max - e_n <= left:
@@ -424,6 +439,14 @@ class RateLimiter:
         reset_b = b"%d" % reset
         return False, (limit, (b"ratelimit-remaining", b"0"), (b"ratelimit-reset", reset_b),
                        (b"retry-after", reset_b)), client
+
+    def _slot(self, client: str) -> tuple[bytes, int]:
+        slot = self._slots.get(client)
+        if slot is None:
+            if len(self._slots) > 65536:
+                self._slots.clear()
+            slot = self._slots[client] = self.table.locate(client)
+        return slot
 
     def is_expensive_header(self, header: tuple[bytes, bytes]) -> bool:
         """Whether the ``RateLimit-Limit`` header :meth:`admit` returned is the expensive window's."""

@@ -95,6 +95,12 @@ LAZY_IMPORTS: tuple[str, ...] = (
     "chess",
     "chess.pgn",
     "chess.variant",
+    # metrics (imported when the server starts with [metrics] enabled)
+    "prometheus_client",
+    "prometheus_client.core",
+    "prometheus_client.multiprocess",
+    "prometheus_client.mmap_dict",
+    "prometheus_client.values",
     # Sanic's error pages
     "tracerite",
     "tracerite.html",

@@ -17,10 +17,11 @@ from sanic.exceptions import SanicException, ServiceUnavailable
 
 from chessstats.api import admin, docs, imports_admin, jobs_admin, ops, players, status, tournaments
 from chessstats.api.envelope import add_cors, error_response
+from chessstats.api.observe import install as install_limits_and_metrics
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging
-from chessstats.resources import Resources
+from chessstats.resources import DataDir, Resources
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
             from chessstats.scheduler import start_scheduler
 
             app.ctx.scheduler = await start_scheduler(app)
+
+    install_limits_and_metrics(app, config, DataDir(config.data_dir))  # inbound rate limits, request metrics, /metrics
 
     @app.after_server_stop
     async def _close(app: Sanic) -> None:

@@ -347,6 +347,42 @@ class LogConfig(_Table):
             raise ValueError(f"unknown log level {self.level!r}")
 
 
+class RateLimitConfig(_Table):
+    """``[ratelimit]``: inbound limits per client address on ``/api`` (fixed windows per client,
+    shared by every worker through ``<data dir>/ratelimit.table``).
+
+    * ``window_s`` / ``max_requests``: every ``/api`` request (100 per 60 s).
+    * ``expensive_window_s`` / ``expensive_max_requests``: the expensive routes (games; 10 per 300 s),
+      counted on top of the general limit.
+    * ``trusted_proxies``: peers (IP addresses or CIDRs) whose ``X-Forwarded-For`` names the client;
+      from any other peer the header is ignored.
+    """
+
+    enabled: bool = True
+    window_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 60.0
+    max_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 100
+    expensive_window_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 300.0
+    expensive_max_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 10
+    trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+
+
+class MetricsConfig(_Table):
+    """``[metrics]``: ``GET /metrics`` (Prometheus text format). ``token``: when set, a scrape needs
+    ``Authorization: Bearer <token>``; empty: open (the server listens on 127.0.0.1 by default)."""
+
+    enabled: bool = True
+    token: str = ""
+
+
 class Config(_Table):
     """The whole configuration, one attribute per TOML table."""
 
@@ -363,6 +399,8 @@ class Config(_Table):
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     jobs: dict[str, JobConfig] = msgspec.field(default_factory=dict)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    ratelimit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -391,6 +429,13 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
 INTERVAL_ALIASES: dict[str, str] = {
     "TOURNAMENT_MONITOR_INTERVAL": "tournament-monitor",
     "TOURNAMENT_DISCOVERY_INTERVAL": "tournament-discovery",
+}
+
+#: The original design's rate-limit variables (``RATE_LIMIT_WINDOW_MS`` is in milliseconds):
+#: name -> (key of ``[ratelimit]``, divisor to the key's unit, what the value must be).
+RATE_LIMIT_ALIASES: dict[str, tuple[str, int, str]] = {
+    "RATE_LIMIT_WINDOW_MS": ("window_s", 1000, "a whole number of milliseconds from 1000 to 86400000"),
+    "RATE_LIMIT_MAX_REQUESTS": ("max_requests", 1, "a whole number of requests from 1 to 1000000000"),
 }
 
 _ENV_PREFIX = "CHESSSTATS_"
@@ -425,6 +470,13 @@ def _env_overrides(env: Mapping[str, str], sources: dict[str, tuple[str, str]] |
             if not value.strip().isdigit() or not 1 <= int(value) <= 59:
                 raise ConfigError(f"{name}: expected a whole number of minutes from 1 to 59, got {value!r}")
             out.setdefault("jobs", {}).setdefault(job, {})["schedule"] = f"*/{int(value)} * * * *"
+        elif name in RATE_LIMIT_ALIASES:
+            key, divisor, expected = RATE_LIMIT_ALIASES[name]
+            text = value.strip()
+            low, high = (1000, 86_400_000) if divisor == 1000 else (1, 1_000_000_000)
+            if not text.isdigit() or not low <= int(text) <= high:
+                raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+            out.setdefault("ratelimit", {})[key] = int(text) / divisor if divisor != 1 else int(text)
         elif name.startswith(_ENV_PREFIX) and name not in _ENV_NON_KEYS:
             rest = name[len(_ENV_PREFIX):].lower()
             if rest.startswith("jobs_"):

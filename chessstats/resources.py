@@ -9,6 +9,8 @@ the database, the cache or an upstream client. The data dir holds::
     <data dir>/server.lock     held shared by every process that uses the data dir (exclusive: a restore)
     <data dir>/locks/          striped cross-process locks (fetches, imports) and one per job run
     <data dir>/gate/           the upstream gates' shared state (in flight, rate, 429 pause, breaker)
+    <data dir>/ratelimit.table the inbound rate limits' counters, shared by the workers (512 KiB)
+    <data dir>/metrics/        Prometheus multiprocess files of the workers (emptied at every start)
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ class DataDir:
     @property
     def gate_dir(self) -> Path:
         return self.root / "gate"
+
+    @property
+    def ratelimit_table(self) -> Path:
+        """The inbound rate limits' shared counters (:mod:`chessstats.ratelimit`)."""
+        return self.root / "ratelimit.table"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """``PROMETHEUS_MULTIPROC_DIR`` of the server's workers (:mod:`chessstats.metrics`)."""
+        return self.root / "metrics"
 
     @property
     def scheduler_lock(self) -> Path:

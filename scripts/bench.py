@@ -37,7 +37,20 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RECORDED_ID = "sH24g2zH"  # the recorded finished team battle (191 standings, 1463 games)
 CONNECTIONS = 32
 
+#: Inbound rate limits on, at limits wrk never reaches (every request is counted, none refused).
+NO_REFUSALS = {"CHESSSTATS_RATELIMIT_ENABLED": "true", "CHESSSTATS_RATELIMIT_MAX_REQUESTS": "1000000000",
+               "CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS": "1000000000"}
+#: The overhead row's servers: limiter and metrics off / on, one at a time and both.
+OVERHEAD_VARIANTS = {
+    "off": {"CHESSSTATS_RATELIMIT_ENABLED": "false", "CHESSSTATS_METRICS_ENABLED": "false"},
+    "limiter": {**NO_REFUSALS, "CHESSSTATS_METRICS_ENABLED": "false"},
+    "metrics": {"CHESSSTATS_RATELIMIT_ENABLED": "false", "CHESSSTATS_METRICS_ENABLED": "true"},
+    "both": {**NO_REFUSALS, "CHESSSTATS_METRICS_ENABLED": "true"},
+}
+
 TARGETS = {
+    "limiter_ratio": 0.95,  # cached GET req/s with the inbound limiter >= 95 % of without
+
     "cached_ratio": 0.85,  # cached GET req/s >= 85 % of the ceiling
     "db_ratio": 0.50,  # database-served GET req/s >= 50 % of the ceiling
     "cached_p99_x": 2.0,  # cached p99 <= 2 x the ceiling's p99
@@ -205,6 +218,8 @@ def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server",
     env.update({
         "PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
         "CHESSSTATS_LICHESS_RATE": "100000/1s", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
+        # the inbound limits stay on (their cost is part of every figure) but never refuse wrk
+        **NO_REFUSALS,
     })
     env.update(extra_env or {})
     data_dir = data_dir or tmp / f"data-{name}"
@@ -561,6 +576,100 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
     return out
 
 
+def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pairs: int, duration: float) -> dict:
+    """Cached-GET throughput with the inbound rate limiter and the metrics off and on.
+
+    Four servers on one data dir (the recorded tournament is stored and cached once): ``off``
+    (limiter and metrics off), ``limiter`` (limiter on at limits wrk never reaches, so every request
+    is counted and none refused), ``metrics`` (metrics on), ``both``. Each round runs wrk on each of
+    them in turn; a variant's ratio is its req/s over ``off``'s in the same round, and the extra
+    server CPU per request is measured alongside.
+    """
+    route = f"/api/tournaments/{RECORDED_ID}"
+    servers: dict[str, tuple[Proc, str]] = {}
+    out: dict = {"workers": workers, "route": route, "rounds": []}
+    try:
+        for name, env in OVERHEAD_VARIANTS.items():
+            for attempt in (1, 2):  # a loaded machine can time out a worker's start-up (database locked)
+                try:
+                    servers[name] = start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}-{attempt}",
+                                                 data_dir=data_dir, extra_env=env)
+                    break
+                except RuntimeError as exc:
+                    if attempt == 2:
+                        raise
+                    log(f"overhead: server {name} did not start ({str(exc)[:200]}); once more")
+        with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
+            for name, (_, url) in servers.items():
+                for _ in range(2 + 2 * workers):  # stored, cached, and in every worker's memory layer
+                    r = client.get(url + route)
+                    assert r.status_code == 200, r.text[:300]
+                assert r.headers.get("x-cache") == "HIT", (name, r.headers)
+                assert ("ratelimit-limit" in r.headers) == (name in ("limiter", "both")), (name, r.headers)
+                out["body_bytes"] = len(r.content)
+        for proc, url in servers.values():  # warm-up
+            run_wrk(url + route, 1, proc)
+        for i in range(pairs):
+            row: dict = {}
+            for name, (proc, url) in servers.items():
+                busy = wait_idle(5.0)
+                row[name] = run_wrk(url + route, duration, proc)
+                row[name]["busy_before_cores"] = round(busy, 2)
+            base = row["off"]["rps"]
+            row["ratios"] = {name: (row[name]["rps"] / base if base else None) for name in servers if name != "off"}
+            out["rounds"].append(row)
+            log(f"w{workers} overhead round {i + 1}/{pairs}: " + " | ".join(
+                f"{n} {row[n]['rps']:,.0f} req/s, {row[n]['server_cpu_us_per_req']} µs/req" for n in servers)
+                + " | ratios " + ", ".join(f"{k} {v:.3f}" for k, v in row["ratios"].items() if v is not None))
+    finally:
+        for proc, _ in servers.values():
+            proc.stop()
+    rounds = out["rounds"]
+    out["summary"] = {
+        name: {
+            "rps_median": median([r[name]["rps"] for r in rounds]),
+            "cpu_us_median": median([r[name]["server_cpu_us_per_req"] for r in rounds]),
+            "p99_ms_median": median([r[name]["p99_ms"] for r in rounds]),
+            "errors": sum(r[name]["non_2xx"] + r[name]["socket_errors"] for r in rounds),
+            "ratios": [round(r["ratios"][name], 3) for r in rounds if name != "off" and r["ratios"][name]],
+            "ratio_median": None if name == "off" else median([r["ratios"][name] for r in rounds]),
+        } for name in OVERHEAD_VARIANTS
+    }
+    return out
+
+
+def limiter_verdict(ratio: float | None) -> str:
+    """``met`` when the limiter keeps at least 95 % of the cached-GET throughput."""
+    return verdict(ratio is not None and ratio >= TARGETS["limiter_ratio"])
+
+
+def overhead_lines(ov: dict) -> list[str]:
+    """The overhead row of the report (one table line per variant)."""
+    s = ov["summary"]
+    base_cpu = s["off"]["cpu_us_median"]
+    lines = [
+        "",
+        f"| workers | cached GET {ov['route']} ({ov.get('body_bytes', 0):,} B) | req/s median | ratio to off per "
+        "round | ratio median | server CPU µs/req (extra) | p99 ms | errors | target | met |",
+        "|---:|---|---:|---|---:|---|---:|---:|---|---|",
+    ]
+    for name, v in s.items():
+        extra = (v["cpu_us_median"] - base_cpu) if v["cpu_us_median"] is not None and base_cpu is not None else None
+        target, met = "-", "-"
+        if name == "limiter":
+            target = "ratio ≥ 0.95"
+            met = verdict(v["ratio_median"] is not None and v["ratio_median"] >= TARGETS["limiter_ratio"])
+        label = {"off": "limiter off, metrics off", "limiter": "limiter on (counted, never refused), metrics off",
+                 "metrics": "limiter off, metrics on", "both": "limiter on, metrics on (the defaults)"}[name]
+        lines.append(
+            f"| {ov['workers']} | {label} | {fmt(v['rps_median'])} "
+            f"| {' '.join(f'{r:.3f}' for r in v['ratios']) or '-'} "
+            f"| **{fmt(v['ratio_median'], '.3f')}** | {fmt(v['cpu_us_median'], '.1f')} "
+            f"({'+' if (extra or 0) >= 0 else ''}{fmt(extra, '.1f')}) | {fmt(v['p99_ms_median'], '.2f')} "
+            f"| {v['errors']} | {target} | {met} |")
+    return lines
+
+
 def admin_clear(client: httpx.Client, server_url: str) -> None:
     r = client.post(f"{server_url}/api/admin/cache/clear", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     r.raise_for_status()
@@ -641,6 +750,8 @@ def print_report(res: dict) -> None:
             f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
             f"| {p['target']} | {p['met']} |"
         )
+    for ov in res.get("overhead") or []:
+        lines += overhead_lines(ov)
     lines += ["", "| one-shot figure | value | target | met |", "|---|---|---|---|"]
     for row in res["oneshot_rows"]:
         lines.append("| " + " | ".join(row) + " |")
@@ -701,6 +812,10 @@ def main() -> int:
     ap.add_argument("--with-list", action="store_true",
                     help="also load GET /api/tournaments?limit=100 (39 KB; adds ~1 min per worker count)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data dirs)")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="only the cached-GET ratio with the inbound limiter and the metrics on and off "
+                         "(a few minutes; with --quick about one)")
+    ap.add_argument("--no-overhead", action="store_true", help="skip the limiter/metrics on-off row")
     args = ap.parse_args()
     try:
         worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
@@ -744,6 +859,28 @@ def main() -> int:
         res["idle_rss_processes"] = len(server.tree())
         log(f"server up ({primary} worker(s)): idle RSS {idle_rss:.1f} MiB over {len(server.tree())} process(es)")
 
+        if args.overhead_only:
+            r = httpx.get(f"{server_url}/api/tournaments/{RECORDED_ID}", timeout=300)  # stored once for all
+            assert r.status_code == 200, r.text[:300]
+            server.stop()
+            procs.remove(server)
+            res["overhead"] = [overhead_probe(tmp, replay_url, data_dir, w, pairs, duration) for w in worker_counts]
+            for ov in res["overhead"]:
+                lim = ov["summary"]["limiter"]["ratio_median"]
+                targets.append([f"cached GET with the inbound limiter on, {ov['workers']} worker(s): req/s ≥ 0.95 × "
+                                "without", fmt(lim, ".3f"), limiter_verdict(lim)])
+            res["targets"] = targets
+            res["wall_s"] = round(time.monotonic() - started, 1)
+            args.json.write_text(json.dumps(res, indent=2))
+            lines = [f"chessstats bench --overhead-only: wrk -t1 -c{CONNECTIONS}, {pairs} rounds x {duration:g} s per "
+                     f"variant; started {res['config']['started_at']}"]
+            for ov in res["overhead"]:
+                lines += overhead_lines(ov)
+            lines += ["", "| target | figure | verdict |", "|---|---|---|"]
+            lines += ["| " + " | ".join(row) + " |" for row in targets]
+            lines += ["", f"wall time {res['wall_s']:.0f} s; results in {args.json}"]
+            print("\n".join(lines), flush=True)
+            return 0
         client = httpx.Client(timeout=300, headers={"Accept-Encoding": "identity"})
         # cold misses through the upstream (recorded data): first request of each route
         httpx.post(replay_url + "/_replay/reset")
@@ -905,6 +1042,17 @@ def main() -> int:
                 targets.append([f"DB-served GET tournament (cache disabled), {w} worker(s): req/s ≥ 0.50 × ceiling",
                                 f"{s['ratio_median']:.2f}", verdict(ok)])
         res["load"] = load
+
+        # the cost of the inbound limiter and of the metrics on a cached GET: on/off rounds
+        if not args.no_overhead:
+            res["overhead"] = []
+            for workers in worker_counts:
+                log(f"overhead rows ({workers} worker(s)): limiter and metrics off/on, {pairs} rounds ...")
+                ov = overhead_probe(tmp, replay_url, data_dir, workers, pairs, duration)
+                res["overhead"].append(ov)
+                lim = ov["summary"]["limiter"]["ratio_median"]
+                targets.append([f"cached GET with the inbound limiter on, {workers} worker(s): req/s ≥ 0.95 × "
+                                "without", fmt(lim, ".3f"), limiter_verdict(lim)])
 
         # large import (generated data)
         log(f"import probe: {imp_players} standings, {imp_games} games ...")

@@ -23,6 +23,10 @@ FORBIDDEN = {
     "scheduler": {"api", "cli", "commands", "upstream", "cache", "payload", "keys"},
     "resources": {"api", "app", "cli", "commands", "scheduler"},
     "api": {"cli", "commands", "store", "upstream", "resources"},
+    # leaf modules every layer may use
+    "metrics": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "resources", "cli", "commands"},
+    "ratelimit": {"api", "services", "store", "upstream", "scheduler", "app", "cache", "resources", "cli",
+                  "commands"},
 }
 
 

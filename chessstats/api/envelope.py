@@ -113,6 +113,9 @@ def render(payload: Payload) -> Rendered:
     return rendered
 
 
+#: Response headers a cross-origin page may read.
+EXPOSE_HEADERS = "ETag, X-Cache, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+
 _PERMANENT = (b"cache-control", b"public, max-age=31536000")
 _STALE = (b"cache-control", b"public, max-age=0")
 
@@ -145,7 +148,7 @@ def add_cors(request: Request, headers: dict[str, str], *, vary: bool = True) ->
         headers["Access-Control-Allow-Origin"] = origin
     else:
         return
-    headers["Access-Control-Expose-Headers"] = "ETag, X-Cache, Retry-After"
+    headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
 
 
 @functools.lru_cache(maxsize=256)

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from chessstats import metrics
 from chessstats.errors import ChessstatsError, UpstreamRateLimited
 from chessstats.scheduler.context import JobContext, utc_now
 from chessstats.scheduler.cron import latest_tick_until, next_tick
@@ -305,17 +306,20 @@ async def execute_claimed(sched: Scheduler | None, run: runs.RunRow, job: Job, c
                                   error=SHUTDOWN)
             if sched is not None:
                 await sched._maybe_retry(run, None, now_fn())
+        metrics.record_job(run.job, "interrupted", elapsed_ms() / 1000)
         log.warning("run %d of %s interrupted by shutdown", run.id, run.job)
         raise
     except Exception as exc:  # a job failure is recorded, never propagated
         text = error_text(exc)
         log.warning("run %d of %s failed (attempt %d): %s", run.id, run.job, run.attempt, text)
+        metrics.record_job(run.job, "failed", elapsed_ms() / 1000)
         await runs.finish_run(ctx.db, run.id, state="failed", now=now_fn(), duration_ms=elapsed_ms(), error=text)
         if sched is not None:
             await sched._maybe_retry(run, exc, now_fn())
         return False
     summary = " ".join(str(summary or "").split())[:MAX_ERROR_CHARS]
     await runs.finish_run(ctx.db, run.id, state="completed", now=now_fn(), duration_ms=elapsed_ms(), summary=summary)
+    metrics.record_job(run.job, "completed", elapsed_ms() / 1000)
     log.info("run %d of %s completed in %d ms: %s", run.id, run.job, elapsed_ms(), summary)
     return True
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from chessstats import keys
+from chessstats import keys, metrics
 from chessstats.cache import TTLCache
 from chessstats.config import TournamentsConfig
 from chessstats.errors import ChessstatsError, NotFound, UpstreamError
@@ -256,6 +256,7 @@ class ImportService:
             self.failed += 1
             await istore.mark_failed(self.db, record.id, now=now_iso(), duration_ms=self._ms(started),
                                      error=exc.message, next_attempt_at=None, expected=expected)
+            metrics.record_import("not_found", time.perf_counter() - started)
             log.warning("import of %s failed: the upstream no longer knows it", tid)
             invalidate_tournament(self.cache, platform, tid)
             return
@@ -265,9 +266,11 @@ class ImportService:
             retry_in = self._retry_in(attempt, exc)
             await istore.mark_failed(self.db, record.id, now=now_iso(), duration_ms=self._ms(started),
                                      error=message, next_attempt_at=_iso_in(retry_in), expected=expected)
+            metrics.record_import("failed", time.perf_counter() - started)
             log.warning("import of %s failed (attempt %d): %s; retried in %.0f s", tid, attempt, message, retry_in)
             return
         self.completed += 1
+        metrics.record_import("complete", time.perf_counter() - started)
         log.info("imported tournament %s: %d standings, %d games in %.2f s (%s)", tid, len(standings),
                  len(export.games), duration_ms / 1000, summary)
         await self._link_stated_fide_ids(export.games)

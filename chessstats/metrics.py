@@ -1,0 +1,366 @@
+"""Prometheus metrics through ``prometheus-client`` in its multiprocess mode.
+
+Every process that serves (each worker) writes its samples to memory-mapped files in
+``<data dir>/metrics/`` (``PROMETHEUS_MULTIPROC_DIR``, emptied when the server starts), and a
+scrape of ``GET /metrics`` on any worker merges the files of every worker.
+
+The request path stays cheap: :func:`record_request` only adds to this process's in-memory
+tallies (a dict increment and a bisect); a background task of each worker moves them into the
+Prometheus values every :data:`FLUSH_S` seconds (and the worker that answers a scrape flushes its
+own first), together with the upstream gates' counters (deltas of
+:meth:`~chessstats.upstream.gate.UpstreamGate.stats`). Rare events (imports, job runs) are counted
+directly. Without :func:`setup` (metrics off, CLI commands) every function here is a no-op.
+
+Names (all ``chessstats_``): ``http_requests_total{route,method,status}``,
+``http_request_duration_seconds{route}`` (histogram), ``cache_responses_total{result}``
+(``hit``/``miss``/``stale``, from ``X-Cache``), ``ratelimit_refused_total``,
+``upstream_calls_total{upstream,status}`` (``2xx``/``4xx``/``5xx``/``none``),
+``upstream_429_total{upstream}``, ``upstream_pause_seconds_total{upstream}``,
+``upstream_refused_total{upstream,reason}``, ``imports_total{outcome}``,
+``import_duration_seconds{outcome}`` (histogram), ``job_runs_total{job,outcome}``,
+``job_run_duration_seconds{job}`` (histogram), ``worker_requests{pid}`` (requests served by each
+live worker), and at scrape time ``database_size_bytes{file}``,
+``upstream_paused_seconds{upstream}``, ``upstream_breaker_open{upstream}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import shutil
+from bisect import bisect_left
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two flushes of a worker's request tallies into the shared files.
+FLUSH_S = 1.0
+#: Upper bounds (seconds) of the request latency histogram.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Upper bounds (seconds) of the import and job duration histograms.
+LONG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+#: Route label of a request that matched no route (keeps the label set bounded).
+UNMATCHED = "<unmatched>"
+_N_BUCKETS = len(LATENCY_BUCKETS) + 1  # + Inf
+
+
+class _Metrics:
+    """The Prometheus objects of this process (created by :func:`setup`)."""
+
+    def __init__(self, directory: Path) -> None:
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        # the value class is normally chosen when prometheus_client is first imported; set it here
+        # so that the order of imports cannot leave this process out of the shared files
+        values.ValueClass = values.MultiProcessValue()
+        self.directory = directory
+        self.requests = Counter("chessstats_http_requests_total", "HTTP requests answered, by route template, "
+                                "method and status", ["route", "method", "status"])
+        self.latency = Histogram("chessstats_http_request_duration_seconds", "Time from routing to the response "
+                                 "(seconds), by route template", ["route"], buckets=LATENCY_BUCKETS)
+        self.cache = Counter("chessstats_cache_responses_total", "Answers by X-Cache: hit, miss, stale", ["result"])
+        self.refused = Counter("chessstats_ratelimit_refused_total", "Requests refused by the inbound rate limit (429)")
+        self.upstream_calls = Counter("chessstats_upstream_calls_total", "Upstream requests sent, by upstream and "
+                                      "status class (none: no HTTP status, e.g. a timeout)", ["upstream", "status"])
+        self.upstream_429 = Counter("chessstats_upstream_429_total", "429 answers received from an upstream",
+                                    ["upstream"])
+        self.upstream_pause = Counter("chessstats_upstream_pause_seconds_total", "Seconds of pause set after "
+                                      "upstream 429s", ["upstream"])
+        self.upstream_refused = Counter("chessstats_upstream_refused_total", "Upstream calls refused by the gate "
+                                        "without a request (paused, busy, breaker open)", ["upstream", "reason"])
+        self.imports = Counter("chessstats_imports_total", "Tournament imports finished, by outcome", ["outcome"])
+        self.import_seconds = Histogram("chessstats_import_duration_seconds", "Duration of tournament imports "
+                                        "(seconds), by outcome", ["outcome"], buckets=LONG_BUCKETS)
+        self.jobs = Counter("chessstats_job_runs_total", "Background job runs finished, by job and outcome",
+                            ["job", "outcome"])
+        self.job_seconds = Histogram("chessstats_job_run_duration_seconds", "Duration of background job runs "
+                                     "(seconds)", ["job"], buckets=LONG_BUCKETS)
+        self.worker_requests = Gauge("chessstats_worker_requests", "Requests answered by each live worker process "
+                                     "since it started", multiprocess_mode="liveall")
+        self.pending: dict[tuple[str, str, int], int] = {}
+        self.pending_latency: dict[str, list[float]] = {}
+        self.pending_cache: dict[str, int] = {}
+        self.pending_refused = 0
+        self.served = 0
+        self.gates: list[Any] = []
+        self.gate_seen: dict[tuple[str, str], float] = {}
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+
+_m: _Metrics | None = None
+
+
+def prepare_directory(directory: Path) -> None:
+    """Empty (or create) the multiprocess directory; called once by the main process at start,
+    before any worker writes to it.
+
+    Raises:
+        OSError: the directory cannot be made.
+    """
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+#: Bytes reserved for this process's files (``<kind>_<pid>.db``): prometheus-client maps them and
+#: writes new samples into the mapping, and a write to an unallocated page of a full disk kills the
+#: process (SIGBUS); reserved blocks cannot run out. Sized for every route, job and outcome label
+#: set with room to spare (an entry is about 300 bytes); a file that still outgrows it is extended
+#: by prometheus-client without a reservation.
+RESERVED_BYTES = {"counter": 128 * 1024, "histogram": 256 * 1024, "gauge_liveall": 8 * 1024}
+
+
+def _reserve(directory: Path) -> None:
+    """Create this process's files with their blocks allocated (see :data:`RESERVED_BYTES`).
+
+    Raises:
+        OSError: no space (the files are removed again) or the directory cannot be written.
+    """
+    made: list[Path] = []
+    try:
+        for kind, size in RESERVED_BYTES.items():
+            path = directory / f"{kind}_{os.getpid()}.db"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            made.append(path)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+    except OSError:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def setup(directory: Path) -> None:
+    """Turn metrics on in this process, writing to ``directory`` (``PROMETHEUS_MULTIPROC_DIR``).
+
+    Raises:
+        OSError: the directory cannot be made, or its files cannot be reserved (full disk): metrics
+            stay off in this process.
+    """
+    global _m
+    if _m is not None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    _reserve(directory)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    _m = _Metrics(directory)
+
+
+def enabled() -> bool:
+    """Whether :func:`setup` ran in this process."""
+    return _m is not None
+
+
+def watch_gates(gates: Iterable[Any]) -> None:
+    """Count the calls of these upstream gates (objects with ``name`` and ``stats()``)."""
+    if _m is not None:
+        _m.gates = [g for g in gates if g is not None]
+
+
+# --- the request path --------------------------------------------------------------------------
+
+def record_request(route: str, method: str, status: int, seconds: float, x_cache: bytes | None) -> None:
+    """Tally one answered request (in memory; :func:`flush` moves it to the shared files).
+
+    Args:
+        route: the route template (``/api/tournaments/<tid:str>``) or :data:`UNMATCHED`.
+        method: the HTTP method.
+        status: the response status.
+        seconds: time from routing to the response, seconds.
+        x_cache: the answer's ``X-Cache`` value (``b"HIT"`` …) or None.
+    """
+    m = _m
+    if m is None:
+        return
+    key = (route, method, status)
+    pending = m.pending
+    pending[key] = pending.get(key, 0) + 1
+    hist = m.pending_latency.get(route)
+    if hist is None:
+        hist = m.pending_latency[route] = [0.0] * (_N_BUCKETS + 1)
+    hist[0] += seconds
+    hist[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    if x_cache is not None:
+        result = "hit" if x_cache == b"HIT" else "miss" if x_cache == b"MISS" else "stale"
+        m.pending_cache[result] = m.pending_cache.get(result, 0) + 1
+    m.served += 1
+
+
+def record_refused() -> None:
+    """Tally one request refused by the inbound rate limit."""
+    if _m is not None:
+        _m.pending_refused += 1
+
+
+# --- rare events ---------------------------------------------------------------------------------
+
+def record_import(outcome: str, seconds: float) -> None:
+    """Count one finished import attempt: ``outcome`` ``complete`` / ``failed`` / ``not_found``; seconds."""
+    m = _m
+    if m is None:
+        return
+    try:
+        m.imports.labels(outcome).inc()
+        m.import_seconds.labels(outcome).observe(max(0.0, seconds))
+    except Exception:  # metrics never fail the work they count
+        log.debug("import metric not recorded", exc_info=True)
+
+
+def record_job(job: str, outcome: str, seconds: float) -> None:
+    """Count one finished job run: ``outcome`` ``completed`` / ``failed`` / ``interrupted``; seconds."""
+    m = _m
+    if m is None:
+        return
+    try:
+        m.jobs.labels(job, outcome).inc()
+        m.job_seconds.labels(job).observe(max(0.0, seconds))
+    except Exception:
+        log.debug("job metric not recorded", exc_info=True)
+
+
+# --- flushing ------------------------------------------------------------------------------------
+
+_GATE_COUNTERS = (("responses429", "429"), ("pauseSeconds", "pause"), ("refusedPaused", "paused"),
+                  ("refusedBusy", "busy"), ("refusedOpen", "open"))
+
+
+def flush() -> None:
+    """Move this process's tallies and its gates' new counts into the shared files."""
+    m = _m
+    if m is None:
+        return
+    pending, m.pending = m.pending, {}
+    latency, m.pending_latency = m.pending_latency, {}
+    cache, m.pending_cache = m.pending_cache, {}
+    refused, m.pending_refused = m.pending_refused, 0
+    for key, n in pending.items():
+        child = m._children.get(key)
+        if child is None:
+            child = m._children[key] = m.requests.labels(key[0], key[1], str(key[2]))
+        child.inc(n)
+    for route, hist in latency.items():
+        child = m.latency.labels(route)
+        # one write per touched bucket instead of one observe() per request (private but long-stable
+        # attributes of prometheus_client's Histogram: _sum and _buckets, one per upper bound)
+        child._sum.inc(hist[0])
+        for i, count in enumerate(hist[1:]):
+            if count:
+                child._buckets[i].inc(count)
+    for result, n in cache.items():
+        m.cache.labels(result).inc(n)
+    if refused:
+        m.refused.inc(refused)
+    if pending:
+        m.worker_requests.set(m.served)
+    for gate in m.gates:
+        try:
+            stats = gate.stats()
+        except Exception:
+            continue
+        name = gate.name
+        for status, total in (stats.get("callsByStatus") or {}).items():
+            _gate_delta(m, (name, "calls:" + status), total, m.upstream_calls.labels(name, status))
+        for field, what in _GATE_COUNTERS:
+            total = stats.get(field) or 0
+            if what == "429":
+                _gate_delta(m, (name, what), total, m.upstream_429.labels(name))
+            elif what == "pause":
+                _gate_delta(m, (name, what), total, m.upstream_pause.labels(name))
+            else:
+                _gate_delta(m, (name, what), total, m.upstream_refused.labels(name, what))
+
+
+def _gate_delta(m: _Metrics, key: tuple[str, str], total: float, child: Any) -> None:
+    last = m.gate_seen.get(key, 0)
+    if total > last:
+        child.inc(total - last)
+    m.gate_seen[key] = total
+
+
+def mark_worker_gone() -> None:
+    """Drop this process's live gauges (at shutdown); its counters stay in the sums."""
+    m = _m
+    if m is None:
+        return
+    try:
+        flush()
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), str(m.directory))
+    except Exception:
+        log.debug("metrics: cleanup at exit failed", exc_info=True)
+
+
+# --- scraping ------------------------------------------------------------------------------------
+
+class _ScrapeCollector:
+    """Values read when scraped: database file sizes and each upstream's shared gate state."""
+
+    def __init__(self, db_path: Path | None, gates: list[Any]) -> None:
+        self.db_path = db_path
+        self.gates = gates
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        size = GaugeMetricFamily("chessstats_database_size_bytes", "Size of the SQLite database files (bytes)",
+                                 labels=["file"])
+        if self.db_path is not None:
+            for suffix, label in (("", "db"), ("-wal", "wal")):
+                try:
+                    size.add_metric([label], float(os.stat(str(self.db_path) + suffix).st_size))
+                except OSError:
+                    size.add_metric([label], 0.0)
+        yield size
+        paused = GaugeMetricFamily("chessstats_upstream_paused_seconds", "Seconds left of the pause after an "
+                                   "upstream 429 (shared by every worker)", labels=["upstream"])
+        breaker = GaugeMetricFamily("chessstats_upstream_breaker_open", "1 while an upstream's circuit breaker is "
+                                    "open or half-open", labels=["upstream"])
+        for gate in self.gates:
+            try:
+                health = gate.health()
+            except Exception:
+                continue
+            paused.add_metric([gate.name], float(health.get("pausedForS") or 0.0))
+            breaker.add_metric([gate.name], 0.0 if health.get("breaker") == "closed" else 1.0)
+        yield paused
+        yield breaker
+
+
+def render(db_path: Path | None) -> tuple[bytes, str]:
+    """The scrape: every worker's samples merged, plus the scrape-time values. Returns
+    ``(body, content type)``.
+
+    Raises:
+        RuntimeError: metrics are off in this process.
+    """
+    m = _m
+    if m is None:
+        raise RuntimeError("metrics are off")
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    flush()
+    class Files(multiprocess.MultiProcessCollector):
+        def collect(self) -> Iterable[Any]:
+            # a file a worker is still creating (or a stray one) is skipped, not a failed scrape
+            files = []
+            for path in glob.glob(os.path.join(self._path, "*.db")):
+                try:
+                    if os.path.getsize(path) >= 8:
+                        files.append(path)
+                except OSError:
+                    continue
+            return self.merge(files, accumulate=True)
+
+    registry = CollectorRegistry()
+    Files(registry, path=str(m.directory))
+    registry.register(_ScrapeCollector(db_path, m.gates))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

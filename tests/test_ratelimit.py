@@ -1,0 +1,218 @@
+"""Inbound rate limits: real servers on a real socket (``--workers 2``), the headers, the client
+address behind a proxy, the expensive routes, and bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chessstats.config import ConfigError, load_config
+from chessstats.ratelimit import RateLimiter, SharedWindows, is_expensive, route_template
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+def limited(max_requests: int, **more: str) -> dict[str, str]:
+    return {"CHESSSTATS_RATELIMIT_ENABLED": "true", "CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(max_requests), **more}
+
+
+def settle(*windows_s: float, margin_s: float = 10.0) -> None:
+    """Wait, when needed, until each (epoch-aligned) window has ``margin_s`` left: a test's counts
+    must not straddle the start of a new window."""
+    while any(w - time.time() % w < margin_s for w in windows_s):
+        time.sleep(0.2)
+
+
+def fresh_get(url: str, **kwargs: object) -> httpx.Response:
+    """One request on a new connection (so the kernel spreads them over the workers)."""
+    with httpx.Client(timeout=30) as client:
+        return client.get(url, **kwargs)  # type: ignore[arg-type]
+
+
+def worker_requests(server: object) -> dict[str, float]:
+    """``chessstats_worker_requests`` per pid from ``/metrics`` (flushed about every second)."""
+    text = server.client.get("/metrics").text  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "chessstats_worker_requests":
+            for sample in family.samples:
+                out[sample.labels["pid"]] = sample.value
+    return out
+
+
+def test_the_limit_holds_across_two_workers(start_server) -> None:
+    server = start_server("--workers", "2", "--no-jobs", env=limited(30))
+    settle(60)
+    statuses = [fresh_get(server.url + "/api/no-such-route").status_code for _ in range(60)]
+    assert statuses.count(404) == 30 and statuses.count(429) == 30, statuses
+    assert statuses[:30] == [404] * 30  # in order: the first 30 pass, every later one is refused
+    deadline = time.monotonic() + 10
+    while True:  # both workers answered some of them (their metrics flush every second)
+        served = worker_requests(server)
+        if len([pid for pid, n in served.items() if n > 0]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert len([pid for pid, n in served.items() if n > 0]) == 2, served
+
+
+def test_headers_on_200_304_404_and_429(start_server) -> None:
+    server = start_server("--no-jobs", env=limited(4))
+    settle(60)
+    client = server.client
+    ok = client.get("/api/tournaments?limit=5")
+    assert ok.status_code == 200, ok.text
+    assert [ok.headers[h] for h in HEADERS[:2]] == ["4", "3"] and 1 <= int(ok.headers["ratelimit-reset"]) <= 60
+    not_modified = client.get("/api/tournaments?limit=5", headers={"If-None-Match": ok.headers["etag"]})
+    assert not_modified.status_code == 304
+    assert not_modified.headers["ratelimit-remaining"] == "2" and not_modified.headers["ratelimit-limit"] == "4"
+    missing = client.get("/api/no-such-route")
+    assert missing.status_code == 404 and missing.headers["ratelimit-remaining"] == "1"
+    assert client.get("/api/tournaments?limit=5").headers["ratelimit-remaining"] == "0"
+    refused = client.get("/api/tournaments?limit=5")
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["success"] is False and body["code"] == "rate_limited" and "4 per 60 s" in body["error"]
+    assert refused.headers["ratelimit-remaining"] == "0" and refused.headers["ratelimit-limit"] == "4"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["retry-after"] == refused.headers["ratelimit-reset"]
+    assert client.head("/api/tournaments?limit=5").headers["ratelimit-remaining"] == "0"
+    # outside /api: neither counted nor marked
+    health = client.get("/health")
+    assert health.status_code == 200 and "ratelimit-limit" not in health.headers
+    # a page of another origin may read them
+    cors = client.get("/api/no-such-route", headers={"Origin": "https://example.org"})
+    assert "RateLimit-Remaining" in cors.headers["access-control-expose-headers"]
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(start_server) -> None:
+    server = start_server("--no-jobs", env=limited(3, CHESSSTATS_RATELIMIT_TRUSTED_PROXIES="10.0.0.0/8"))
+    settle(60)
+    statuses = [server.client.get("/api/no-such-route", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                for i in range(5)]
+    assert statuses == [404, 404, 404, 429, 429]  # one client: the peer, 127.0.0.1
+
+
+def test_forwarded_for_names_the_client_behind_a_trusted_proxy(start_server) -> None:
+    server = start_server("--no-jobs", env=limited(2, CHESSSTATS_RATELIMIT_TRUSTED_PROXIES="127.0.0.1"))
+    settle(60)
+    client = server.client
+    for i in range(6):  # six clients behind the proxy: two each is within their own limit
+        for _ in range(2):
+            assert client.get("/api/x", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code == 404
+    assert client.get("/api/x", headers={"X-Forwarded-For": "203.0.113.1"}).status_code == 429
+    # a client that forges the start of the chain is still the address the proxy appended
+    forged = client.get("/api/x", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.1"})
+    assert forged.status_code == 429
+    assert client.get("/api/x", headers={"X-Forwarded-For": "203.0.113.1, 198.51.100.9"}).status_code == 404
+
+
+def test_expensive_routes_have_their_own_smaller_window(start_server) -> None:
+    env = limited(50, CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS="2")
+    server = start_server("--no-jobs", env=env)
+    settle(60, 300)
+    client = server.client
+    first = client.get("/api/tournaments/zzzzzzzz/games")
+    assert first.status_code != 429 and first.headers["ratelimit-limit"] == "2"
+    assert first.headers["ratelimit-remaining"] == "1" and 1 <= int(first.headers["ratelimit-reset"]) <= 300
+    assert client.get("/api/tournaments/zzzzzzzz/games").status_code != 429
+    third = client.get("/api/tournaments/yyyyyyyy/games?limit=5")
+    assert third.status_code == 429 and third.headers["ratelimit-limit"] == "2"
+    assert "2 per 300 s" in third.json()["error"]
+    other = client.get("/api/no-such-route")  # the general window still has room
+    assert other.status_code == 404 and other.headers["ratelimit-limit"] == "50"
+    assert other.headers["ratelimit-remaining"] == "46"
+
+
+def test_the_table_is_shared_through_its_file(tmp_path: Path) -> None:
+    # two workers: each writes its own column and reads both
+    a = SharedWindows(tmp_path / "t", 60, 300, column=0, columns_read=2)
+    b = SharedWindows(tmp_path / "t", 60, 300, column=1, columns_read=2)
+    assert a.shared and b.shared
+    now = (time.time() // 300) * 300 + 1  # early in both windows
+    assert a.hit("1.2.3.4", now, False)[0] == 1
+    assert b.hit("1.2.3.4", now, False)[0] == 2
+    assert a.hit("1.2.3.4", now, False)[0] == 3
+    assert b.hit("5.6.7.8", now, True)[::2] == (1, 1)
+    count, end, e_count, e_end = a.hit("5.6.7.8", now + 1, True)
+    assert (count, e_count) == (2, 2) and end == now - 1 + 60 and e_end == now - 1 + 300
+    assert a.hit("1.2.3.4", now + 60, False)[0] == 1  # the next window
+    assert b.hit("1.2.3.4", now + 60, False)[0] == 2
+    assert b.hit("5.6.7.8", now + 61, True)[::2] == (1, 3)  # the expensive window goes on
+    # a third process (a restart) finds every count where the others left them
+    c = SharedWindows(tmp_path / "t", 60, 300, column=0, columns_read=2)
+    assert c.hit("1.2.3.4", now + 60, False)[0] == 3
+    for table in (a, b, c):
+        table.close()
+
+
+def test_a_full_table_gives_way_instead_of_failing(tmp_path: Path) -> None:
+    table = SharedWindows(tmp_path / "t", slots=16)
+    now = time.time()
+    for i in range(40):
+        assert table.hit(f"10.0.0.{i}", now, False)[0] == 1
+    assert table.takeovers > 0
+    for i in range(40):  # a window later every slot is free again: no take-over
+        table.hit(f"10.0.1.{i % 16}", now + 60, False)
+    table.close()
+
+
+def test_clients_and_routes() -> None:
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1"})
+    limiter = RateLimiter(config.ratelimit, None)
+    assert limiter.client_address("10.1.2.3", ["203.0.113.5"]) == "203.0.113.5"
+    assert limiter.client_address("10.1.2.3", ["203.0.113.5, 10.9.9.9"]) == "203.0.113.5"
+    assert limiter.client_address("10.1.2.3", ["garbage"]) == "garbage"
+    assert limiter.client_address("203.0.113.9", ["1.1.1.1"]) == "203.0.113.9"
+    assert limiter.client_address("192.168.1.1", ["10.0.0.1"]) == "10.0.0.1"  # every hop trusted: leftmost
+    net = "2001:db8:1:2::/64"
+    assert limiter.client_key("2001:db8:1:2:aaaa::1") == limiter.client_key("2001:db8:1:2:bbbb::9") == net
+    assert limiter.client_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert route_template("api/tournaments/<tid:str>/games") == "/api/tournaments/*/games"
+    assert is_expensive("/api/tournaments/*/games") and is_expensive("/api/players/*/*/games")
+    assert not is_expensive("/api/tournaments/*/results") and not is_expensive("/api/players/*/games")
+    assert limiter.expensive("api/players/<platform:str>/<username:str>/games")
+    assert not limiter.expensive(None)
+    limiter.close()
+
+
+def test_configuration_keys_and_the_original_names() -> None:
+    config = load_config(None, env={"RATE_LIMIT_WINDOW_MS": "900000", "RATE_LIMIT_MAX_REQUESTS": "250"})
+    assert config.ratelimit.window_s == 900.0 and config.ratelimit.max_requests == 250
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_EXPENSIVE_WINDOW_S": "120",
+                                    "CHESSSTATS_RATELIMIT_ENABLED": "false"})
+    assert config.ratelimit.expensive_window_s == 120.0 and config.ratelimit.enabled is False
+    assert config.ratelimit.trusted_proxies == ["127.0.0.1/32", "::1/128"]
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"RATE_LIMIT_MAX_REQUESTS": "abc"}, "RATE_LIMIT_MAX_REQUESTS: expected a whole number"),
+    ({"RATE_LIMIT_MAX_REQUESTS": "0"}, "RATE_LIMIT_MAX_REQUESTS"),
+    ({"RATE_LIMIT_WINDOW_MS": "1.5"}, "RATE_LIMIT_WINDOW_MS: expected a whole number of milliseconds"),
+    ({"RATE_LIMIT_WINDOW_MS": "10"}, "RATE_LIMIT_WINDOW_MS"),
+    ({"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "-1"}, "ratelimit.max_requests"),
+    ({"CHESSSTATS_RATELIMIT_WINDOW_S": "0"}, "ratelimit.window_s"),
+    ({"CHESSSTATS_RATELIMIT_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"}, "ratelimit.trusted_proxies: 'proxy.local'"),
+    ({"CHESSSTATS_METRICS_ENABLED": "maybe"}, "metrics.enabled"),
+])
+def test_bad_values_name_the_variable_or_key(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env=env)
+    assert fragment in err.value.message
+
+
+def test_a_bad_rate_limit_variable_stops_start_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "RATE_LIMIT_"))}
+    env.update({"PYTHONPATH": str(ROOT), "RATE_LIMIT_MAX_REQUESTS": "abc"})
+    proc = subprocess.run([sys.executable, "-m", "chessstats", "serve", "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RATE_LIMIT_MAX_REQUESTS" in lines[0] and "'abc'" in lines[0]

@@ -199,7 +199,7 @@ def test_configuration_keys_and_the_original_names() -> None:
     ({"RATE_LIMIT_WINDOW_MS": "10"}, "RATE_LIMIT_WINDOW_MS"),
     ({"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "-1"}, "ratelimit.max_requests"),
     ({"CHESSSTATS_RATELIMIT_WINDOW_S": "0"}, "ratelimit.window_s"),
-    ({"CHESSSTATS_RATELIMIT_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"}, "ratelimit.trusted_proxies: 'proxy.local'"),
+    ({"CHESSSTATS_RATELIMIT_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"}, "'proxy.local' is not an IP address"),
     ({"CHESSSTATS_METRICS_ENABLED": "maybe"}, "metrics.enabled"),
 ])
 def test_bad_values_name_the_variable_or_key(env: dict[str, str], fragment: str) -> None:

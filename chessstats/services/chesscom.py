@@ -1,0 +1,256 @@
+"""Chess.com players: profiles (profile + stats), leaderboards, titled lists and game archives.
+
+Cached reads go through the one read-through path (:class:`~chessstats.services.readthrough.ReadThrough`);
+every upstream call goes through :class:`~chessstats.upstream.chesscom.ChesscomClient` (its shared
+gate: one request in flight across workers). Each upstream body is stored with its validators
+(:mod:`chessstats.store.upstream_responses`): a refresh is a conditional request (a 304 refreshes
+the stored copy's freshness without re-downloading it), also after a cache clear or a restart.
+
+* Profiles (``player:chesscom:<u>``): ``/player/{u}`` + ``/player/{u}/stats``, cached an hour; a
+  closed account (``status`` starting with ``closed``) answers 410, an unknown one 404 (negative entry).
+* Leaderboards (``players:chesscom:top:<board>``): one ``/leaderboards`` response (kept an hour)
+  serves every board; each board's entry is cached an hour.
+* Titled lists (``players:chesscom:titled:<title>``): ``/titled/{title}``, cached an hour.
+* Games: ``/player/{u}/games/archives`` (checked at most every 5 minutes) and the monthly archives:
+  a past month is stored once and never fetched again, the current month is refreshed with a
+  conditional request at most every 5 minutes; a month that fails is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from chessstats import keys
+from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
+from chessstats.models.common import utc_iso
+from chessstats.payload import Payload, encode_fields
+from chessstats.services.readthrough import Fresh, ReadThrough
+from chessstats.store import Database
+from chessstats.store import upstream_responses as responses
+from chessstats.upstream import chesscom as cc
+from chessstats.upstream.chesscom import ChesscomClient
+
+log = logging.getLogger(__name__)
+
+UPSTREAM = cc.UPSTREAM
+#: Seconds a profile, a leaderboard board and a titled list stay fresh in the cache (API.md: 1 hour).
+PROFILE_TTL_S = 3600
+LEADERBOARD_TTL_S = 3600
+TITLED_TTL_S = 3600
+#: Seconds the archive list and the current month are served from the stored copy before a
+#: conditional request refreshes them.
+CURRENT_MONTH_S = 300
+#: ``timeClass`` of the route → board of ``/leaderboards`` (other boards are accepted verbatim).
+BOARDS = {"bullet": "live_bullet", "blitz": "live_blitz", "rapid": "live_rapid", "daily": "daily"}
+
+
+def _month_path(url: str) -> tuple[str, int, int] | None:
+    """``…/player/u/games/2020/05`` → (path relative to the base, 2020, 5)."""
+    idx = url.find("/player/")
+    if idx < 0:
+        return None
+    path = url[idx:]
+    parts = path.rstrip("/").split("/")
+    try:
+        return path, int(parts[-2]), int(parts[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+class ChesscomService:
+    """Chess.com reads over the read-through path, the stored responses and the Chess.com client.
+
+    Public reads return a :class:`~chessstats.payload.Payload` or raise NotFound, Gone or
+    UpstreamError (and its subclasses: ``upstream_blocked``, ``upstream_rate_limited``, ``upstream_busy``).
+    """
+
+    def __init__(self, db: Database, client: ChesscomClient, read: ReadThrough) -> None:
+        self.db = db
+        self.client = client
+        self.read = read
+
+    # --- the conditional read of one upstream path ---------------------------------------------
+
+    async def fetch(self, path: str, *, max_age_s: float = 0.0, immutable: bool = False) -> bytes:
+        """The body of ``GET path``: the stored copy when it was checked less than ``max_age_s``
+        seconds ago (or ``immutable`` and stored), else a conditional request with the stored
+        validators (a 304 keeps the stored body and refreshes its ``checked_at``).
+
+        Raises:
+            the errors of :meth:`ChesscomClient.get`.
+        """
+        stored = await responses.get(self.db, UPSTREAM, path)
+        now = time.time()
+        if stored is not None and (immutable or now - stored.checked_at < max_age_s):
+            return stored.body
+        answer = await self.client.get(
+            path, etag=stored.etag if stored else None, last_modified=stored.last_modified if stored else None,
+            stored_size=len(stored.body) if stored else 0)
+        if answer.status == 304 and stored is not None:
+            await responses.touch(self.db, UPSTREAM, path, time.time())
+            return stored.body
+        await responses.put(self.db, UPSTREAM, path, answer.body, answer.etag, answer.last_modified, time.time())
+        return answer.body
+
+    # --- profiles -------------------------------------------------------------------------------
+
+    async def profile(self, username: str) -> Payload:
+        """``GET /api/players/chesscom/{username}``: profile and stats merged (``/player/{u}``,
+        ``/player/{u}/stats``), cached an hour.
+
+        Raises:
+            Gone: the account is closed (410). NotFound: no such user (404, remembered).
+            UpstreamError (and subclasses): Chess.com failed and nothing is stored.
+        """
+        key = keys.chesscom_player(username)
+        return self.read.cache.get(key) or await self.read.get(
+            key, lambda: self._profile_fetch(username), fallback=lambda: self._profile_stored(username),
+            upstream=UPSTREAM)
+
+    async def _profile_fetch(self, username: str) -> Fresh:
+        u = username.lower()
+        profile = cc.decode(await self.fetch(f"/player/{u}"), "profile")
+        stats = cc.decode(await self.fetch(f"/player/{u}/stats"), "stats")
+        data = self._player(profile, stats)
+        return Fresh(Payload(encode_fields(data), source="api", fetched_at=time.time()), PROFILE_TTL_S)
+
+    async def _profile_stored(self, username: str) -> Payload | None:
+        u = username.lower()
+        profile = await responses.get(self.db, UPSTREAM, f"/player/{u}")
+        stats = await responses.get(self.db, UPSTREAM, f"/player/{u}/stats")
+        if profile is None or stats is None:
+            return None
+        try:
+            data = self._player(cc.decode(profile.body, "profile"), cc.decode(stats.body, "stats"))
+        except (Gone, UpstreamError):
+            return None
+        return Payload(encode_fields(data), source="database", stale=True,
+                       fetched_at=min(profile.checked_at, stats.checked_at))
+
+    @staticmethod
+    def _player(profile: Any, stats: Any) -> dict[str, Any]:
+        """The Player shape of a Chess.com profile and stats (``fideSelfReported``: the stats'
+        self-reported ``fide`` value, never a FIDE rating). Raises Gone for a closed account."""
+        if not isinstance(profile, dict) or not isinstance(stats, dict):
+            raise UpstreamError("chesscom profile: unexpected body", UPSTREAM)
+        status = profile.get("status")
+        name = cc.display_name(profile)
+        if isinstance(status, str) and status.startswith("closed"):
+            raise Gone(f"the Chess.com account {name!r} is closed ({status})")
+        fide = stats.get("fide")
+        return {
+            "id": None, "platform": cc.PLATFORM, "username": name, "name": profile.get("name"),
+            "title": profile.get("title"), "country": cc.country_code(profile.get("country")), "status": status,
+            "ratings": cc.ratings_of(stats), "fideId": None,
+            "fideSelfReported": fide if isinstance(fide, int) and fide > 0 else None,
+            "createdAt": utc_iso(profile.get("joined"), ms=False),
+            "seenAt": utc_iso(profile.get("last_online"), ms=False), "url": profile.get("url"),
+            "playerId": profile.get("player_id"), "followers": profile.get("followers"),
+            "league": profile.get("league"),
+        }
+
+    # --- leaderboards and titled lists ----------------------------------------------------------
+
+    async def leaderboard(self, board: str, nb: int) -> Payload:
+        """``GET /api/players/chesscom/top/{timeClass}``: the first ``nb`` entries of one board of
+        ``/leaderboards`` (one upstream response, kept an hour, serves every board).
+
+        Raises:
+            NotFound: Chess.com has no such board. UpstreamError (and subclasses).
+        """
+        from chessstats.services.players import cut
+
+        key = keys.chesscom_top(board)
+        payload = self.read.cache.get(key) or await self.read.get(
+            key, lambda: self._board_fetch(board), upstream=UPSTREAM)
+        return cut(payload, nb)
+
+    async def _board_fetch(self, board: str) -> Fresh:
+        data = cc.decode(await self.fetch("/leaderboards", max_age_s=LEADERBOARD_TTL_S), "leaderboards")
+        if not isinstance(data, dict) or board not in data:
+            raise NotFound(f"Chess.com has no leaderboard {board!r}")
+        entries = cc.leaderboard_entries(data, board)
+        return Fresh(Payload(encode_fields(entries), source="api", fetched_at=time.time()), LEADERBOARD_TTL_S)
+
+    async def titled(self, title: str) -> Payload:
+        """``GET /api/players/chesscom/titled/{title}``: ``{title, count, players: [usernames]}``
+        (``/titled/{title}``; usernames lower-cased as Chess.com gives them), cached an hour."""
+        key = keys.chesscom_titled(title)
+        return self.read.cache.get(key) or await self.read.get(
+            key, lambda: self._titled_fetch(title), upstream=UPSTREAM)
+
+    async def _titled_fetch(self, title: str) -> Fresh:
+        data = cc.decode(await self.fetch(f"/titled/{title}"), "titled")
+        players = list(data.get("players") or []) if isinstance(data, dict) else []
+        out = {"title": title, "count": len(players), "players": players}
+        return Fresh(Payload(encode_fields(out), source="api", fetched_at=time.time()), TITLED_TTL_S)
+
+    # --- games ----------------------------------------------------------------------------------
+
+    async def games(self, username: str, *, max_games: int, since: int | None, until: int | None,
+                    time_class: str | None, now: datetime | None = None) -> Payload:
+        """``GET /api/players/chesscom/{username}/games``: games newest first from the monthly
+        archives (``since``/``until`` epoch milliseconds on the end time; ``time_class`` verbatim).
+
+        Past months are stored once and never fetched again; the archive list and the current
+        month are refreshed (conditionally) at most every 5 minutes. A month that fails (an
+        upstream error or the ``{code, message}`` envelope) is listed in ``failedMonths`` and left out.
+
+        Raises:
+            NotFound: no such user. UpstreamError (and subclasses): the archive list failed.
+        """
+        u = username.lower()
+        now = now or datetime.now(UTC)
+        archives = cc.decode(await self.fetch(f"/player/{u}/games/archives", max_age_s=CURRENT_MONTH_S),
+                             "archives")
+        message = cc.error_envelope(archives)
+        if message is not None:
+            raise UpstreamError(f"chesscom archives of {u!r}: {message}", UPSTREAM)
+        months = [m for m in (_month_path(str(a)) for a in (archives.get("archives") or [])) if m is not None]
+        months.sort(key=lambda m: (m[1], m[2]), reverse=True)
+        games: list[Any] = []
+        failed: list[str] = []
+        for path, year, month in months:
+            if len(games) >= max_games:
+                break
+            if since is not None and _month_end_ms(year, month) < since:
+                break
+            if until is not None and _month_start_ms(year, month) > until:
+                continue
+            current = (year, month) >= (now.year, now.month)
+            try:
+                body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+                data = cc.decode(body, "games")
+                message = cc.error_envelope(data)
+                if message is not None:
+                    raise UpstreamError(f"chesscom {path}: {message}", UPSTREAM)
+            except (UpstreamRateLimited, UpstreamBusy):
+                raise
+            except (UpstreamError, NotFound) as exc:
+                log.warning("chesscom: month %04d-%02d of %s failed: %s", year, month, u, exc)
+                failed.append(f"{year:04d}-{month:02d}")
+                continue
+            month_games = sorted(data.get("games") or [], key=lambda g: g.get("end_time") or 0, reverse=True)
+            for raw in month_games:
+                end_ms = (raw.get("end_time") or 0) * 1000
+                if since is not None and end_ms < since or until is not None and end_ms > until:
+                    continue
+                if time_class and raw.get("time_class") != time_class:
+                    continue
+                games.append(cc.game_to_model(raw))
+                if len(games) >= max_games:
+                    break
+        stamp = time.time()
+        return Payload(encode_fields(games, failedMonths=failed), source="api", fetched_at=stamp, expires_at=stamp)
+
+
+def _month_start_ms(year: int, month: int) -> int:
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def _month_end_ms(year: int, month: int) -> int:
+    nxt = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return int(nxt.timestamp() * 1000) - 1

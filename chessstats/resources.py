@@ -83,7 +83,8 @@ class Resources:
     """Everything a process works with: configuration, database, cache, upstream clients, services.
 
     Open with ``await Resources.open(config)`` and close with :meth:`aclose` (in reverse order).
-    Jobs receive this object (``config db cache lichess fide tournaments imports players chesscom chesscom_players now``).
+    Jobs receive this object (``config db cache lichess fide tournaments imports players chesscom
+    chesscom_players now``).
     """
 
     config: Config

@@ -116,12 +116,14 @@ async def _health(request: Request) -> tuple[dict[str, Any], bool]:
         log.error("health: cache check failed: %s", exc)
         checks["cache"] = {"status": "error", "error": type(exc).__name__}
         ok = False
-    for name in ("lichess", "fide"):  # the gates' state: no upstream is called here
+    for name in ("lichess", "chesscom", "fide"):  # the gates' state: no upstream is called here
         client = getattr(ctx, name, None)
         if client is None:
             continue
         try:
             checks[name] = {**client.gate.health(), "requests": client.requests}
+            if hasattr(client, "not_modified"):  # conditional requests answered 304 by this process
+                checks[name].update(notModified=client.not_modified, bytesSaved=client.bytes_saved)
         except Exception as exc:  # the gate's shared state unreadable: report, never fail health
             log.error("health: %s gate state unreadable: %s", name, exc)
             checks[name] = {"status": "unknown", "requests": client.requests}

@@ -265,6 +265,51 @@ def test_unknown_user_games_is_404(server: Server, upstream: ReplayUpstream) -> 
     err(server.client.get("/api/players/chesscom/nonexistent_user_xyz_123/games"), 404, "not_found")
 
 
+# --- tournaments ------------------------------------------------------------------------------
+
+KNOCKOUT = "tournament_-33rd-chesscom-quick-knockouts-1401-1600"
+
+
+def generated_tournament(upstream: ReplayUpstream, tid: str, name: str) -> None:
+    """GENERATED: a finished tournament ``tid`` with the recorded knockout's shape: its detail, round 1
+    and group 1/1, with the round and group lists cut to those (the only ones recorded)."""
+    base = f"https://api.chess.com/pub/tournament/{tid}"
+    detail = json.loads((FIXTURES / f"{KNOCKOUT}.json").read_bytes())
+    detail.update(name=name, url=f"https://www.chess.com/tournament/{tid}", rounds=[f"{base}/1"])
+    rnd = json.loads((FIXTURES / f"{KNOCKOUT}_1.json").read_bytes())
+    rnd["groups"] = [f"{base}/1/1"]
+    add_json(upstream, f"{CC}/tournament/{tid}", detail)
+    add_json(upstream, f"{CC}/tournament/{tid}/1", rnd)
+    upstream.add(f"{CC}/tournament/{tid}/1/1", (FIXTURES / f"{KNOCKOUT}_1_1.json").read_bytes(), JSON)
+
+
+def test_recorded_tournament_detail(server: Server, upstream: ReplayUpstream) -> None:
+    tid = KNOCKOUT.removeprefix("tournament_")
+    t = ok(server.client.get(f"/api/tournaments/{tid}?platform=chesscom"))["data"]
+    assert (t["id"], t["platform"], t["system"], t["status"], t["timeClass"], t["rated"]) == \
+        (tid, "chesscom", "round_robin", "finished", "daily", True)
+    assert t["finishesAt"] == "2017-01-04T06:24:03Z" and t["startsAt"] is None and t["winner"] is None
+    assert t["nbPlayers"] == 399 and t["clock"] is None
+    hit(server, upstream, f"/api/tournaments/{tid}?platform=chesscom")
+    # results: rounds 2-4 are not recorded, so they are left out and the page is not kept forever
+    rows = ok(server.client.get(f"/api/tournaments/{tid}/results?platform=chesscom"))["data"]
+    assert rows and rows[0]["round"] == 1
+
+
+def test_generated_tournament_results_games_and_list(server: Server, upstream: ReplayUpstream) -> None:
+    generated_tournament(upstream, "generated-knockout", "GENERATED knockout (recorded shape)")
+    rows = ok(server.client.get("/api/tournaments/generated-knockout/results?platform=chesscom"))["data"]
+    assert [(r["rank"], r["username"], r["points"], r["tieBreak"]) for r in rows[:2]] == \
+        [(1, "telo21", 5.5, 20.0), (2, "mrtn", 4.5, 17.25)]
+    games = ok(server.client.get("/api/tournaments/generated-knockout/games?platform=chesscom&limit=200"))
+    group = json.loads((FIXTURES / f"{KNOCKOUT}_1_1.json").read_bytes())
+    assert games["pagination"]["total"] == len(group["games"])
+    assert all(g["tournamentId"] == "generated-knockout" and g["platform"] == "chesscom" for g in games["data"])
+    hit(server, upstream, "/api/tournaments/generated-knockout/results?platform=chesscom")
+    listed = ok(server.client.get("/api/tournaments?platform=chesscom"))["data"]
+    assert "generated-knockout" in [t["id"] for t in listed]
+
+
 # --- one request in flight across workers --------------------------------------------------------
 
 

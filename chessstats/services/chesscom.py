@@ -25,10 +25,12 @@ from typing import Any
 
 from chessstats import keys
 from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
-from chessstats.models.common import utc_iso
+from chessstats.models.common import Pagination, now_iso, utc_iso
+from chessstats.models.tournament import Clock, Tournament
 from chessstats.payload import Payload, encode_fields
 from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
+from chessstats.store import tournaments as tstore
 from chessstats.store import upstream_responses as responses
 from chessstats.upstream import chesscom as cc
 from chessstats.upstream.chesscom import ChesscomClient
@@ -71,6 +73,7 @@ class ChesscomService:
         self.db = db
         self.client = client
         self.read = read
+        self.tournaments = ChesscomTournaments(self)
 
     # --- the conditional read of one upstream path ---------------------------------------------
 
@@ -254,3 +257,145 @@ def _month_start_ms(year: int, month: int) -> int:
 def _month_end_ms(year: int, month: int) -> int:
     nxt = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     return int(nxt.timestamp() * 1000) - 1
+
+
+# --- tournaments --------------------------------------------------------------------------------
+
+#: Seconds an unfinished Chess.com tournament's pages stay fresh (a finished one: permanently).
+TOURNAMENT_TTL_S = 300
+#: Chess.com tournament ``status`` → ours (others kept verbatim).
+TOURNAMENT_STATUS = {"finished": "finished", "in_progress": "ongoing", "registration": "upcoming"}
+
+
+def tournament_model(tid: str, data: dict[str, Any]) -> Tournament:
+    """Our Tournament of a Chess.com ``/tournament/{url-id}`` body (``finish_time``/``start_time`` Unix
+    seconds → ISO 8601 UTC; ``system`` the settings' ``type``; no winner: a finished event marks none)."""
+    settings = data.get("settings") or {}
+    limit, increment = cc.clock_of({"time_control": settings.get("time_control")})
+    status = str(data.get("status") or "")
+    players = data.get("players")
+    return Tournament(
+        id=tid, platform=cc.PLATFORM, system=settings.get("type"), name=data.get("name"),
+        status=TOURNAMENT_STATUS.get(status, status or "upcoming"), time_class=settings.get("time_class"),
+        variant=settings.get("rules"), clock=Clock(limit=limit, increment=increment) if limit is not None else None,
+        rated=settings.get("is_rated"), starts_at=utc_iso(data.get("start_time"), ms=False),
+        finishes_at=utc_iso(data.get("finish_time"), ms=False),
+        nb_players=len(players) if isinstance(players, list) else settings.get("registered_user_count"),
+        url=data.get("url"),
+    )
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class ChesscomTournaments:
+    """Chess.com tournaments (``/tournament/{url-id}``, its rounds and groups) for the tournament routes:
+    a finished one's bodies are stored once and never fetched again (its pages are cached permanently
+    and its row stored, so ``GET /api/tournaments?platform=chesscom`` lists it); an unfinished one's
+    pages are cached 5 minutes."""
+
+    def __init__(self, service: ChesscomService) -> None:
+        self.svc = service
+
+    async def _body(self, path: str, finished: bool) -> Any:
+        return cc.decode(await self.svc.fetch(path, max_age_s=TOURNAMENT_TTL_S, immutable=finished), "tournament")
+
+    async def _detail(self, tid: str) -> tuple[Tournament, dict[str, Any]]:
+        stored = await responses.get(self.svc.db, UPSTREAM, f"/tournament/{tid}")
+        finished = stored is not None and b'"status":"finished"' in stored.body
+        data = await self._body(f"/tournament/{tid}", finished)
+        if not isinstance(data, dict) or cc.error_envelope(data) is not None:
+            raise NotFound(f"Chess.com knows no tournament {tid!r}")
+        model = tournament_model(tid, data)
+        await tstore.upsert_tournaments(self.svc.db, [(model, None)], now_iso())
+        return model, data
+
+    def _ttl(self, t: Tournament) -> float | None:
+        return None if t.status == "finished" else TOURNAMENT_TTL_S
+
+    async def get(self, tid: str) -> Payload:
+        """``GET /api/tournaments/{url-id}?platform=chesscom``: the detail (``/tournament/{url-id}``).
+
+        Raises:
+            NotFound: Chess.com knows no such tournament. UpstreamError (and subclasses).
+        """
+        key = keys.tournament(cc.PLATFORM, tid)
+        return self.svc.read.cache.get(key) or await self.svc.read.get(key, lambda: self._get(tid), upstream=UPSTREAM)
+
+    async def _get(self, tid: str) -> Fresh:
+        t, _ = await self._detail(tid)
+        payload = Payload(encode_fields(t), source="api", fetched_at=time.time())
+        return Fresh(payload, self._ttl(t), tag=keys.tournament_tag(cc.PLATFORM, tid))
+
+    async def _groups(self, tid: str) -> tuple[Tournament, list[tuple[int, int, dict[str, Any]]], float | None]:
+        """Every group body of every round: ``([(round, group, body)], ttl)``. A round or group that
+        fails is left out and the pages are then cached 5 minutes only (the bodies fetched are kept:
+        a later request fetches what is missing); a finished event read whole is cached permanently."""
+        t, data = await self._detail(tid)
+        finished = t.status == "finished"
+        out: list[tuple[int, int, dict[str, Any]]] = []
+        complete = True
+        for r, round_url in enumerate(data.get("rounds") or [], start=1):
+            try:
+                rnd = await self._body(_rel(str(round_url)), finished)
+                for g, group_url in enumerate(rnd.get("groups") or [], start=1):
+                    out.append((r, g, await self._body(_rel(str(group_url)), finished)))
+            except (UpstreamRateLimited, UpstreamBusy):
+                raise
+            except (NotFound, UpstreamError) as exc:
+                complete = False
+                log.warning("chesscom: tournament %s round %d: %s", tid, r, exc)
+        return t, out, (self._ttl(t) if complete else TOURNAMENT_TTL_S)
+
+    async def results(self, tid: str, page: int, limit: int) -> Payload:
+        """``/results``: one row per player from the deepest round group they played (deeper rounds
+        first, then points, then tie-break), with ``round`` and ``group``; ``points`` and ``tieBreak``
+        as floats (the upstream mixes integers and floats)."""
+        key = keys.results(cc.PLATFORM, tid, page, limit)
+        return self.svc.read.cache.get(key) or await self.svc.read.get(
+            key, lambda: self._results(tid, page, limit), upstream=UPSTREAM)
+
+    async def _results(self, tid: str, page: int, limit: int) -> Fresh:
+        _, groups, ttl = await self._groups(tid)
+        best: dict[str, dict[str, Any]] = {}
+        for r, g, body in groups:
+            for p in body.get("players") or []:
+                name = str(p.get("username") or "")
+                if name and (name not in best or best[name]["round"] <= r):
+                    best[name] = {"username": name, "points": _num(p.get("points")),
+                                  "tieBreak": _num(p.get("tie_break")), "round": r, "group": g,
+                                  "isAdvancing": p.get("is_advancing")}
+        rows = sorted(best.values(), key=lambda x: (-x["round"], -(x["points"] or 0), -(x["tieBreak"] or 0)))
+        for i, row in enumerate(rows, start=1):
+            row.update(rank=i, title=None, rating=None, score=None, performance=None)
+        total = len(rows)
+        page_rows = rows[(page - 1) * limit: page * limit]
+        payload = Payload(encode_fields(page_rows, pagination=Pagination.of(page, limit, total)), source="api",
+                          fetched_at=time.time())
+        return Fresh(payload, ttl, tag=keys.tournament_tag(cc.PLATFORM, tid))
+
+    async def games(self, tid: str, page: int, limit: int) -> Payload:
+        """``/games``: the games of every group, newest first (Game shape, ``tournamentId`` the url-id)."""
+        key = keys.games(cc.PLATFORM, tid, page, limit)
+        return self.svc.read.cache.get(key) or await self.svc.read.get(
+            key, lambda: self._games(tid, page, limit), upstream=UPSTREAM)
+
+    async def _games(self, tid: str, page: int, limit: int) -> Fresh:
+        _, groups, ttl = await self._groups(tid)
+        raw = [g for _, _, body in groups for g in body.get("games") or []]
+        raw.sort(key=lambda g: g.get("end_time") or 0, reverse=True)
+        games = []
+        for g in raw[(page - 1) * limit: page * limit]:
+            model = cc.game_to_model(g)
+            model.tournament_id = tid
+            games.append(model)
+        payload = Payload(encode_fields(games, pagination=Pagination.of(page, limit, len(raw))), source="api",
+                          fetched_at=time.time())
+        return Fresh(payload, ttl, tag=keys.tournament_tag(cc.PLATFORM, tid))
+
+
+def _rel(url: str) -> str:
+    """``https://api.chess.com/pub/tournament/x/1`` → ``/tournament/x/1``."""
+    idx = url.find("/tournament/")
+    return url[idx:] if idx >= 0 else url

@@ -310,6 +310,35 @@ def test_generated_tournament_results_games_and_list(server: Server, upstream: R
     assert "generated-knockout" in [t["id"] for t in listed]
 
 
+def test_titled_tuesday_job_discovers_and_imports_the_latest(start_server: object, upstream: ReplayUpstream,
+                                                              tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    listed = json.loads((FIXTURES / "player_fabianocaruana_tournaments.json").read_bytes())["finished"]
+    ids = [e["@id"].rsplit("/", 1)[-1] for e in listed if "titled-tuesday" in e["@id"]]
+    latest = max(ids, key=lambda i: int(i.rsplit("-", 1)[-1]))
+    generated_tournament(upstream, latest, f"GENERATED Titled Tuesday {latest} (recorded knockout shape)")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
+    env.update(PYTHONPATH=str(ROOT), CHESSSTATS_DATA_DIR=str(tmp_path / "data"),
+               CHESS_COM_API_URL=upstream.url + CC, LICHESS_API_URL=upstream.lichess_url,
+               FIDE_API_URL=upstream.url + "/fide", CHESSSTATS_CHESSCOM_TITLED_TUESDAY_PLAYERS="hikaru,fabianocaruana")
+    run = subprocess.run([sys.executable, "-m", "chessstats", "jobs", "run", "titled-tuesday"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"imported {latest}" in run.stdout, run.stdout
+    assert upstream.counts[f"{CC}/player/fabianocaruana/tournaments"] == 1
+    assert upstream.counts[f"{CC}/player/hikaru/tournaments"] == 1  # not recorded: skipped
+    srv = start_server(data_dir=tmp_path / "data")  # type: ignore[operator]
+    upstream.reset()
+    listed_now = ok(srv.client.get("/api/tournaments?platform=chesscom&status=finished"))["data"]
+    assert latest in [t["id"] for t in listed_now]
+    rows = ok(srv.client.get(f"/api/tournaments/{latest}/results?platform=chesscom"))["data"]
+    assert rows[0]["username"] == "telo21"
+    assert not [p for p in upstream.counts if p.startswith(CC)]  # stored once: no Chess.com request again
+
+
 # --- one request in flight across workers --------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from chessstats import keys
 from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
 from chessstats.models.common import Pagination, now_iso, utc_iso
@@ -399,3 +401,53 @@ def _rel(url: str) -> str:
     """``https://api.chess.com/pub/tournament/x/1`` → ``/tournament/x/1``."""
     idx = url.find("/tournament/")
     return url[idx:] if idx >= 0 else url
+
+
+def titled_tuesday_ids(data: Any) -> list[str]:
+    """The url-ids of the finished Titled Tuesdays in a ``/player/{u}/tournaments`` body
+    (``titled-tuesday-blitz-<month>-<dd>-<yyyy>-<n>``, older ``-scc-grand-prix-titled-tuesday-blitz-<n>``)."""
+    out = []
+    for entry in (data.get("finished") or []) if isinstance(data, dict) else []:
+        tid = str(entry.get("@id") or entry.get("url") or "").rstrip("/").rsplit("/", 1)[-1]
+        if "titled-tuesday" in tid:
+            out.append(tid)
+    return out
+
+
+def _serial(tid: str) -> int:
+    """The trailing number of a url-id (Chess.com's tournament number: it grows with time)."""
+    tail = tid.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+async def import_latest_titled_tuesday(service: ChesscomService, players: list[str]) -> str:
+    """The ``titled-tuesday`` job: discover Titled Tuesdays in the tournament lists of ``players``
+    (``/player/{u}/tournaments``, kept an hour; a player whose list fails is skipped), take the latest
+    finished one (the highest tournament number) and read it whole: detail, every round and group
+    (stored once, never fetched again), its standings and games pages cached.
+
+    Returns a one-line summary. Raises UpstreamError when no list could be read, NotFound when none
+    names a Titled Tuesday."""
+    found: set[str] = set()
+    read = 0
+    for u in players:
+        try:
+            body = cc.decode(await service.fetch(f"/player/{u.lower()}/tournaments", max_age_s=3600), "tournaments")
+        except (UpstreamRateLimited, UpstreamBusy):
+            raise
+        except (NotFound, UpstreamError) as exc:
+            log.warning("titled-tuesday: the tournament list of %s failed: %s", u, exc)
+            continue
+        read += 1
+        found.update(titled_tuesday_ids(body))
+    if not read:
+        raise UpstreamError("titled-tuesday: no tournament list could be read", UPSTREAM)
+    if not found:
+        raise NotFound(f"titled-tuesday: no Titled Tuesday in the tournament lists of {', '.join(players)}")
+    tid = max(found, key=_serial)
+    t = service.tournaments
+    await t.get(tid)
+    results = await t.results(tid, 1, 100)
+    await t.games(tid, 1, 50)
+    total = msgspec.json.decode(b"{" + results.fields + b"}")["pagination"]["total"]
+    return f"imported {tid} ({total} players; {len(found)} Titled Tuesdays discovered from {read} lists)"

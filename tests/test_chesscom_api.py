@@ -183,6 +183,23 @@ def test_closed_account_is_410(server: Server, upstream: ReplayUpstream) -> None
     err(server.client.get("/api/players/chesscom/ClosedGuy"), 410, "gone")
 
 
+def test_a_chesscom_account_links_to_a_stored_player(server: Server, upstream: ReplayUpstream) -> None:
+    lichess = ok(server.client.get("/api/players/lichess/thibault"))["data"]
+    resp = server.admin("POST", f"/api/admin/players/{lichess['id']}/links",
+                        json={"platform": "chesscom", "account": "FabianoCaruana"})
+    player = ok(resp)["data"]
+    accounts = {a["platform"]: a for a in player["accounts"]}
+    assert set(accounts) == {"lichess", "chesscom"}
+    cc = accounts["chesscom"]
+    assert cc["username"] == "FabianoCaruana" and cc["id"] == lichess["id"]
+    assert cc["ratings"]["blitz"]["rating"] is not None
+    profile = ok(server.client.get("/api/players/chesscom/fabianocaruana"))["data"]
+    assert profile["id"] == lichess["id"]  # the cached profile was dropped with the link
+    bad = server.admin("POST", f"/api/admin/players/{lichess['id']}/links",
+                       json={"platform": "chesscom", "account": "bad.name"})
+    assert bad.status_code == 400
+
+
 # --- leaderboards and titled lists --------------------------------------------------------------
 
 

@@ -204,7 +204,7 @@ class _LinkBody(msgspec.Struct):
 
 @admin_bp.post("/<pid:int>/links")
 async def link(request: Request, pid: int) -> HTTPResponse:
-    """Link an account to a stored player: body ``{"platform": "lichess"|"fide", "account": ...}``.
+    """Link an account to a stored player: body ``{"platform": "lichess"|"chesscom"|"fide", "account": ...}``.
     Answers the player with its accounts; 409 ``conflict`` with ``existing`` and ``requested`` when
     the link contradicts another; 404 when the player or account is unknown."""
     try:
@@ -216,8 +216,11 @@ async def link(request: Request, pid: int) -> HTTPResponse:
         account = lichess_username(account)
     elif body.platform == "fide":
         account = str(fide_id(account))
+    elif body.platform == "chesscom":
+        account = chesscom_username(account)
+        await _chesscom(request).profile(account)  # fetched and stored first (404 / 410 as the profile route)
     else:
-        raise BadRequest(f"platform must be lichess or fide, got {body.platform[:40]!r}")
+        raise BadRequest(f"platform must be lichess, chesscom or fide, got {body.platform[:40]!r}")
     try:
         payload = await _service(request).link(pid, body.platform, account)
     except Conflict as exc:

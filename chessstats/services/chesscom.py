@@ -28,10 +28,12 @@ import msgspec
 from chessstats import keys
 from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
 from chessstats.models.common import Pagination, now_iso, utc_iso
+from chessstats.models.player import LichessUser
 from chessstats.models.tournament import Clock, Tournament
 from chessstats.payload import Payload, encode_fields
 from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
+from chessstats.store import players as pstore
 from chessstats.store import tournaments as tstore
 from chessstats.store import upstream_responses as responses
 from chessstats.upstream import chesscom as cc
@@ -119,8 +121,28 @@ class ChesscomService:
         u = username.lower()
         profile = cc.decode(await self.fetch(f"/player/{u}"), "profile")
         stats = cc.decode(await self.fetch(f"/player/{u}/stats"), "stats")
-        data = self._player(profile, stats)
-        return Fresh(Payload(encode_fields(data), source="api", fetched_at=time.time()), PROFILE_TTL_S)
+        try:
+            data = self._player(profile, stats)
+        except Gone:
+            await self._store_account(profile, stats, closed=True)
+            raise
+        account = await self._store_account(profile, stats)
+        data["id"] = account["player_id"]
+        return Fresh(Payload(encode_fields(data), source="api", fetched_at=time.time()), PROFILE_TTL_S,
+                     tag=keys.player_tag(account["player_id"]))
+
+    async def _store_account(self, profile: dict[str, Any], stats: Any, closed: bool = False) -> dict[str, Any]:
+        """Store the account (a ``chesscom`` row of ``player_accounts``, with its own player when new) so
+        it can be linked to a stored player and shown beside its Lichess and FIDE accounts."""
+        ratings = {tc: {k: r[k] for k in ("rating", "games", "rd", "provisional")}
+                   for tc, r in (cc.ratings_of(stats) if isinstance(stats, dict) else {}).items()}
+        user = LichessUser(
+            id=str(profile.get("username") or "").lower(), username=cc.display_name(profile),
+            title=profile.get("title"), name=profile.get("name"), country=cc.country_code(profile.get("country")),
+            status=str(profile.get("status") or ("closed" if closed else "basic")), ratings=ratings,
+            created_at=utc_iso(profile.get("joined"), ms=False), seen_at=utc_iso(profile.get("last_online"), ms=False),
+            url=profile.get("url") or "")
+        return await pstore.upsert_lichess_profile(self.db, user, platform=cc.PLATFORM)
 
     async def _profile_stored(self, username: str) -> Payload | None:
         u = username.lower()
@@ -132,6 +154,8 @@ class ChesscomService:
             data = self._player(cc.decode(profile.body, "profile"), cc.decode(stats.body, "stats"))
         except (Gone, UpstreamError):
             return None
+        account = await pstore.get_account(self.db, cc.PLATFORM, u)
+        data["id"] = account["player_id"] if account else None
         return Payload(encode_fields(data), source="database", stale=True,
                        fetched_at=min(profile.checked_at, stats.checked_at))
 

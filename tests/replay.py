@@ -405,7 +405,7 @@ class ReplayUpstream:
             missing = next((n for n in files if n.startswith(f"player_{user}_") and n.endswith(".404.json")), None)
             if missing:
                 return 404, files[missing], "application/json; charset=utf-8", {}
-            if p[2:4] == ["games"] and len(p) in (5, 6) and p[3].isdigit():
+            if p[2:3] == ["games"] and len(p) in (5, 6) and p[3].isdigit():
                 stem = f"player_{user}_games_{p[3]}_{p[4]}"
                 return self._chesscom_file(stem + (".pgn" if p[5:] == ["pgn"] else ".json"))
             return self._chesscom_file("_".join(["player", user, *p[2:]]) + ".json")

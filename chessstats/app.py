@@ -72,6 +72,7 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
         res = await Resources.open(config)
         app.ctx.resources = res
         app.ctx.db, app.ctx.cache, app.ctx.lichess, app.ctx.fide = res.db, res.cache, res.lichess, res.fide
+        app.ctx.chesscom = res.chesscom
         app.ctx.tournaments, app.ctx.imports = res.tournaments, res.imports
         app.ctx.scheduler = None
         if app.ctx.jobs_enabled:

@@ -190,10 +190,14 @@ class LichessConfig(UpstreamSettings):
 
 
 class ChesscomConfig(UpstreamSettings):
-    """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix."""
+    """``[chesscom]``: Chess.com's Published-Data API. ``url`` includes the ``/pub`` prefix;
+    ``titled_tuesday_players``: whose tournament lists the ``titled-tuesday`` job reads."""
 
     url: str = "https://api.chess.com/pub"
     rate: str = "3/1s"
+    #: players whose ``/player/{u}/tournaments`` lists the ``titled-tuesday`` job reads (they play it weekly)
+    titled_tuesday_players: list[str] = msgspec.field(
+        default_factory=lambda: ["hikaru", "fabianocaruana", "danielnaroditsky"])
 
 
 class FideConfig(UpstreamSettings):

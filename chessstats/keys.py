@@ -78,6 +78,21 @@ def fide_search(query: str) -> str:
     return f"players:fide:search:{' '.join(query.lower().split())}"
 
 
+def chesscom_player(username: str) -> str:
+    """``GET /api/players/chesscom/{username}``: profile + stats (one entry whatever the case asked)."""
+    return f"player:chesscom:{username.lower()}"
+
+
+def chesscom_top(board: str) -> str:
+    """``GET /api/players/chesscom/top/{timeClass}``: one board of Chess.com's ``/leaderboards``."""
+    return f"players:chesscom:top:{board}"
+
+
+def chesscom_titled(title: str) -> str:
+    """``GET /api/players/chesscom/titled/{title}``: the usernames holding a title."""
+    return f"players:chesscom:titled:{title.upper()}"
+
+
 def stored_player(player_id: int) -> str:
     """``GET /api/players/{id}``: a stored player with every linked account."""
     return f"player:{player_id}"

@@ -26,12 +26,14 @@ from pathlib import Path
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.locks import SharedLock
+from chessstats.services.chesscom import ChesscomService
 from chessstats.services.imports import ImportService
 from chessstats.services.players import PlayerService
 from chessstats.services.readthrough import ReadThrough
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
 from chessstats.store.db import DB_FILENAME
+from chessstats.upstream.chesscom import ChesscomClient, open_chesscom
 from chessstats.upstream.fide import FideClient, open_fide
 from chessstats.upstream.lichess import LichessClient, open_lichess
 
@@ -127,7 +129,8 @@ class Resources:
     """Everything a process works with: configuration, database, cache, upstream clients, services.
 
     Open with ``await Resources.open(config)`` and close with :meth:`aclose` (in reverse order).
-    Jobs receive this object (``config db cache lichess fide tournaments imports players now``).
+    Jobs receive this object (``config db cache lichess fide tournaments imports players chesscom
+    chesscom_players now``).
     """
 
     config: Config
@@ -140,6 +143,8 @@ class Resources:
     imports: ImportService
     tournaments: TournamentService
     players: PlayerService
+    chesscom: ChesscomClient
+    chesscom_players: ChesscomService
     now: Callable[[], datetime] = field(default=utc_now)
     background: bool = False
     in_use: SharedLock | None = None
@@ -171,6 +176,7 @@ class Resources:
         cache = paths.cache(config, memory_entries)
         lichess = open_lichess(config, paths.root)  # gate state in <data dir>/gate
         fide = open_fide(config, paths.root)
+        chesscom = open_chesscom(config, paths.root)
         tcfg = config.tournaments
         read = ReadThrough(
             cache, paths.locks_dir, stale_s=config.cache.stale_s, wait_s=config.cache.client_wait_s,
@@ -182,6 +188,8 @@ class Resources:
         players = PlayerService(db, cache, lichess, fide, read)
         res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players,
                   background=background, in_use=in_use)
+        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players, chesscom,
+                  ChesscomService(db, chesscom, read), background=background)
         if background:
             imports.start()
         return res
@@ -191,6 +199,7 @@ class Resources:
         await self.imports.stop()
         await self.read.aclose()
         await self.fide.aclose()
+        await self.chesscom.aclose()
         await self.lichess.aclose()
         self.cache.close()
         await self.db.close()

@@ -103,11 +103,13 @@ def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
 
     def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
               command: list[str] | None = None) -> Server:
-        server_env = {"LICHESS_API_URL": replay.lichess_url, "FIDE_API_URL": replay.url + "/fide", **(env or {})}
+        server_env = {"LICHESS_API_URL": replay.lichess_url, "FIDE_API_URL": replay.url + "/fide",
+                      "CHESS_COM_API_URL": replay.url + "/chesscom/pub", **(env or {})}
         server_env.setdefault("CHESSSTATS_LICHESS_RATE", "100000/1s")
         # the inbound limits are tested on their own (tests/test_ratelimit.py); other tests send
         # hundreds of requests from one address
         server_env.setdefault("CHESSSTATS_RATELIMIT_ENABLED", "false")
+        server_env.setdefault("CHESSSTATS_CHESSCOM_RATE", "100000/1s")
         server = Server(data_dir or tmp_path / "data", server_env, list(args) or ["--no-jobs"], command)
         servers.append(server)
         return server

@@ -9,7 +9,15 @@ One HTTP/1.1 server on 127.0.0.1 hosts every upstream under a path prefix:
   official site, which the product reaches at ``<FIDE_API_URL>/site`` when ``FIDE_API_URL`` is not
   its default); other ``/fide/...`` paths answer the Lichess-style 404.
   Configure the product with ``FIDE_API_URL=<url>/fide``.
-- ``/chesscom/pub/...`` is reserved. For now it answers the Lichess-style 404.
+- ``/chesscom/pub/...`` replays the Chess.com recordings in ``fixtures/chesscom/`` with their recorded
+  headers (weak ETag, the non-HTTP-date Last-Modified): ``/player/{u}[/stats|/games/archives|/tournaments]``
+  → player_{u}[_stats|_games_archives|_tournaments].json, ``/player/{u}/games/{YYYY}/{MM}[/pgn]`` →
+  player_{u}_games_{YYYY}_{MM}.json|.pgn, ``/leaderboards``, ``/titled/{T}``, ``/tournament/{id}[/{r}[/{g}]]``.
+  A request whose ``If-None-Match`` (or ``If-Modified-Since``) equals the recorded ETag (Last-Modified)
+  answers 304 with no body (counted in ``not_modified`` and ``bytes_saved``). Any path of a user with a
+  recorded player_{u}_*.404.json answers that 404 ``{code, message}`` envelope. Configure the product
+  with ``CHESS_COM_API_URL=<url>/chesscom/pub``. ``max_in_flight`` holds the most requests under
+  ``/chesscom/`` ever in progress at once.
 
 Lichess routes, relative to ``/lichess`` (``{id}`` is case-sensitive, ``{u}`` is not):
 
@@ -114,6 +122,12 @@ class ReplayUpstream:
         self.files = {p.name: p.read_bytes() for p in sorted(lichess_dir.iterdir()) if p.is_file()}
         fide_dir = self.fixtures_dir / "fide"
         self.fide_files = {p.name: p.read_bytes() for p in sorted(fide_dir.iterdir())} if fide_dir.is_dir() else {}
+        cc_dir = self.fixtures_dir / "chesscom"
+        self.chesscom_files = {p.name: p.read_bytes() for p in sorted(cc_dir.iterdir())} if cc_dir.is_dir() else {}
+        self.not_modified = 0
+        self.bytes_saved = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.counts: dict[str, int] = {}
         self.arrivals: list[tuple[float, str]] = []
@@ -174,8 +188,10 @@ class ReplayUpstream:
             return sum(self.counts.values())
 
     def reset(self) -> None:
-        """Clear ``counts``, ``arrivals`` and ``last_headers``. Faults and registered routes are kept."""
+        """Clear ``counts``, ``arrivals``, ``last_headers``, ``not_modified``, ``bytes_saved`` and
+        ``max_in_flight``. Faults and registered routes are kept."""
         with self._lock:
+            self.not_modified = self.bytes_saved = self.max_in_flight = 0
             self.counts.clear()
             self.arrivals.clear()
             self.last_headers.clear()
@@ -244,12 +260,36 @@ class ReplayUpstream:
             self.arrivals.append((time.time(), path))
             self.last_headers[path] = h.headers
             fault = self._take_fault(path)
-        kind, opts = (fault["kind"], fault["opts"]) if fault else (None, {})
-        if kind == "slow":
-            time.sleep(float(opts.get("seconds", 2)))
-        error = _fault_response(kind, opts)
-        resp = error or self._route(method, path, query, h.headers.get("Accept", ""), req_body)
+            chesscom = path.startswith("/chesscom/")
+            if chesscom:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            kind, opts = (fault["kind"], fault["opts"]) if fault else (None, {})
+            if kind == "slow":
+                time.sleep(float(opts.get("seconds", 2)))
+            error = _fault_response(kind, opts)
+            resp = error or self._route(method, path, query, h.headers.get("Accept", ""), req_body)
+            if chesscom and not error and resp[0] == 200:
+                resp = self._conditional(resp, h.headers)
+        finally:
+            if chesscom:
+                with self._lock:
+                    self.in_flight -= 1
         self._send(h, *resp, fault=None if error else kind, opts=opts)
+
+    def _conditional(self, resp: tuple, headers) -> tuple:
+        """304 (no body, the recorded headers) when the request's validators match the recorded ones."""
+        status, body, ctype, sent = resp
+        lowered = {k.lower(): v for k, v in sent.items()}
+        etag, modified = lowered.get("etag"), lowered.get("last-modified")
+        inm, ims = headers.get("If-None-Match"), headers.get("If-Modified-Since")
+        if (etag and inm and inm == etag) or (not inm and modified and ims == modified):
+            with self._lock:
+                self.not_modified += 1
+                self.bytes_saved += len(body)
+            return 304, b"", ctype, sent
+        return resp
 
     def _control(self, method: str, path: str, body: bytes) -> tuple:
         try:
@@ -287,7 +327,9 @@ class ReplayUpstream:
             resp = self._lichess(method, path[len("/lichess"):].strip("/").split("/"), accept, body, query)
         elif path.startswith("/fide/"):
             resp = self._fide(path[len("/fide"):].strip("/").split("/"), query)
-        else:  # /chesscom/pub/... is reserved for later.
+        elif path.startswith("/chesscom/pub/"):
+            resp = self._chesscom(path[len("/chesscom/pub"):].strip("/").split("/"))
+        else:
             resp = NOT_FOUND
         limit = (query.get("nb") or query.get("max") or [None])[0]
         if resp[0] == 200 and _media(resp[2]) == NDJSON and limit and limit.isdigit():
@@ -354,6 +396,41 @@ class ReplayUpstream:
         if p[:2] == ["fide", "player"] and len(p) in (3, 4) and p[3:] in ([], ["ratings"]):
             return self._serve("_".join(["fide_player", *p[2:]]) + ".json")
         return NOT_FOUND
+
+    def _chesscom(self, p: list[str]) -> tuple:
+        """Chess.com's Published-Data API from the recordings (file names as in fixtures/MANIFEST.md)."""
+        files = self.chesscom_files
+        if p[:1] == ["player"] and len(p) >= 2:
+            user = p[1].lower()
+            missing = next((n for n in files if n.startswith(f"player_{user}_") and n.endswith(".404.json")), None)
+            if missing:
+                return 404, files[missing], "application/json; charset=utf-8", {}
+            if p[2:3] == ["games"] and len(p) in (5, 6) and p[3].isdigit():
+                stem = f"player_{user}_games_{p[3]}_{p[4]}"
+                return self._chesscom_file(stem + (".pgn" if p[5:] == ["pgn"] else ".json"))
+            return self._chesscom_file("_".join(["player", user, *p[2:]]) + ".json")
+        if p == ["leaderboards"]:
+            return self._chesscom_file("leaderboards.json")
+        if p[:1] == ["titled"] and len(p) == 2:
+            return self._chesscom_file(f"titled_{p[1]}.json")
+        if p[:1] == ["tournament"] and 2 <= len(p) <= 4:
+            return self._chesscom_file("_".join(["tournament", *p[1:]]) + ".json")
+        return 404, b'{"code":0,"message":"An internal error has occurred."}', "application/json; charset=utf-8", {}
+
+    def _chesscom_file(self, name: str) -> tuple:
+        body = self.chesscom_files.get(name)
+        if body is None:
+            return 404, b'{"code":0,"message":"Not found."}', "application/json; charset=utf-8", {}
+        meta = self.chesscom_files.get(name + ".meta.json")
+        ctype = "application/json; charset=utf-8"
+        headers: dict = {}
+        if meta is not None:
+            recorded = json.loads(meta)["headers"]
+            ctype = next((v[0] for k, v in recorded.items() if k.lower() == "content-type"), ctype)
+            headers = {k: v[0] for k, v in recorded.items() if k.lower() not in _SKIP_HEADERS}
+        elif name.endswith(".pgn"):
+            ctype = "application/vnd.chess-pgn; charset=utf-8; charset=utf-8"
+        return 200, body, ctype, headers
 
     def _recorded_users(self) -> list[dict]:
         """Every user of the recorded ``POST /api/users`` bodies (users_by_ids_*.json)."""

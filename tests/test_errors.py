@@ -53,7 +53,7 @@ def stored_rows(server: Server) -> tuple[int, int, int]:
     ("/api/tournaments/sH24g2zH/games?page=%E2%91%A0", "page"),
     ("/api/tournaments?status=live", "status"),
     ("/api/tournaments?platform=icc", "platform"),
-    ("/api/tournaments/sH24g2zH?platform=chesscom", "not served yet"),
+    ("/api/tournaments/bad.id?platform=chesscom", "malformed"),
     ("/api/tournaments/sH24g2zH/results?limit=501", "limit"),
     ("/api/tournaments/sH24g2zH/games?limit=201", "limit"),
     ("/api/tournaments/sH24g2zH/games?format=xml", "format"),

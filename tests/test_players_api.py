@@ -173,8 +173,8 @@ def test_profile_unknown_is_a_negative_entry(server: Server, upstream: ReplayUps
     err(server.client.get("/api/players/lichess/Nobody_Here_ZZ"), 404, "not_found")
     assert upstream.total() == 0
     err(server.client.get("/api/players/lichess/a"), 400, "bad_request")
-    assert "Chess.com" in err(server.client.get("/api/players/chesscom/hikaru"), 400, "bad_request")["error"]
-    err(server.client.get("/api/players/chesscom/top/blitz"), 400, "bad_request")
+    assert "Chess.com" in err(server.client.get("/api/players/chesscom/bad.name"), 400, "bad_request")["error"]
+    err(server.client.get("/api/players/chesscom/top/classical"), 400, "bad_request")
     err(server.client.get("/api/players/lichess/bad.name"), 400, "bad_request")
 
 

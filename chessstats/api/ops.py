@@ -191,6 +191,8 @@ async def health_report(request: Request) -> tuple[dict[str, Any], bool]:
             probe = _probe_fn(name, client)
             if monitor is not None and probe is not None and monitor.maybe_probe_upstream(name, state, probe):
                 checks[name]["probing"] = True
+            if hasattr(client, "not_modified"):  # conditional requests answered 304 by this process
+                checks[name].update(notModified=client.not_modified, bytesSaved=client.bytes_saved)
         except Exception as exc:  # the gate's shared state unreadable: report, never fail health
             log.error("health: %s gate state unreadable: %s", name, exc)
             checks[name] = {"status": "unknown", "requests": getattr(client, "requests", None)}

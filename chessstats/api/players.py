@@ -13,6 +13,7 @@ from chessstats.api.envelope import add_cors, respond
 from chessstats.api.params import choice_param, int_param, parse_query
 from chessstats.errors import BadRequest, Conflict
 from chessstats.models.common import PERF_TYPES
+from chessstats.services.chesscom import ChesscomService
 from chessstats.services.players import PlayerService
 
 bp = Blueprint("players", url_prefix="/api/players")
@@ -128,10 +129,66 @@ async def lichess_games(request: Request, username: str) -> HTTPResponse:
     return respond(request, payload)
 
 
-@bp.route("/chesscom/<rest:path>", methods=["GET", "HEAD"])
-async def chesscom(request: Request, rest: str) -> HTTPResponse:
-    """Chess.com players come with the Chess.com client: 400 until then (as Chess.com tournaments)."""
-    raise BadRequest("Chess.com players are not served yet; platform must be lichess or fide")
+#: A Chess.com username: letters, digits, ``_`` and ``-``.
+CHESSCOM_USERNAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+#: Titles Chess.com lists at ``/titled/{title}``.
+CHESSCOM_TITLES = ("GM", "WGM", "IM", "WIM", "FM", "WFM", "NM", "WNM", "CM", "WCM")
+#: Boards of Chess.com's ``/leaderboards`` served by ``/chesscom/top/{timeClass}`` (the contract's time
+#: classes, then the upstream's own board names verbatim).
+CHESSCOM_BOARDS = {"bullet": "live_bullet", "blitz": "live_blitz", "rapid": "live_rapid", "daily": "daily",
+                   **{b: b for b in ("daily960", "live_bullet", "live_blitz", "live_rapid", "live_bughouse",
+                                     "live_blitz960", "live_threecheck", "live_crazyhouse", "live_kingofthehill")}}
+
+
+def _chesscom(request: Request) -> ChesscomService:
+    return request.app.ctx.resources.chesscom_players  # type: ignore[no-any-return]
+
+
+def chesscom_username(value: str) -> str:
+    """Validate a Chess.com username (letters, digits, ``_``, ``-``; 400 otherwise, no upstream call)."""
+    if not CHESSCOM_USERNAME.match(value):
+        raise BadRequest(f"malformed Chess.com username {value[:40]!r}: letters, digits, _ or - only")
+    return value
+
+
+@bp.route("/chesscom/top/<time_class:str>", methods=["GET", "HEAD"])
+async def chesscom_top(request: Request, time_class: str) -> HTTPResponse:
+    """A Chess.com leaderboard: ``bullet blitz rapid daily`` (or a board name such as ``daily960``),
+    ``?nb=`` 1..50 (default 50: Chess.com lists 50). One upstream ``/leaderboards`` serves every board."""
+    board = CHESSCOM_BOARDS.get(time_class)
+    if board is None:
+        raise BadRequest(f"unknown time class {time_class[:40]!r}: one of {', '.join(CHESSCOM_BOARDS)}")
+    nb = int_param(parse_query(request.query_string), "nb", 50, 1, 200)
+    return respond(request, await _chesscom(request).leaderboard(board, nb))
+
+
+@bp.route("/chesscom/titled/<title:str>", methods=["GET", "HEAD"])
+async def chesscom_titled(request: Request, title: str) -> HTTPResponse:
+    """The Chess.com usernames holding ``title`` (``GM WGM IM WIM FM WFM NM WNM CM WCM``; 400 otherwise)."""
+    if title.upper() not in CHESSCOM_TITLES:
+        raise BadRequest(f"unknown title {title[:40]!r}: one of {', '.join(CHESSCOM_TITLES)}")
+    return respond(request, await _chesscom(request).titled(title.upper()))
+
+
+@bp.route("/chesscom/<username:str>", methods=["GET", "HEAD"])
+async def chesscom_profile(request: Request, username: str) -> HTTPResponse:
+    """A Chess.com profile merged with its stats (case-insensitive username); 410 closed, 404 unknown."""
+    return respond(request, await _chesscom(request).profile(chesscom_username(username)))
+
+
+@bp.route("/chesscom/<username:str>/games", methods=["GET", "HEAD"])
+async def chesscom_games(request: Request, username: str) -> HTTPResponse:
+    """A Chess.com player's games from the monthly archives, newest first: ``?max=`` 1..300 (default
+    100), ``since``/``until`` (epoch ms), ``timeClass`` (verbatim)."""
+    name = chesscom_username(username)
+    query = parse_query(request.query_string)
+    since = int_param(query, "since", -1, 0, MAX_EPOCH_MS)
+    until = int_param(query, "until", -1, 0, MAX_EPOCH_MS)
+    tc = (query.get("timeClass") or [None])[0]
+    payload = await _chesscom(request).games(
+        name, max_games=int_param(query, "max", 100, 1, 300), since=None if since < 0 else since,
+        until=None if until < 0 else until, time_class=tc or None)
+    return respond(request, payload)
 
 
 @bp.route("/<pid:int>", methods=["GET", "HEAD"])
@@ -147,7 +204,7 @@ class _LinkBody(msgspec.Struct):
 
 @admin_bp.post("/<pid:int>/links")
 async def link(request: Request, pid: int) -> HTTPResponse:
-    """Link an account to a stored player: body ``{"platform": "lichess"|"fide", "account": ...}``.
+    """Link an account to a stored player: body ``{"platform": "lichess"|"chesscom"|"fide", "account": ...}``.
     Answers the player with its accounts; 409 ``conflict`` with ``existing`` and ``requested`` when
     the link contradicts another; 404 when the player or account is unknown."""
     try:
@@ -159,8 +216,11 @@ async def link(request: Request, pid: int) -> HTTPResponse:
         account = lichess_username(account)
     elif body.platform == "fide":
         account = str(fide_id(account))
+    elif body.platform == "chesscom":
+        account = chesscom_username(account)
+        await _chesscom(request).profile(account)  # fetched and stored first (404 / 410 as the profile route)
     else:
-        raise BadRequest(f"platform must be lichess or fide, got {body.platform[:40]!r}")
+        raise BadRequest(f"platform must be lichess, chesscom or fide, got {body.platform[:40]!r}")
     try:
         payload = await _service(request).link(pid, body.platform, account)
     except Conflict as exc:

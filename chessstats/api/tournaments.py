@@ -13,6 +13,7 @@ from chessstats.api.params import Query, choice_param, int_param, list_param, pa
 from chessstats.errors import BadRequest
 from chessstats.models.common import PLATFORMS, TOURNAMENT_STATUSES
 from chessstats.payload import Payload
+from chessstats.services.chesscom import ChesscomTournaments
 from chessstats.services.tournaments import TournamentService
 
 bp = Blueprint("tournaments", url_prefix="/api/tournaments")
@@ -21,19 +22,23 @@ PGN = "application/x-chess-pgn; charset=utf-8"
 
 MAX_BATCH_IDS = 50
 MAX_PAGE = 100_000
-#: Platforms whose tournaments are served (Chess.com comes with its client).
-TOURNAMENT_PLATFORMS = ("lichess",)
+#: Platforms whose tournaments are served.
+TOURNAMENT_PLATFORMS = ("lichess", "chesscom")
 
 
 def _service(request: Request) -> TournamentService:
     return request.app.ctx.tournaments  # type: ignore[no-any-return]
 
 
+def _chesscom(request: Request) -> ChesscomTournaments:
+    return request.app.ctx.resources.chesscom_players.tournaments  # type: ignore[no-any-return]
+
+
 def _platform(query: Query) -> str:
     platform = choice_param(query, "platform", PLATFORMS, "lichess")
     assert platform is not None
     if platform not in TOURNAMENT_PLATFORMS:
-        raise BadRequest(f"{platform} tournaments are not served yet; platform must be lichess")
+        raise BadRequest(f"{platform} tournaments are not served; platform must be lichess or chesscom")
     return platform
 
 
@@ -79,6 +84,8 @@ async def batch(request: Request) -> HTTPResponse:
     if len(ids) > MAX_BATCH_IDS:
         raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch, got {len(ids)}")
     platform = _platform(query)
+    if platform != "lichess":
+        raise BadRequest("batch serves Lichess tournaments only")
     ids = list(dict.fromkeys(tournament_id(i, platform) for i in ids))
     found, missing, not_yet, asked_upstream = await _service(request).batch(ids, platform)
     prefix = b'"data":'
@@ -99,6 +106,8 @@ async def batch(request: Request) -> HTTPResponse:
 async def get_tournament(request: Request, tid: str) -> HTTPResponse:
     """One tournament (Lichess arena, else swiss), with its first standings when known."""
     tid, platform = _detail_args(tid, request.query_string)
+    if platform == "chesscom":
+        return respond(request, await _chesscom(request).get(tid))
     return respond(request, await _service(request).get(tid, platform))
 
 
@@ -106,6 +115,8 @@ async def get_tournament(request: Request, tid: str) -> HTTPResponse:
 async def results(request: Request, tid: str) -> HTTPResponse:
     """Standings in rank order: ``?page=&limit=`` (limit 1..500, default 100)."""
     tid, platform, page, limit = _page_args(tid, request.query_string, 100, 500)
+    if platform == "chesscom":
+        return respond(request, await _chesscom(request).results(tid, page, limit))
     return respond(request, await _service(request).results(tid, page, limit, platform))
 
 
@@ -115,6 +126,10 @@ async def games(request: Request, tid: str) -> HTTPResponse:
     tid, platform, page, limit = _page_args(tid, request.query_string, 50, 200)
     fmt = choice_param(parse_query(request.query_string), "format", ("json", "pgn"), "json")
     service = _service(request)
+    if platform == "chesscom":
+        if fmt == "pgn":
+            raise BadRequest("format=pgn is served for Lichess tournaments only")
+        return respond(request, await _chesscom(request).games(tid, page, limit))
     if fmt == "pgn":
         text, fresh_s = await service.games_pgn(tid, page, limit, platform)
         return respond_text(request, text.encode("utf-8"), PGN, fresh_s)

@@ -40,8 +40,8 @@ REGISTRY: dict[str, Job] = {j.name: j for j in (
         "Lichess leaderboards (bullet, blitz, rapid, classical): cache + snapshot"),
     Job("fide-ratings", "0 3 * * *", jobs.fide_ratings, "FIDE top list into players"),
     Job("lichess-top-players", "0 4 * * *", jobs.lichess_top_players, "Lichess top players per perf into players"),
-    Job("titled-tuesday", "0 4 * * 2", jobs.titled_tuesday, "import the latest finished Titled Tuesday",
-        unavailable=jobs.TITLED_TUESDAY_UNAVAILABLE),
+    Job("titled-tuesday", "0 4 * * 2", jobs.titled_tuesday,
+        "import the latest finished Titled Tuesday (discovered from players' Chess.com tournament lists)"),
     Job("cleanup", "0 2 * * 0", jobs.cleanup, "delete old snapshots, cull the cache, optimize SQLite"),
 )}
 

@@ -26,6 +26,7 @@ from chessstats import keys
 from chessstats.cache import TTLCache
 from chessstats.config import Config
 from chessstats.errors import NotFound, UpstreamError, UpstreamRateLimited
+from chessstats.services.chesscom import ChesscomService, import_latest_titled_tuesday
 from chessstats.services.players import PlayerService
 from chessstats.services.tournaments import TournamentService
 from chessstats.store import Database
@@ -46,6 +47,7 @@ class JobContext(Protocol):
     fide: FideClient
     tournaments: TournamentService
     players: PlayerService
+    chesscom_players: ChesscomService
     now: Callable[[], datetime]
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,6 @@ LEADERBOARD_PERFS = ("bullet", "blitz", "rapid", "classical")
 LEADERBOARD_TTL_S = 1800
 FIDE_TOP_TTL_S = 86_400
 FIDE_TOP_LIMIT = 100
-#: Why ``titled-tuesday`` stays disabled.
-TITLED_TUESDAY_UNAVAILABLE = (
-    "the Chess.com client is not implemented yet; titled-tuesday stays disabled until it is"
-)
 
 
 def leaderboard_key(perf_type: str, nb: int = MAX_NB) -> str:
@@ -183,8 +181,9 @@ async def lichess_top_players(ctx: JobContext) -> str:
 
 
 async def titled_tuesday(ctx: JobContext) -> str:
-    """Import the latest finished Titled Tuesday from Chess.com — not available yet."""
-    raise RuntimeError(TITLED_TUESDAY_UNAVAILABLE)
+    """Import the latest finished Titled Tuesday from Chess.com, discovered from the tournament lists
+    of ``[chesscom] titled_tuesday_players`` (see :func:`chessstats.services.chesscom.import_latest_titled_tuesday`)."""
+    return await import_latest_titled_tuesday(ctx.chesscom_players, list(ctx.config.chesscom.titled_tuesday_players))
 
 
 def _kib(n: int) -> str:

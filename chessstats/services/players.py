@@ -65,6 +65,7 @@ STORED_PLAYER_TTL_S = 300
 
 LICHESS = "lichess"
 FIDE = "fide"
+CHESSCOM = "chesscom"
 
 
 class FideTopEntry(Model, kw_only=True):
@@ -570,8 +571,11 @@ class PlayerService:
         elif platform == FIDE:
             if await store.get_account(self.db, FIDE, account) is None:
                 await self.fide_profile(int(account))
+        elif platform == CHESSCOM:  # stored by the Chess.com profile read the route makes first
+            if await store.get_account(self.db, CHESSCOM, account) is None:
+                raise NotFound(f"no Chess.com account {account!r} is stored")
         else:
-            raise BadRequest(f"{platform} accounts cannot be linked yet: platform must be lichess or fide")
+            raise BadRequest(f"{platform} accounts cannot be linked: platform must be lichess, chesscom or fide")
         try:
             moved_from = await store.link_account(self.db, player_id, platform, account)
         except LookupError as exc:

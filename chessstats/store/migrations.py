@@ -226,4 +226,23 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE players ADD COLUMN sex TEXT",
         ),
     ),
+    (
+        5,
+        "upstream_responses",
+        (
+            # The last 200 body of an upstream path with its validators, kept verbatim (the weak ETag
+            # and Last-Modified, an opaque string on Chess.com): a refresh after a cache clear or a
+            # restart is still a conditional request. ``checked_at``: epoch seconds of the last 200
+            # or 304 (a 304 refreshes it without a new body).
+            """CREATE TABLE upstream_responses (
+                upstream TEXT NOT NULL,
+                path TEXT NOT NULL,
+                etag TEXT,
+                last_modified TEXT,
+                body BLOB NOT NULL,
+                checked_at REAL NOT NULL,
+                PRIMARY KEY (upstream, path)
+            )""",
+        ),
+    ),
 )

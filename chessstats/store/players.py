@@ -129,15 +129,15 @@ async def count_snapshots(db: Database, platform: str | None = None) -> int:
     return int(await db.fetchval("SELECT count(*) FROM top_player_snapshots WHERE platform = ?", (platform,)) or 0)
 
 
-async def upsert_lichess_profile(db: Database, user: LichessUser) -> dict[str, Any]:
-    """Insert or update a Lichess account from its profile (``status`` included: a closed account
-    stays stored as ``closed``); a player row is created for a new account. Ratings replace the
-    stored ones per perf. Returns the stored account (:func:`get_account`)."""
+async def upsert_lichess_profile(db: Database, user: LichessUser, platform: str = "lichess") -> dict[str, Any]:
+    """Insert or update a Lichess (or, with ``platform="chesscom"``, a Chess.com) account from its
+    profile (``status`` included: a closed account stays stored as ``closed``); a player row is created
+    for a new account. Ratings replace the stored ones per perf. Returns the stored account (:func:`get_account`)."""
     now = now_iso()
     key = user.username.lower()
     async with db.transaction() as conn:
         old = await conn.execute_fetchall(
-            "SELECT id, ratings FROM player_accounts WHERE platform = 'lichess' AND username_key = ?", (key,))
+            "SELECT id, ratings FROM player_accounts WHERE platform = ? AND username_key = ?", (platform, key))
         row = next(iter(old), None)
         ratings = _merge_ratings(row[1] if row else None, user.ratings)
         values = (user.username, user.name, user.title, user.country, user.status, ratings, user.created_at,
@@ -149,14 +149,14 @@ async def upsert_lichess_profile(db: Database, user: LichessUser) -> dict[str, A
             await conn.execute(
                 "INSERT INTO player_accounts (player_id, username_key, platform, username, name, title, country, "
                 "status, ratings, upstream_created_at, seen_at, url, raw, fetched_at, source) "
-                "VALUES (?, ?, 'lichess', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'lichess')",
-                (cursor.lastrowid, key, *values))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cursor.lastrowid, key, platform, *values, platform))
         else:
             await conn.execute(
                 "UPDATE player_accounts SET username = ?, name = ?, title = ?, country = ?, status = ?, ratings = ?, "
-                "upstream_created_at = ?, seen_at = ?, url = ?, raw = ?, fetched_at = ?, source = 'lichess' "
-                "WHERE id = ?", (*values, row[0]))
-    account = await get_account(db, "lichess", key)
+                "upstream_created_at = ?, seen_at = ?, url = ?, raw = ?, fetched_at = ?, source = ? "
+                "WHERE id = ?", (*values, platform, row[0]))
+    account = await get_account(db, platform, key)
     assert account is not None
     return account
 

@@ -186,10 +186,8 @@ class Resources:
         imports = ImportService(db, cache, lichess, tcfg, paths.locks_dir)
         tournaments = TournamentService(db, cache, lichess, tcfg, read, imports)
         players = PlayerService(db, cache, lichess, fide, read)
-        res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players,
-                  background=background, in_use=in_use)
         res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players, chesscom,
-                  ChesscomService(db, chesscom, read), background=background)
+                  ChesscomService(db, chesscom, read), background=background, in_use=in_use)
         if background:
             imports.start()
         return res

@@ -341,7 +341,7 @@ def test_titled_tuesday_job_discovers_and_imports_the_latest(start_server: objec
     env.update(PYTHONPATH=str(ROOT), CHESSSTATS_DATA_DIR=str(tmp_path / "data"),
                CHESS_COM_API_URL=upstream.url + CC, LICHESS_API_URL=upstream.lichess_url,
                FIDE_API_URL=upstream.url + "/fide", CHESSSTATS_CHESSCOM_TITLED_TUESDAY_PLAYERS="hikaru,fabianocaruana")
-    run = subprocess.run([sys.executable, "-m", "chessstats", "jobs", "run", "titled-tuesday"], env=env, cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "chessstats", "jobs", "run", "titled-tuesday", "--init"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"imported {latest}" in run.stdout, run.stdout

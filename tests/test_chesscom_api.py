@@ -322,6 +322,9 @@ def test_generated_tournament_results_games_and_list(server: Server, upstream: R
     group = json.loads((FIXTURES / f"{KNOCKOUT}_1_1.json").read_bytes())
     assert games["pagination"]["total"] == len(group["games"])
     assert all(g["tournamentId"] == "generated-knockout" and g["platform"] == "chesscom" for g in games["data"])
+    pgn = server.client.get("/api/tournaments/generated-knockout/games?platform=chesscom&limit=200&format=pgn")
+    assert pgn.status_code == 200 and pgn.headers["content-type"].startswith("application/x-chess-pgn")
+    assert pgn.text.count("[Event ") == len(group["games"])  # every game, those without a pgn built from tags
     hit(server, upstream, "/api/tournaments/generated-knockout/results?platform=chesscom")
     listed = ok(server.client.get("/api/tournaments?platform=chesscom"))["data"]
     assert "generated-knockout" in [t["id"] for t in listed]

@@ -128,7 +128,8 @@ async def games(request: Request, tid: str) -> HTTPResponse:
     service = _service(request)
     if platform == "chesscom":
         if fmt == "pgn":
-            raise BadRequest("format=pgn is served for Lichess tournaments only")
+            text, fresh_s = await _chesscom(request).games_pgn(tid, page, limit)
+            return respond_text(request, text.encode("utf-8"), PGN, fresh_s)
         return respond(request, await _chesscom(request).games(tid, page, limit))
     if fmt == "pgn":
         text, fresh_s = await service.games_pgn(tid, page, limit, platform)

@@ -32,6 +32,7 @@ from chessstats.models.player import LichessUser
 from chessstats.models.tournament import Clock, Tournament
 from chessstats.payload import Payload, encode_fields
 from chessstats.services.readthrough import Fresh, ReadThrough
+from chessstats.services.tournaments import game_to_pgn
 from chessstats.store import Database
 from chessstats.store import players as pstore
 from chessstats.store import tournaments as tstore
@@ -406,6 +407,23 @@ class ChesscomTournaments:
         key = keys.games(cc.PLATFORM, tid, page, limit)
         return self.svc.read.cache.get(key) or await self.svc.read.get(
             key, lambda: self._games(tid, page, limit), upstream=UPSTREAM)
+
+    async def games_pgn(self, tid: str, page: int, limit: int) -> tuple[str, int | None]:
+        """The same page of games as PGN text (games separated by a blank line), from each game's own
+        ``pgn`` (a game without one, such as bughouse, gets its tags and result built), and how long
+        (seconds) it stays fresh: None once the event is finished and read whole."""
+        _, groups, ttl = await self._groups(tid)
+        raw = [g for _, _, body in groups for g in body.get("games") or []]
+        raw.sort(key=lambda g: g.get("end_time") or 0, reverse=True)
+        parts = []
+        for g in raw[(page - 1) * limit: page * limit]:
+            pgn = g.get("pgn")
+            if not pgn:
+                model = cc.game_to_model(g)
+                model.tournament_id = tid
+                pgn = game_to_pgn(model)
+            parts.append(pgn.strip() + "\n")
+        return "\n".join(parts), None if ttl is None else int(ttl)
 
     async def _games(self, tid: str, page: int, limit: int) -> Fresh:
         _, groups, ttl = await self._groups(tid)

@@ -6,6 +6,7 @@ and cache dir in a temporary data dir; only the upstreams are replaced (by ``tes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -140,3 +141,17 @@ def imported(server: Server, tid: str, *, timeout_s: float = 60, states: tuple[s
         if time.monotonic() > deadline:
             raise AssertionError(f"import of {tid} still {body['data'].get('importState')} after {timeout_s} s")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def forget_added_routes(replay: ReplayUpstream) -> Iterator[None]:
+    """Routes a test registers on the (session-wide) replay are removed after it."""
+    before = set(replay.routes)
+    yield
+    for path in set(replay.routes) - before:
+        replay.routes.pop(path, None)
+
+
+def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
+    """Register a JSON body for ``path`` on the replay."""
+    upstream.add(path, json.dumps(body).encode(), "application/json")

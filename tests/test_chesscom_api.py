@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, add_json
 from tests.replay import JSON, ReplayUpstream
 
 CC = "/chesscom/pub"
@@ -57,16 +56,7 @@ def tally(upstream: ReplayUpstream) -> None:
     SAVED["bytes"] += upstream.bytes_saved
 
 
-@pytest.fixture(autouse=True)
-def _forget_added_routes(replay: ReplayUpstream) -> Iterator[None]:
-    before = set(replay.routes)
-    yield
-    for path in set(replay.routes) - before:
-        replay.routes.pop(path, None)
-
-
-def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
-    upstream.add(path, json.dumps(body).encode(), JSON)
+pytestmark = pytest.mark.usefixtures("forget_added_routes")
 
 
 def archives(upstream: ReplayUpstream, user: str, *months: str) -> None:
@@ -344,8 +334,8 @@ def test_titled_tuesday_job_discovers_and_imports_the_latest(start_server: objec
     env.update(PYTHONPATH=str(ROOT), CHESSSTATS_DATA_DIR=str(tmp_path / "data"),
                CHESS_COM_API_URL=upstream.url + CC, LICHESS_API_URL=upstream.lichess_url,
                FIDE_API_URL=upstream.url + "/fide", CHESSSTATS_CHESSCOM_TITLED_TUESDAY_PLAYERS="hikaru,fabianocaruana")
-    run = subprocess.run([sys.executable, "-m", "chessstats", "jobs", "run", "titled-tuesday", "--init"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "chessstats", "jobs", "run", "titled-tuesday", "--init"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"imported {latest}" in run.stdout, run.stdout
     assert upstream.counts[f"{CC}/player/fabianocaruana/tournaments"] == 1

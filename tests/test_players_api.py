@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, add_json
 from tests.replay import JSON, ReplayUpstream
 
 LICHESS = "/lichess/api"
@@ -46,17 +45,7 @@ def err(resp: httpx.Response, status: int, code: str) -> dict:
     return body
 
 
-@pytest.fixture(autouse=True)
-def _forget_added_routes(replay: ReplayUpstream) -> Iterator[None]:
-    """Routes a test registers on the (session-wide) replay are removed after it."""
-    before = set(replay.routes)
-    yield
-    for path in set(replay.routes) - before:
-        replay.routes.pop(path, None)
-
-
-def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
-    upstream.add(path, json.dumps(body).encode(), JSON)
+pytestmark = pytest.mark.usefixtures("forget_added_routes")
 
 
 # --- leaderboards --------------------------------------------------------------------------------

@@ -218,9 +218,6 @@ def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server",
     env.update({
         "PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
         "CHESSSTATS_LICHESS_RATE": "100000/1s", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
-        # a first GET of a finished tournament answers when its background import is complete (the
-        # default 1.5 s would answer "importing" first and the import figures would time only the wait)
-        "CHESSSTATS_TOURNAMENTS_IMPORT_WAIT_S": "60",
         # the inbound limits stay on (their cost is part of every figure) but never refuse wrk
         **NO_REFUSALS,
     })
@@ -444,7 +441,7 @@ def import_probe(server: Proc, server_url: str, replay_url: str, players: int, g
     sampler.start()
     cpu0 = cpu_seconds(pids)
     with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
-        r, ms = get(client, f"{server_url}/api/tournaments/{tid}")
+        r, ms = import_via_get(client, server_url, tid)
     stop.set()
     sampler.join()
     assert r.status_code == 200 and r.json()["data"].get("importState") == "complete", r.text[:300]
@@ -459,13 +456,29 @@ def import_probe(server: Proc, server_url: str, replay_url: str, players: int, g
     }
 
 
+def import_via_get(client: httpx.Client, server_url: str, tid: str,
+                   poll_s: float = 0.05) -> tuple[httpx.Response, float]:
+    """Import a finished tournament through its first ``GET /api/tournaments/{id}`` and wait for it:
+    the import runs in the background and the GET answers ``importState`` ``queued``/``importing``
+    after ``import_wait_s``; the same GET is repeated every ``poll_s`` seconds (each answer of an
+    import under way is read from the database, not cached) until ``complete`` or ``failed``.
+    Returns the last response and the milliseconds from the first request to it."""
+    t0 = time.perf_counter()
+    while True:
+        r = client.get(f"{server_url}/api/tournaments/{tid}")
+        state = r.json()["data"].get("importState") if r.status_code == 200 else None
+        if state not in ("queued", "importing"):
+            return r, (time.perf_counter() - t0) * 1000
+        time.sleep(poll_s)
+
+
 def recorded_import_probe(server: Proc, server_url: str, replay_url: str) -> dict:
     """The first ``GET /api/tournaments/sH24g2zH`` on a fresh data dir (imports the recorded 191
     standings and 1,463 PGN games): wall seconds and the server tree's CPU seconds."""
     httpx.post(replay_url + "/_replay/reset")
     cpu0 = cpu_seconds(server.tree())
     with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
-        r, ms = get(client, f"{server_url}/api/tournaments/{RECORDED_ID}")
+        r, ms = import_via_get(client, server_url, RECORDED_ID)
     assert r.status_code == 200, r.text[:300]
     state = r.json()["data"].get("importState")
     assert state == "complete", state
@@ -573,7 +586,7 @@ def import_p99_probe(tmp: Path, replay_url: str, workers: int, pairs: int, durat
                         if stop.is_set():
                             return
                         t0 = time.monotonic()
-                        resp = c.get(f"{url}/api/tournaments/{tid}")
+                        resp, _ = import_via_get(c, url, tid)
                         imports.append({"id": tid, "t0": t0, "t1": time.monotonic(), "status": resp.status_code,
                                         "x_cache": resp.headers.get("x-cache"),
                                         "source": resp.json().get("source") if resp.status_code == 200 else None,

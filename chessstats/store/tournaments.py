@@ -7,6 +7,7 @@ failure leaves nothing half-written.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,22 @@ def _game_values(pk: int, parsed: ParsedGame) -> tuple[object, ...]:
     )
 
 
+#: Rows per ``executemany`` of an import; the event loop gets a turn between two batches.
+WRITE_BATCH_ROWS = 250
+_STANDING_INSERT = (
+    "INSERT INTO standings (tournament_id, position, rank, username, title, rating, score, points, "
+    "tie_break, performance, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _write_games(conn: aiosqlite.Connection, pk: int, games: Sequence[ParsedGame]) -> None:
+    """Insert or replace ``games`` of tournament ``pk`` in batches of :data:`WRITE_BATCH_ROWS` rows
+    (inside the caller's transaction), yielding to the event loop between batches."""
+    for at in range(0, len(games), WRITE_BATCH_ROWS):
+        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games[at:at + WRITE_BATCH_ROWS]])
+        await asyncio.sleep(0)
+
+
 async def import_tournament(
     db: Database, t: Tournament, raw: bytes | None, standings: Sequence[Standing], games: Sequence[ParsedGame],
     fetched_at: str, after: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
@@ -182,8 +199,9 @@ async def import_tournament(
     """Store a finished tournament whole, in one transaction; returns its key.
 
     Replaces any earlier standings and games of the tournament. ``after(conn, pk)`` runs inside
-    the same transaction (the import's own record). Raises (and writes nothing) on any database
-    error.
+    the same transaction (the import's own record). Rows are written in batches of
+    :data:`WRITE_BATCH_ROWS`, with a turn of the event loop between two. Raises (and writes
+    nothing) on any database error.
     """
     now = now_iso()
     async with db.transaction() as conn:
@@ -206,16 +224,14 @@ async def import_tournament(
         )
         pk = int(next(iter(rows))[0])
         await conn.execute("DELETE FROM standings WHERE tournament_id = ?", (pk,))
-        await conn.executemany(
-            "INSERT INTO standings (tournament_id, position, rank, username, title, rating, score, points, "
-            "tie_break, performance, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
+        for at in range(0, len(standings), WRITE_BATCH_ROWS):
+            await conn.executemany(_STANDING_INSERT, [
                 (pk, i, s.rank, s.username, s.title, s.rating, s.score, s.points, s.tie_break, s.performance, s.team)
-                for i, s in enumerate(standings)
-            ],
-        )
+                for i, s in enumerate(standings[at:at + WRITE_BATCH_ROWS], at)
+            ])
+            await asyncio.sleep(0)
         await conn.execute("DELETE FROM games WHERE tournament_id = ?", (pk,))
-        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        await _write_games(conn, pk, games)
         if after is not None:
             await after(conn, pk)
     return pk
@@ -226,7 +242,7 @@ async def update_games(db: Database, pk: int, games: Sequence[ParsedGame],
     """Replace the stored rows of ``games`` (same ids) of tournament ``pk``, in one transaction with
     ``after(conn)``; returns how many were written."""
     async with db.transaction() as conn:
-        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        await _write_games(conn, pk, games)
         if after is not None:
             await after(conn)
     return len(games)

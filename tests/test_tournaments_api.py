@@ -270,4 +270,6 @@ def test_two_processes_import_a_tournament_once(start_server: object, upstream: 
         f"/lichess/api/tournament/{TEAM_BATTLE}/results": 1,
         f"/lichess/api/tournament/{TEAM_BATTLE}/games": 1,
     }
-    assert {r.json()["source"] for r in answers} <= {"api", "database"}
+    # a request that starts after the import's answer was cached (a loaded machine starts the threads
+    # late; the import itself takes well under a second) is a cache hit
+    assert {r.json()["source"] for r in answers} <= {"api", "database", "cache"}

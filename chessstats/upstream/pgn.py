@@ -33,6 +33,7 @@ termination we do not know is kept verbatim.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -142,10 +143,20 @@ def _status(tags: dict[str, str], board: chess.Board | None, result: str) -> str
     return None
 
 
+_CLOCK = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d")
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_date(date: str) -> bool:
+    return utc_iso(f"{date.replace('.', '-')}T00:00:00Z") is not None
+
+
 def _started_at(tags: dict[str, str]) -> str | None:
     date, clock = tags.get("UTCDate"), tags.get("UTCTime")
     if not date or not clock or "?" in date:
         return None
+    if len(date) == 10 and _CLOCK.fullmatch(clock) and _valid_date(date):  # the usual shape, without datetime
+        return f"{date[:4]}-{date[5:7]}-{date[8:]}T{clock}Z"
     return utc_iso(f"{date.replace('.', '-')}T{clock}Z")
 
 

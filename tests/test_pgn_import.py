@@ -20,7 +20,7 @@ import pytest
 from chessstats.models import Tournament
 from chessstats.upstream.http import TruncatedStream
 from chessstats.upstream.lichess import LichessClient
-from chessstats.upstream.pgn import PgnReader, parse_pgn_games, pgn_tags
+from chessstats.upstream.pgn import REPLAY_STEP, PgnReader, parse_pgn_games, pgn_tags
 from tests.replay import FIXTURES, ReplayUpstream
 
 LICHESS = FIXTURES / "lichess"
@@ -106,6 +106,29 @@ def test_streamed_in_any_chunks_reads_as_the_whole_text(seed: int) -> None:
     assert parsed_early > 100  # games are read while the export still streams in
     assert skipped == reader.skipped == 0
     assert [(g.game, g.pgn, g.fide_ids) for g in reader.games] == [(g.game, g.pgn, g.fide_ids) for g in whole]
+
+
+def test_a_long_replayed_game_is_replayed_across_slices() -> None:
+    """A Normal draw is replayed on a board for stalemate, REPLAY_STEP moves per look at the clock: with
+    no time budget each parse() call advances it one step, so the caller gets control back."""
+    text = (LICHESS / "tournament_sH24g2zH_games.pgn").read_text(encoding="utf-8")
+    whole, _ = parse_pgn_games(text)
+    draws = [g for g in whole if g.game.status in ("draw", "stalemate") and 'Termination "Normal"' in g.pgn]
+    longest = max(draws, key=lambda g: len(g.game.moves.split()))
+    plies = len(longest.game.moves.split())
+    assert plies > 4 * REPLAY_STEP
+    reader = PgnReader()
+    reader.feed(longest.pgn + "\n\n")
+    calls = 1
+    while reader.parse(0.0):
+        calls += 1
+        assert not reader.games  # stored only once its final position is known
+    reader.close()
+    assert calls >= plies // REPLAY_STEP
+    assert [(g.game, g.pgn) for g in reader.games] == [(longest.game, longest.pgn)]
+    broken = longest.pgn.replace(" 2. ", " 2. Ke5 ", 1)  # an illegal move: the game is skipped
+    games, skipped = parse_pgn_games(broken + "\n\n")
+    assert (games, skipped) == ([], 1)
 
 
 def test_streamed_export_cut_off_is_an_error() -> None:

@@ -18,10 +18,13 @@ variant (``Variant`` and ``FEN`` tags), as every game was before, when:
 * its movetext has any other shape (variations, NAGs, ``1.e4`` without a space, a token that is
   not SAN, no result token, ...).
 
-A replayed game gets python-chess's check marks, and a move python-chess rejects skips the game
-(logged and counted, as before). A well-formed but illegal SAN in a game that is not replayed is
-stored as Lichess wrote it. The tests replay every recorded game with python-chess and check the
-stored SAN move for move and the status against the final position.
+A regular standard draw is replayed move by move on its board (:data:`REPLAY_STEP` moves between two
+looks at the clock, so a long game does not hold the event loop) and keeps its SAN as written; the
+other replayed games are read whole by python-chess's PGN reader and get python-chess's check marks.
+A move python-chess rejects skips the game (logged and counted, as before). A well-formed but
+illegal SAN in a game that is not replayed is stored as Lichess wrote it. The tests replay every
+recorded game with python-chess and check the stored SAN move for move and the status against the
+final position.
 
 A game's ``status`` is derived from its ``Termination`` and ``Result`` tags as Lichess writes
 them (lila ``PgnDump``): ``Time forfeit`` → ``outoftime``, ``Abandoned`` → ``noStart``
@@ -228,9 +231,14 @@ _COMMENT = re.compile(r"\{[^}]*\}")
 _TAG = chess.pgn.TAG_REGEX
 
 
+#: ``_fast_game``'s answer for a regular standard game whose status needs the final position.
+_DRAW_ON_BOARD = "?"
+
+
 def _fast_game(tags: dict[str, str], movetext: str) -> tuple[list[str], str | None] | None:
-    """The SAN moves and status of a game read without a board, or None when it must be replayed
-    (see the module docstring)."""
+    """The SAN moves and status of a game in Lichess's regular shape, or None when python-chess
+    must read it (see the module docstring). The status is :data:`_DRAW_ON_BOARD` for a ``Normal``
+    draw of a standard game: stalemate or not, the final position says."""
     if "{" in movetext:
         movetext = _COMMENT.sub(" ", movetext)
     if _REGULAR_MOVETEXT.fullmatch(movetext) is None:
@@ -246,13 +254,28 @@ def _fast_game(tags: dict[str, str], movetext: str) -> tuple[list[str], str | No
     if result in ("1-0", "0-1"):
         return sans, "mate" if sans and sans[-1].endswith("#") else "resign"
     if result == "1/2-1/2":
-        return None  # stalemate or not: the final position says
+        return sans, _DRAW_ON_BOARD
     return sans, None
+
+
+@dataclass(slots=True)
+class _Replay:
+    """A regular standard game being replayed move by move (a long game is replayed across slices)."""
+
+    text: str
+    tags: dict[str, str]
+    sans: list[str]
+    board: chess.Board
+    ply: int = 0
 
 
 def _result(tags: dict[str, str]) -> str:
     result = tags.get("Result", "*")
     return result if result in ("1-0", "0-1", "1/2-1/2") else "*"
+
+
+#: Moves replayed between two looks at the clock (about 10-20 µs each).
+REPLAY_STEP = 16
 
 
 class PgnReader:
@@ -279,6 +302,7 @@ class PgnReader:
         self._moves_at = -1  # index of its first movetext line; -1 while in its tags
         self._blanks = 0  # blank lines in its tags
         self._unterminated: int | None = None  # number of the last game read when it had no result token
+        self._replay: _Replay | None = None  # the game being replayed on a board
 
     def feed(self, text: str) -> None:
         """Add text of the export (any split: a line may straddle two calls)."""
@@ -327,21 +351,47 @@ class PgnReader:
 
     def parse(self, budget_s: float | None = None) -> bool:
         """Read the complete games fed so far, for about ``budget_s`` seconds at most (None: all of
-        them); returns whether complete games are left for another call."""
+        them); returns whether work is left for another call. A game replayed on a board is replayed
+        :data:`REPLAY_STEP` moves at a time, so a long game does not hold the caller for long either."""
         deadline = None if budget_s is None else time.perf_counter() + budget_s
         pending = self._pending
-        while self._next < len(pending):
+        while True:
+            if self._replay is not None and not self._advance(deadline):
+                return True
+            if self._next >= len(pending):
+                break
             lines, moves_at = pending[self._next]
             pending[self._next] = ([], 0)  # its text goes once read
             self._next += 1
             self._read(lines, moves_at)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-        if self._next < len(pending):
+        if self._replay is not None or self._next < len(pending):
             return True
         pending.clear()
         self._next = 0
         return False
+
+    def _advance(self, deadline: float | None) -> bool:
+        """Replay the game under way up to ``deadline``; returns whether it is done (and stored or skipped)."""
+        job = self._replay
+        assert job is not None
+        board, sans = job.board, job.sans
+        try:
+            while job.ply < len(sans):
+                for san in sans[job.ply:job.ply + REPLAY_STEP]:
+                    board.push(board.parse_san(san))
+                job.ply += REPLAY_STEP
+                if deadline is not None and job.ply < len(sans) and time.perf_counter() >= deadline:
+                    return False
+        except ValueError as exc:  # illegal, ambiguous or malformed: as python-chess's reader would
+            self._replay = None
+            log.warning("PGN game skipped (%s)", exc)
+            self.skipped += 1
+            return True
+        self._replay = None
+        self._store(job.text, job.tags, sans, "stalemate" if board.is_stalemate() else "draw")
+        return True
 
     def close(self) -> None:
         """End of the export: read what is left.
@@ -371,6 +421,18 @@ class PgnReader:
         board = None
         if fast is not None:
             sans, status = fast
+            if status == _DRAW_ON_BOARD:
+                self.replayed += 1
+                try:
+                    board = chess.Board(tags.get("FEN", chess.STARTING_FEN),
+                                        chess960=chess.pgn.Headers(tags).is_chess960())
+                except ValueError as exc:
+                    log.warning("PGN game skipped (%s)", exc)
+                    self.skipped += 1
+                    return
+                board.chess960 = board.chess960 or board.has_chess960_castling_rights()
+                self._replay = _Replay(text, tags, sans, board)
+                return
         else:
             self.replayed += 1
             parsed = chess.pgn.read_game(io.StringIO(text + "\n"), Visitor=_TagsAndSan)
@@ -383,6 +445,10 @@ class PgnReader:
                 self.skipped += 1
                 return
             tags, sans, board, status = parsed.tags, parsed.sans, parsed.board, None
+        self._store(text, tags, sans, status, board)
+
+    def _store(self, text: str, tags: dict[str, str], sans: list[str], status: str | None,
+               board: chess.Board | None = None) -> None:
         game = game_from_tags(tags, sans, board, tournament_id=self.tournament_id, perf_type=self.perf_type,
                               rated=self.rated, status=status)
         if game is None:

@@ -303,9 +303,13 @@ class PgnReader:
         self._blanks = 0  # blank lines in its tags
         self._unterminated: int | None = None  # number of the last game read when it had no result token
         self._replay: _Replay | None = None  # the game being replayed on a board
+        self._fed = False  # whether any text was fed
 
     def feed(self, text: str) -> None:
         """Add text of the export (any split: a line may straddle two calls)."""
+        if not self._fed:
+            text = text.lstrip("\ufeff")  # a byte order mark, as python-chess skips it
+            self._fed = bool(text)
         if "\n" not in text:
             self._partial += text
             return

@@ -9,7 +9,7 @@ moves were validated by lila when they were played), with ``+`` and ``#`` as the
 and a ``Result`` and ``Termination`` tag. So a game whose movetext has the regular Lichess shape
 (move numbers, SAN tokens, optional ``{...}`` comments, the result token) and whose status needs
 no position is taken as written: its SAN is the upstream's, move for move, and it is not replayed
-(about 30 µs a game instead of about 1.2 ms). A game is replayed on a python-chess board of its
+(about 50 µs a game instead of about 1.2 ms). A game is replayed on a python-chess board of its
 variant (``Variant`` and ``FEN`` tags), as every game was before, when:
 
 * its status needs the final position: a ``Normal`` draw (stalemate or not) and a ``Normal`` game

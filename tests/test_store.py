@@ -64,6 +64,47 @@ def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_import_written_in_batches_is_still_all_or_nothing(tmp_path: Path) -> None:
+    """Standings and games go in batches of WRITE_BATCH_ROWS with loop turns between them, inside the one
+    transaction: a row that fails in a late batch leaves nothing of the import (not the earlier batches,
+    not the tournament row), and a concurrent reader never sees a partial import."""
+    import msgspec
+
+    arena = arena_to_model(_arena_decoder.decode((LICHESS / "tournament_sH24g2zH.json").read_bytes()), "x")
+    games, _ = parse_pgn_games((LICHESS / "tournament_sH24g2zH_games.pgn").read_text(encoding="utf-8"))
+    standings = [Standing(rank=i + 1, username=f"p{i}", score=1) for i in range(3 * store.WRITE_BATCH_ROWS + 7)]
+    late = 4 * store.WRITE_BATCH_ROWS + 3
+    assert late < len(games)
+    bad_games = list(games)
+    bad_games[late] = type(games[late])(msgspec.structs.replace(games[late].game, id=None), games[late].pgn)
+
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            seen: list[int] = []
+            stop = asyncio.Event()
+
+            async def reader() -> None:  # runs in the loop turns the batches leave
+                while not stop.is_set():
+                    seen.append(await db.fetchval("SELECT count(*) FROM games"))
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(reader())
+            with pytest.raises(sqlite3.IntegrityError):
+                await store.import_tournament(db, arena, b"{}", standings, bad_games, "2026-01-01T00:00:00Z")
+            for table in ("tournaments", "standings", "games"):
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+            pk = await store.import_tournament(db, arena, b"{}", standings, games, "2026-01-01T00:00:00Z")
+            stop.set()
+            await task
+            assert await db.fetchval("SELECT count(*) FROM standings WHERE tournament_id = ?", (pk,)) == len(standings)
+            positions = await db.fetchall("SELECT position, username FROM standings ORDER BY position")
+            assert [(r[0], r[1]) for r in positions] == [(i, f"p{i}") for i in range(len(standings))]
+            assert await db.fetchval("SELECT count(*) FROM games WHERE tournament_id = ?", (pk,)) == 1463
+            # the reader ran between the batches and only ever saw nothing or the whole import
+            assert len(seen) > 2 and seen[0] == 0 and set(seen) <= {0, 1463}
+    asyncio.run(run())
+
+
 # --- storage faults ------------------------------------------------------------------------------
 
 

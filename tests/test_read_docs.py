@@ -94,6 +94,10 @@ def test_reimport_rewrites_the_documents_in_its_transaction(tmp_path: Path) -> N
             await store.upsert_tournaments(db, [(msgspec.structs.replace(_arena(), name="other"), None)], FETCHED)
             assert await store.set_status(db, "lichess", "docs0001", "ongoing") is False
             assert (await store.get_detail_doc(db, "lichess", "docs0001")) == detail
+            # re-imported by a version without documents (after a downgrade): they are ignored
+            await db.execute_write("UPDATE tournaments SET imported_at = '2026-03-01T00:00:00Z'")
+            assert await store.get_detail_doc(db, "lichess", "docs0001") is None
+            assert await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=10) is None
     asyncio.run(run())
 
 
@@ -158,8 +162,10 @@ def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object,
     assert db.execute("SELECT detail IS NOT NULL, standings_count FROM tournaments WHERE external_id = ?",
                       (TEAM_BATTLE,)).fetchone() == (1, 191)
     from_docs = fetch_all()
-    saved = db.execute("SELECT detail FROM tournaments WHERE external_id = ?", (TEAM_BATTLE,)).fetchone()[0]
-    db.execute("UPDATE tournaments SET detail = NULL WHERE external_id = ?", (TEAM_BATTLE,))  # as before migration 6
+    saved = db.execute("SELECT detail, docs_imported_at FROM tournaments WHERE external_id = ?",
+                       (TEAM_BATTLE,)).fetchone()
+    db.execute("UPDATE tournaments SET detail = NULL, docs_imported_at = NULL WHERE external_id = ?",
+               (TEAM_BATTLE,))  # as imported before migration 6
     from_rows = fetch_all()
     for path, (docs_body, docs_etag), (rows_body, rows_etag) in zip(paths, from_docs, from_rows, strict=True):
         assert docs_body == rows_body, path
@@ -171,7 +177,7 @@ def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object,
     assert [r["rank"] for r in page["data"]] == list(range(1, 101))
     assert msgspec.json.decode(from_docs[6][0])["data"] == []  # past the end
     assert [r["rank"] for r in msgspec.json.decode(from_docs[5][0])["data"]] == [191]  # the last, alone
-    db.execute("UPDATE tournaments SET detail = ? WHERE external_id = ?", (saved, TEAM_BATTLE))
+    db.execute("UPDATE tournaments SET detail = ?, docs_imported_at = ? WHERE external_id = ?", (*saved, TEAM_BATTLE))
     assert fetch_all() == from_docs
     db.close()
 

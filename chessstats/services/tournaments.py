@@ -120,7 +120,7 @@ class TournamentService:
         if platform == UPSTREAM:
             doc = await store.get_detail_doc(self.db, platform, tid)
             if doc is not None:
-                return self.read.keep(key, self._doc_fresh(doc, platform, tid, encode_fields(msgspec.Raw(doc.data))))
+                return self.read.keep(key, self._doc_fresh(doc, platform, tid, b'"data":' + doc.data))
         return await self.read.get(key, lambda: self._fetch_detail(tid, platform),
                                    fallback=lambda: self._stored_detail(tid, platform), upstream=UPSTREAM)
 

@@ -261,8 +261,8 @@ async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
         f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,))
     standings = [_row_to_standing(r) for r in srows]
     detail = msgspec.structs.replace(tournament, standings=standings[:DETAIL_STANDINGS], import_state="complete")
-    await conn.execute("UPDATE tournaments SET detail = ?, standings_count = ? WHERE id = ?",
-                       (_encode(detail), len(standings), pk))
+    await conn.execute("UPDATE tournaments SET detail = ?, standings_count = ?, docs_imported_at = imported_at "
+                       "WHERE id = ?", (_encode(detail), len(standings), pk))
     await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
     docs = []
     for first in range(0, len(standings), DOC_CHUNK):
@@ -293,7 +293,7 @@ class StoredDoc:
 _DOC_FROM = (
     "FROM tournaments t LEFT JOIN imports i ON i.platform = t.platform AND i.external_id = t.external_id "
 )
-_DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ? AND t.imported_at IS NOT NULL AND t.detail IS NOT NULL"
+_DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ? AND t.docs_imported_at = t.imported_at"
 _DETAIL_DOC = f"SELECT t.detail, t.standings_count, t.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE}"
 _PAGE_DOC = (
     f"SELECT t.standings_count, t.fetched_at, i.pending_games, d.chunk, d.body, d.ends {_DOC_FROM}"
@@ -305,7 +305,8 @@ _END = struct.Struct("<I")
 
 async def get_detail_doc(db: Database, platform: str, external_id: str) -> StoredDoc | None:
     """The stored detail ``data`` of imported tournament ``(platform, external_id)`` (one quick
-    indexed read), or None when it is not imported or was imported before its documents existed."""
+    indexed read), or None when it is not imported or its last import wrote no documents (one
+    before migration 6, or by a version without them)."""
     rows = await db.fetchall(_DETAIL_DOC, (platform, external_id), quick=True)
     if not rows:
         return None

@@ -15,6 +15,7 @@ status updates skip imported rows), so the documents change only with a (re-)imp
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -254,24 +255,26 @@ async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
     detail ``data`` with the first :data:`DETAIL_STANDINGS` standings and ``importState``
     ``complete``, the standings count, and every standing encoded in chunks of :data:`DOC_CHUNK`
     (``body``: rows joined by commas; ``ends``: the end offset of each row, uint32 little endian).
+    The event loop gets a turn between two chunks.
     """
     rows = await conn.execute_fetchall(f"SELECT {_T_COLS} FROM tournaments WHERE id = ?", (pk,))
     tournament = _row_to_tournament(next(iter(rows)))
-    srows = await conn.execute_fetchall(
-        f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,))
-    standings = [_row_to_standing(r) for r in srows]
-    detail = msgspec.structs.replace(tournament, standings=standings[:DETAIL_STANDINGS], import_state="complete")
+    srows = list(await conn.execute_fetchall(
+        f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,)))
+    first_page = [_row_to_standing(r) for r in srows[:DETAIL_STANDINGS]]
+    detail = msgspec.structs.replace(tournament, standings=first_page, import_state="complete")
     await conn.execute("UPDATE tournaments SET detail = ?, standings_count = ?, docs_imported_at = imported_at "
-                       "WHERE id = ?", (_encode(detail), len(standings), pk))
+                       "WHERE id = ?", (_encode(detail), len(srows), pk))
     await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
     docs = []
-    for first in range(0, len(standings), DOC_CHUNK):
-        encoded = [_encode(s) for s in standings[first: first + DOC_CHUNK]]
+    for first in range(0, len(srows), DOC_CHUNK):
+        encoded = [_encode(_row_to_standing(r)) for r in srows[first: first + DOC_CHUNK]]
         ends, end = [], -1
         for item in encoded:
             end += 1 + len(item)
             ends.append(end)
         docs.append((pk, first // DOC_CHUNK, b",".join(encoded), struct.pack(f"<{len(ends)}I", *ends)))
+        await asyncio.sleep(0)
     await conn.executemany("INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES (?, ?, ?, ?)", docs)
 
 

@@ -304,6 +304,10 @@ def config_check(config: Config, args: argparse.Namespace) -> int:
     for table, key in (("admin", "token"), ("lichess", "token")):
         if raw[table][key]:
             raw[table][key] = "********"
+    if raw["store"]["url"]:  # the password of a postgresql:// URL
+        from chessstats.store.postgres import redact
+
+        raw["store"]["url"] = redact(raw["store"]["url"])
     print(msgspec.json.format(msgspec.json.encode(raw)).decode())
     print("configuration is valid", file=sys.stderr)
     return 0

@@ -88,3 +88,94 @@ def modify_items(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("sqlite_only") is not None:
             item.add_marker(skip)
+
+
+class _Row(tuple):
+    """A result row: a tuple (equal to one) that also answers by column name and to ``dict(row)``."""
+
+    _names: tuple[str, ...] = ()
+
+    def keys(self) -> tuple[str, ...]:
+        return self._names
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names.index(key))
+        return tuple.__getitem__(self, key)
+
+
+class _Result(list):
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
+class PgSyncConnection:
+    """A small synchronous stand-in for ``sqlite3.connect(<data dir>/chessstats.db)`` on the test's
+    PostgreSQL database: ``execute(sql, params)`` (SQLite's SQL, translated) → rows with
+    ``fetchone``/``fetchall``; ``close``; a context manager. Each call runs on its own connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.row_factory: Any = None
+
+    def execute(self, sql: str, params: Any = ()) -> _Result:
+        import asyncio
+        import threading
+
+        import asyncpg
+
+        from chessstats.store.dialect import translate
+
+        out: list[Any] = []
+
+        async def run() -> None:
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.set_type_codec("numeric", schema="pg_catalog", encoder=str,
+                                          decoder=lambda t: int(float(t)) if float(t).is_integer() else float(t),
+                                          format="text")
+                out.extend(await conn.fetch(translate(sql, want_id=False).sql, *tuple(params)))
+            finally:
+                await conn.close()
+
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(run())
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+        rows = _Result()
+        for record in out:
+            row = _Row(tuple(record))
+            row._names = tuple(record.keys())
+            rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> PgSyncConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def connect_store(data_dir: Path, **kwargs: Any) -> Any:
+    """The store of a test server for direct checks: ``sqlite3.connect(<data dir>/chessstats.db)``, or
+    on PostgreSQL a :class:`PgSyncConnection` to the test's database."""
+    if engine() == "postgresql":
+        return PgSyncConnection(os.environ["DATABASE_URL"])
+    import sqlite3
+
+    return sqlite3.connect(Path(data_dir) / "chessstats.db", **kwargs)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, imported
+from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream, generate_arena
 
 NDJSON, JSON = "application/x-ndjson", "application/json"
@@ -47,7 +47,7 @@ def count(upstream: ReplayUpstream, tid: str, suffix: str = "") -> int:
 
 
 def db_one(server: Server, sql: str, params: tuple = ()) -> tuple:
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     try:
         return db.execute(sql, params).fetchone()
     finally:

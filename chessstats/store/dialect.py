@@ -49,6 +49,9 @@ _INT_TYPES = {exp.DataType.Type.INT, exp.DataType.Type.BIGINT, exp.DataType.Type
 _FLOAT_TYPES = {exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE, exp.DataType.Type.DECIMAL}
 
 
+_AUTO_KEY = (exp.AutoIncrementColumnConstraint, exp.GeneratedAsIdentityColumnConstraint)
+
+
 class UnsupportedSQL(ValueError):
     """A statement this translator cannot turn into equivalent PostgreSQL."""
 
@@ -104,6 +107,10 @@ def _is_pk(col: exp.ColumnDef) -> bool:
     return any(isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint) for c in col.constraints)
 
 
+def _is_blob(kind: exp.Expression | None) -> bool:
+    return isinstance(kind, exp.DataType) and kind.this in (exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY)
+
+
 def _column_facts(tree: exp.Expression, facts: dict[str, dict[str, bool]], identity: set[str],
                   blobs: set[str]) -> None:
     """Record column facts of a CREATE TABLE / ALTER TABLE ADD COLUMN (for :func:`schema_facts`)."""
@@ -116,10 +123,11 @@ def _column_facts(tree: exp.Expression, facts: dict[str, dict[str, bool]], ident
                 pk_cols |= {c.name for c in e.expressions}
         for col in tree.find_all(exp.ColumnDef):
             kind = col.args.get("kind")
-            if kind is not None and kind.this == exp.DataType.Type.VARBINARY or str(kind).upper() == "BLOB":
+            if _is_blob(kind):
                 blobs.add(col.name)
             not_null = _is_pk(col) or col.name in pk_cols or any(
-                isinstance(c.args.get("kind"), exp.NotNullColumnConstraint) and not c.args["kind"].args.get("allow_null")
+                isinstance(c.args.get("kind"), exp.NotNullColumnConstraint)
+                and not c.args["kind"].args.get("allow_null")
                 for c in col.constraints)
             facts.setdefault(col.name, {})[table] = not_null
             if _is_pk(col) and kind is not None and kind.this in _INT_TYPES:
@@ -128,7 +136,7 @@ def _column_facts(tree: exp.Expression, facts: dict[str, dict[str, bool]], ident
         table = tree.this.name
         for col in tree.find_all(exp.ColumnDef):
             kind = col.args.get("kind")
-            if kind is not None and str(kind).upper() == "BLOB":
+            if _is_blob(kind):
                 blobs.add(col.name)
             facts.setdefault(col.name, {})[table] = False  # an added column cannot be NOT NULL without a default
 
@@ -184,7 +192,7 @@ def _rewrite(node: exp.Expression, facts: SchemaFacts) -> exp.Expression:
     if isinstance(node, exp.ColumnDef) and _is_pk(node) and node.args.get("kind") is not None \
             and node.kind.this in _INT_TYPES:
         constraints = [c for c in node.constraints
-                       if not isinstance(c.args.get("kind"), exp.AutoIncrementColumnConstraint | exp.GeneratedAsIdentityColumnConstraint)]
+                       if not isinstance(c.args.get("kind"), _AUTO_KEY)]
         identity = exp.ColumnConstraint(kind=exp.GeneratedAsIdentityColumnConstraint(this=False))
         node.set("constraints", [identity, *constraints])
     if isinstance(node, exp.Ordered) and isinstance(node.this, exp.Column) and node.this.name in facts.not_null_columns:

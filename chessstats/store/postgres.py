@@ -271,6 +271,7 @@ class PostgresDatabase:
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
                 except BaseException as exc:
                     await self._rollback(tx)
+                    self._drop_if_broken(conn, exc)
                     self._raise_storage(exc)
                     raise
                 try:
@@ -278,6 +279,7 @@ class PostgresDatabase:
                     await tx.commit()
                 except BaseException as exc:
                     await self._rollback(tx)
+                    self._drop_if_broken(conn, exc)
                     self._raise_storage(exc)
                     raise
                 if self.storage_error is not None:
@@ -288,6 +290,19 @@ class PostgresDatabase:
                     await pool.release(conn)
                 except Exception as exc:  # a broken connection: the pool replaces it
                     log.debug("releasing a PostgreSQL connection failed: %s", exc)
+
+    @staticmethod
+    def _drop_if_broken(conn: Any, exc: BaseException) -> None:
+        """Terminate a connection that was cut or left mid-operation, so that the pool opens a new one
+        instead of handing it out again."""
+        import asyncpg
+
+        try:
+            if conn.is_closed() or storage_reason(exc) == "unreachable" \
+                    or isinstance(exc, asyncpg.exceptions.InternalClientError):
+                conn.terminate()
+        except asyncpg.exceptions.InterfaceError:  # the pool already took it back (connection lost)
+            pass
 
     @staticmethod
     async def _rollback(tx: Any) -> None:
@@ -309,19 +324,20 @@ class PostgresDatabase:
                                  retry_after_s=STORAGE_RETRY_AFTER_S) from exc
 
     async def probe_write(self, *, busy_timeout_ms: int = 200) -> bool | None:
-        """One tiny real write: a transaction that takes a transaction id (``txid_current()``: a commit
-        record in the WAL; no schema needed). True when it succeeded (clears :attr:`storage_error`),
+        """One tiny real write: ``schema_migrations``' newest row is updated to itself (a new row version
+        and a commit in the WAL; refused by a read-only server or database). True when it succeeded (clears :attr:`storage_error`),
         False on a storage failure (recorded), None when not tried or inconclusive (another write of
         this process is in progress, or another process held the write lock). Never raises."""
         if self._pool is None or self._write_lock.locked():
             return None
         try:
             async with self.transaction(busy_timeout_ms=busy_timeout_ms) as conn:
-                await conn.raw.fetchval("SELECT txid_current()")
+                await conn.raw.execute("UPDATE schema_migrations SET name = name "
+                                       "WHERE version = (SELECT max(version) FROM schema_migrations)")
         except StorageUnavailable:
             return False
         except Exception as exc:
-            log.debug("health probe write inconclusive: %s", exc)
+            log.debug("health probe write inconclusive: %r", exc)
             return None
         return True
 

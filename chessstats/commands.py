@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from chessstats.config import Config
+from chessstats.errors import StorageUnavailable
 from chessstats.log import setup_logging
 
 log = logging.getLogger("chessstats")
@@ -48,12 +49,18 @@ def _check_data_dir(config: Config) -> None:
         await db.open()
         await db.close()
 
-    new = not DataDir(config.data_dir).db_path.exists()
+    new = config.store.engine == "sqlite" and not DataDir(config.data_dir).db_path.exists()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(check())
     except sqlite3.DatabaseError as exc:
         raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
+    except StorageUnavailable as exc:  # PostgreSQL cannot be reached
+        raise StartupError(f"the database cannot be used: {exc.message}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # no such database, authentication failed
+            raise StartupError(f"the PostgreSQL database cannot be used: {exc}") from exc
+        raise
     except OSError as exc:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
     if new:

@@ -157,7 +157,7 @@ def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
     upstream.add(path, json.dumps(body).encode(), "application/json")
 
 
-# --- store engine (issue 12): CHESSSTATS_TEST_STORE=postgresql runs the suite on PostgreSQL (tests/pg_store.py)
+# --- store engine (issue 12): TEST_STORE=postgresql runs the suite on PostgreSQL (tests/pg_store.py)
 from tests.pg_store import configure as _store_configure  # noqa: E402
 from tests.pg_store import modify_items as _store_modify_items  # noqa: E402
 from tests.pg_store import stop_pg_server as _stop_pg_server  # noqa: E402

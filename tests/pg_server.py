@@ -23,11 +23,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-ENV_VAR = "CHESSSTATS_TEST_STORE"
+ENV_VAR = "TEST_STORE"  # not CHESSSTATS_*: the config would call it an unknown key
 
 
 def engine() -> str:
-    """The store engine the suite runs on: ``sqlite`` (default) or ``postgresql`` (``$CHESSSTATS_TEST_STORE``)."""
+    """The store engine the suite runs on: ``sqlite`` (default) or ``postgresql`` (``$TEST_STORE``)."""
     value = os.environ.get(ENV_VAR, "sqlite").strip().lower()
     return "postgresql" if value in ("postgresql", "postgres", "pg") else "sqlite"
 

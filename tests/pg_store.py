@@ -1,4 +1,4 @@
-"""The store engine of a test run: SQLite (default) or PostgreSQL (``CHESSSTATS_TEST_STORE=postgresql``).
+"""The store engine of a test run: SQLite (default) or PostgreSQL (``TEST_STORE=postgresql``).
 
 With PostgreSQL every test gets a fresh, empty database on a throwaway server (tests/pg_server.py,
 one per session) and ``DATABASE_URL`` set to it, so servers started by ``start_server``, CLI

@@ -65,7 +65,8 @@ def test_json_extract_blob_cast_subquery_alias_and_pragmas() -> None:
     assert "AS _sub" in sql("SELECT id FROM (SELECT id FROM job_runs ORDER BY id DESC LIMIT ?) ORDER BY id")
     assert sql("PRAGMA optimize") == "ANALYZE"
     assert sql("PRAGMA foreign_keys = OFF") == "SELECT NULL WHERE false"
-    assert {"tournaments", "games", "players", "player_accounts", "job_runs", "imports"} <= schema_facts().identity_tables
+    identity = {"tournaments", "games", "players", "player_accounts", "job_runs", "imports"}
+    assert identity <= schema_facts().identity_tables
     assert {"raw", "ratings", "body", "entries", "history_perfs"} <= schema_facts().blob_columns
 
 

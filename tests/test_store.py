@@ -1,4 +1,4 @@
-"""The store on a real SQLite file (or, with ``CHESSSTATS_TEST_STORE=postgresql``, a real PostgreSQL
+"""The store on a real SQLite file (or, with ``TEST_STORE=postgresql``, a real PostgreSQL
 database): migrations and all-or-nothing imports; SQLite's own storage faults."""
 
 from __future__ import annotations

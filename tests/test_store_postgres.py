@@ -123,8 +123,8 @@ def test_a_read_only_database_is_503_and_the_health_probe_sees_it() -> None:
             assert await db.probe_write() is False
             pg_server().execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
             _terminate(url)
-            assert await db.probe_write() in (True, False)  # a cut connection first, maybe
-            assert await db.probe_write() is True and db.storage_error is None
+            probes = [await db.probe_write() for _ in range(3)]  # cut connections first, maybe
+            assert probes[-1] is True and db.storage_error is None and None not in probes
             async with db.transaction():
                 assert await db.probe_write() is None  # never waits behind a write of this process
             assert await db.fetchval("SELECT count(*) FROM scheduler_jobs") == 0  # nothing half-written

@@ -144,11 +144,13 @@ async def health_report(request: Request) -> tuple[dict[str, Any], bool]:
     try:
         await ctx.db.fetchval("SELECT 1")
         checks["database"] = {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+        if getattr(ctx.db, "engine", "sqlite") == "postgresql":  # [store] url: pg_database_size
+            checks["database"].update(engine="postgresql", sizeBytes=await ctx.db.size_bytes())
     except Exception as exc:  # any failure of the database makes the service unhealthy
         log.error("health: database check failed: %s", exc)
         checks["database"] = {"status": "error", "error": type(exc).__name__}
         ok = False
-    if monitor is not None:
+    if monitor is not None and getattr(ctx.db, "engine", "sqlite") == "sqlite":  # quick_check: SQLite's own
         quick = dict(monitor.quick)
         checks["database"]["quickCheck"] = quick
         if quick.get("status") == "corrupt":

@@ -77,6 +77,8 @@ def storage_reason(exc: BaseException) -> str | None:
                   | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CrashShutdownError
                   | asyncpg.exceptions.TooManyConnectionsError | asyncpg.exceptions.ConnectionDoesNotExistError):
         return "unreachable"
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):  # a connection cut mid-operation
+        return "unreachable"
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc).lower():
         return "unreachable"
     if isinstance(exc, OSError | asyncio.TimeoutError):  # refused, reset, no such socket, connect timeout
@@ -325,9 +327,10 @@ class PostgresDatabase:
 
     async def probe_write(self, *, busy_timeout_ms: int = 200) -> bool | None:
         """One tiny real write: ``schema_migrations``' newest row is updated to itself (a new row version
-        and a commit in the WAL; refused by a read-only server or database). True when it succeeded (clears :attr:`storage_error`),
-        False on a storage failure (recorded), None when not tried or inconclusive (another write of
-        this process is in progress, or another process held the write lock). Never raises."""
+        and a commit in the WAL; refused by a read-only server or database). True when it succeeded
+        (clears :attr:`storage_error`), False on a storage failure (recorded), None when not tried or
+        inconclusive (another write of this process is in progress, or another process held the write
+        lock). Never raises."""
         if self._pool is None or self._write_lock.locked():
             return None
         try:

@@ -77,6 +77,11 @@ async def postgres_schema(url: str) -> dict[str, Any]:
                 else:
                     indexes[r["name"]] = (r["indisunique"], tuple(columns), r["partial"])
             out[t] = {"columns": cols, "pk": pk, "uniques": uniques, "indexes": indexes}
+        # text compares in byte order, like SQLite's BINARY collation, whatever the database's locale
+        collations = {r[0] for r in await conn.fetch(
+            "SELECT DISTINCT collation_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND data_type = 'text'")}
+        assert collations == {"C"}
         return out
     finally:
         await conn.close()

@@ -120,15 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chessstats import commands
     from chessstats.commands import StartupError
 
-    if args.command in ("backup", "restore") and config.store.engine == "postgresql":
-        print(PG_BACKUP_MESSAGE.format(command=args.command), file=sys.stderr)
-        return 2
-    on_pg_only = args.command == "migrate" and config.store.engine == "postgresql"  # touches the database alone
-    if args.command in NEEDS_DATA_DIR and not args.init and not on_pg_only:
+    if args.command in NEEDS_DATA_DIR and not args.init:
         missing = _new_data_dir(config.data_dir, args.command, config.store.engine)
         if missing is not None:
             print(missing, file=sys.stderr)
             return 2
+    if args.command in ("backup", "restore") and config.store.engine == "postgresql":
+        print(PG_BACKUP_MESSAGE.format(command=args.command), file=sys.stderr)
+        return 2
 
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,

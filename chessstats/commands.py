@@ -49,7 +49,7 @@ def _check_data_dir(config: Config) -> None:
         await db.open()
         await db.close()
 
-    new = config.store.engine == "sqlite" and not DataDir(config.data_dir).db_path.exists()
+    new = not (DataDir(config.data_dir).db_path if config.store.engine == "sqlite" else config.data_dir).exists()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(check())
@@ -64,7 +64,8 @@ def _check_data_dir(config: Config) -> None:
     except OSError as exc:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
     if new:
-        log.warning("there was no database in %s: started a new, empty data dir there", config.data_dir)
+        what = "database" if config.store.engine == "sqlite" else "data dir (the store is on PostgreSQL)"
+        log.warning("there was no %s in %s: started a new, empty data dir there", what, config.data_dir)
 
 
 #: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.
@@ -288,6 +289,8 @@ def migrate(config: Config, args: argparse.Namespace) -> int:
     from chessstats.resources import DataDir
 
     async def run() -> None:
+        if config.store.engine == "postgresql":  # the data dir (cache, locks) as SQLite's open() makes it
+            config.data_dir.mkdir(parents=True, exist_ok=True)
         db = DataDir(config.data_dir).database(config)
         await db.open(migrate=False)
         try:

@@ -53,18 +53,19 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_cli_on_postgresql_migrates_lists_jobs_and_points_backup_to_pg_dump(tmp_path: Path) -> None:
     url = pg_server().new_database()
     env = {"DATABASE_URL": url, "CHESSSTATS_DATA_DIR": str(tmp_path / "data")}
-    migrated = _cli("migrate", env=env)  # on PostgreSQL migrate needs no data dir
+    migrated = _cli("migrate", "--init", env=env)
     assert migrated.returncode == 0, migrated.stderr
     assert "0001_initial: applied " in migrated.stdout and "applied now: " in migrated.stdout
     assert not (tmp_path / "data" / "chessstats.db").exists()  # nothing of the store in the data dir
     again = _cli("migrate", env=env)
     assert again.returncode == 0 and "applied now: 0" in again.stdout, again.stderr
-    listed = _cli("jobs", "list", "--init", env=env)
+    assert (tmp_path / "data").is_dir()  # the data dir still holds the cache and the locks
+    listed = _cli("jobs", "list", env=env)
     assert listed.returncode == 0 and "fide-ratings" in listed.stdout, listed.stderr
     for command in ("backup", "restore"):
         refused = _cli(command, str(tmp_path / "x.db"), env=env)
         assert refused.returncode == 2 and "pg_dump" in refused.stderr and "pg_restore" in refused.stderr
-    gone = _cli("migrate", env={**env, "DATABASE_URL": url.replace("/t", "/nosuchdb_t", 1)})
+    gone = _cli("migrate", env={**env, "DATABASE_URL": url.replace("/t", "/nosuchdb_t", 1)})  # no such database
     assert gone.returncode == 1 and "the database cannot be used" in gone.stderr and "Traceback" not in gone.stderr
     config = _cli("config", "check", env=env)
     assert config.returncode == 0 and '"url": "postgresql://postgres@' in config.stdout

@@ -34,7 +34,8 @@ DEGRADED_UPSTREAM = ("paused", "open", "degraded")
 async def _start_monitor(app: Any) -> None:
     """Start this worker's :class:`HealthMonitor` (the first quick_check runs now, in a thread)."""
     ctx = app.ctx
-    monitor = HealthMonitor(ctx.resources.paths.db_path, ctx.config.data_dir,
+    sqlite = ctx.config.store.engine == "sqlite"
+    monitor = HealthMonitor(ctx.resources.paths.db_path if sqlite else None, ctx.config.data_dir,
                             interval_s=ctx.config.storage.quick_check_interval_s,
                             busy_timeout_ms=ctx.config.storage.busy_timeout_ms,
                             stamp_dir=ctx.resources.paths.locks_dir)
@@ -150,7 +151,7 @@ async def health_report(request: Request) -> tuple[dict[str, Any], bool]:
         log.error("health: database check failed: %s", exc)
         checks["database"] = {"status": "error", "error": type(exc).__name__}
         ok = False
-    if monitor is not None and getattr(ctx.db, "engine", "sqlite") == "sqlite":  # quick_check: SQLite's own
+    if monitor is not None:
         quick = dict(monitor.quick)
         checks["database"]["quickCheck"] = quick
         if quick.get("status") == "corrupt":

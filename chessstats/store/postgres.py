@@ -179,7 +179,7 @@ class PostgresDatabase:
         return redact(self.url)
 
     def __repr__(self) -> str:
-        return f"PostgresDatabase({self.path!r})"
+        return f"<{type(self).__name__} {self.path}>"
 
     async def open(self, *, migrate: bool = True) -> PostgresDatabase:
         """Open the connection pool and (by default) apply pending migrations.

@@ -74,6 +74,8 @@ def store_engine_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     """On PostgreSQL: a fresh database for this test, named by ``DATABASE_URL``."""
     if engine() == "postgresql" and request.node.get_closest_marker("sqlite_only") is None:
         monkeypatch.setenv("DATABASE_URL", pg_server().new_database())
+    else:  # a DATABASE_URL of the developer's shell must not send the SQLite run elsewhere
+        monkeypatch.delenv("DATABASE_URL", raising=False)
     yield
 
 

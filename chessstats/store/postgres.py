@@ -123,6 +123,9 @@ class PgCursor:
     async def fetchall(self) -> list[Any]:
         return self.rows
 
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
 
 class PgConnection:
     """A pooled asyncpg connection inside a write transaction, with aiosqlite's methods the store

@@ -81,3 +81,10 @@ def test_text_compares_in_byte_order_and_like_ignores_case_as_in_sqlite() -> Non
     assert sql("ALTER TABLE t8 ADD COLUMN w TEXT") == 'ALTER TABLE t8 ADD COLUMN w TEXT COLLATE "C"'
     assert sql("SELECT k FROM t8 WHERE v LIKE ? AND w NOT LIKE '%#'") == (
         "SELECT k FROM t8 WHERE v ILIKE $1 AND w NOT ILIKE '%#'")
+
+
+def test_blob_literals_and_collations() -> None:
+    assert sql("SELECT X'00ff'") == "SELECT DECODE('00ff', 'hex')"
+    assert sql("SELECT k FROM t ORDER BY k COLLATE BINARY").startswith('SELECT k FROM t ORDER BY k COLLATE "C"')
+    with pytest.raises(UnsupportedSQL, match="NOCASE"):
+        translate("CREATE TABLE q (k TEXT COLLATE NOCASE)")

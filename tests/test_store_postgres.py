@@ -148,3 +148,40 @@ def test_one_transaction_per_import_rolls_back_whole() -> None:
             assert cursor.rowcount == 0 and cursor.lastrowid is None
 
     asyncio.run(run())
+
+
+#: Plain SQLite DDL and DML a future migration may use (not today's migrations).
+FUTURE_MIGRATION = (
+    "CREATE TABLE IF NOT EXISTS cache_meta (key TEXT PRIMARY KEY, value BLOB, expires_at INTEGER NOT NULL DEFAULT 0, "
+    "hits INTEGER NOT NULL DEFAULT 0 CHECK (hits >= 0)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS cache_meta_exp ON cache_meta (expires_at)",
+    "CREATE TABLE ev (id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, kind TEXT NOT NULL COLLATE BINARY, "
+    "payload TEXT, score REAL DEFAULT 0.0, FOREIGN KEY (kind) REFERENCES cache_meta (key) ON DELETE CASCADE)",
+    "ALTER TABLE ev ADD COLUMN note TEXT DEFAULT ''",
+    "ALTER TABLE ev RENAME COLUMN note TO remark",
+    "CREATE UNIQUE INDEX ev_kind ON ev (kind, at_ms) WHERE payload IS NOT NULL",
+    "INSERT OR IGNORE INTO cache_meta (key, value, expires_at) VALUES ('k', X'00ff', 1700000000000)",
+    "INSERT INTO ev (at_ms, kind) SELECT expires_at, key FROM cache_meta",
+    "UPDATE ev SET score = score + 1.5 WHERE kind IN (SELECT key FROM cache_meta)",
+    "CREATE TABLE ev2 AS SELECT * FROM ev",
+    "DROP TABLE ev2",
+    "DROP INDEX IF EXISTS ev_kind",
+    "ALTER TABLE ev RENAME TO events",
+    "PRAGMA foreign_keys = OFF",
+    "DELETE FROM events WHERE at_ms < 5",
+)
+
+
+def test_plain_sqlite_ddl_of_a_future_migration_runs_on_postgresql() -> None:
+    url = pg_server().new_database()
+
+    async def run() -> None:
+        async with PostgresDatabase(url) as db:
+            async with db.transaction() as conn:
+                for statement in FUTURE_MIGRATION:
+                    await conn.execute(statement)
+            row = await db.fetchone("SELECT at_ms, kind, score, remark FROM events")
+            assert tuple(row) == (1700000000000, "k", 1.5, "")
+            assert bytes(await db.fetchval("SELECT value FROM cache_meta")) == b"\x00\xff"
+
+    asyncio.run(run())

@@ -24,6 +24,8 @@ rewrites below that sqlglot does not do (or does not do the way this store needs
 * ``ORDER BY`` and index columns keep SQLite's NULL order (sqlglot adds ``NULLS FIRST`` / ``NULLS
   LAST``), except on columns that are ``NOT NULL`` in every table of the schema, where the clause is
   dropped so that primary keys and indexes still serve the order;
+* BLOB literals ``X'00ff'`` → ``decode('00ff', 'hex')``; ``COLLATE BINARY`` → ``COLLATE "C"``
+  (``NOCASE`` / ``RTRIM`` are refused);
 * ``PRAGMA optimize`` → ``ANALYZE``; any other ``PRAGMA`` is a no-op (``SELECT NULL WHERE false``).
 
 Column facts (identity keys, BLOB and NOT NULL columns) come from the migrations themselves, so a
@@ -179,7 +181,20 @@ def _as_text(node: exp.Expression, facts: SchemaFacts) -> exp.Expression:
     return node
 
 
+def _collation(name: str) -> exp.Identifier:
+    """SQLite's ``BINARY`` → PostgreSQL's ``"C"``; ``NOCASE`` / ``RTRIM`` have no faithful equivalent."""
+    if name.upper() in ("BINARY", "C"):  # "C": already translated
+        return exp.to_identifier("C", quoted=True)
+    raise UnsupportedSQL(f"COLLATE {name} has no PostgreSQL translation (compare lower(x) instead)")
+
+
 def _rewrite(node: exp.Expression, facts: SchemaFacts) -> exp.Expression:
+    if isinstance(node, exp.HexString):  # a BLOB literal X'00ff' (PostgreSQL would read a bit string)
+        return exp.func("decode", exp.Literal.string(str(node.this)), exp.Literal.string("hex"))
+    if isinstance(node, exp.CollateColumnConstraint):
+        return exp.CollateColumnConstraint(this=_collation(node.this.name))
+    if isinstance(node, exp.Collate):
+        return exp.Collate(this=node.this, expression=_collation(node.expression.name))
     if isinstance(node, exp.JSONExtract | exp.JSONExtractScalar):
         keys = _json_path(node.expression)
         doc = exp.cast(_as_text(node.this, facts), exp.DataType.build("jsonb", dialect="postgres"))

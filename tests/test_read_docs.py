@@ -16,6 +16,7 @@ from chessstats.payload import encode_fields
 from chessstats.store import Database
 from chessstats.store import tournaments as store
 from tests.conftest import imported
+from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"  # recorded finished arena: 191 standings rows
@@ -101,6 +102,7 @@ def test_reimport_rewrites_the_documents_in_its_transaction(tmp_path: Path) -> N
     asyncio.run(run())
 
 
+@pytest.mark.sqlite_only
 def test_quick_read_goes_to_the_reader_thread_when_sqlite_is_busy(tmp_path: Path) -> None:
     """A quick read never waits on the event loop: when SQLite answers busy at once (its WAL being
     recovered, another process's exclusive lock: not reproducible on demand, so the quick
@@ -158,9 +160,9 @@ def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object,
             out.append((resp.content, resp.headers["etag"]))
         return out
 
-    db = sqlite3.connect(server.data_dir / "chessstats.db", isolation_level=None)
-    assert db.execute("SELECT detail IS NOT NULL, standings_count FROM tournaments WHERE external_id = ?",
-                      (TEAM_BATTLE,)).fetchone() == (1, 191)
+    db = connect_store(server.data_dir, isolation_level=None)
+    assert tuple(db.execute("SELECT detail IS NOT NULL, standings_count FROM tournaments WHERE external_id = ?",
+                            (TEAM_BATTLE,)).fetchone()) == (1, 191)
     from_docs = fetch_all()
     saved = db.execute("SELECT detail, docs_imported_at FROM tournaments WHERE external_id = ?",
                        (TEAM_BATTLE,)).fetchone()

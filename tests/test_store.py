@@ -1,4 +1,5 @@
-"""The SQLite store on a real file: migrations and all-or-nothing imports."""
+"""The store on a real SQLite file (or, with ``TEST_STORE=postgresql``, a real PostgreSQL
+database): migrations and all-or-nothing imports; SQLite's own storage faults."""
 
 from __future__ import annotations
 
@@ -18,11 +19,27 @@ from chessstats.store.db import storage_reason
 from chessstats.upstream.lichess import _arena_decoder, arena_to_model
 from chessstats.upstream.pgn import parse_pgn_games
 from tests.fsfault import fill, open_fds, tmpfs
+from tests.pg_store import integrity_errors, store_db
 from tests.replay import FIXTURES
 
 LICHESS = FIXTURES / "lichess"
 
 
+def test_migrations_recorded_once(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with store_db(tmp_path) as db:
+            assert await db.migrate() == []  # already applied by open()
+            status = await db.migration_status()
+            assert status[0][:2] == (1, "initial") and all(at is not None for _, _, at in status)
+            assert await db.fetchval("SELECT count(*) FROM schema_migrations") == len(status)
+            for table in ("tournaments", "standings", "games", "players", "player_accounts", "rating_points",
+                          "top_player_snapshots", "job_runs", "scheduler_jobs", "imports", "upstream_responses"):
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0
+            assert await db.size_bytes() > 0
+    asyncio.run(run())
+
+
+@pytest.mark.sqlite_only
 def test_migrations_recorded_once_and_pragmas(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:
@@ -44,8 +61,8 @@ def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     bad = [*good, Standing(rank=2, username=None, score=1)]  # type: ignore[arg-type]  # NOT NULL violated
 
     async def run() -> None:
-        async with Database(tmp_path / "x.db") as db:
-            with pytest.raises(sqlite3.IntegrityError):
+        async with store_db(tmp_path) as db:
+            with pytest.raises(integrity_errors()):
                 await store.import_tournament(db, arena, b"{}", bad, games, "2026-01-01T00:00:00Z")
             assert await db.fetchval("SELECT count(*) FROM tournaments") == 0
             assert await db.fetchval("SELECT count(*) FROM games") == 0
@@ -132,6 +149,7 @@ def _can_take_write_lock(path: Path) -> bool:
         conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_full_disk_rolls_back_maps_to_503_and_recovers(tmp_path: Path) -> None:
     arena = arena_to_model(_arena_decoder.decode((LICHESS / "tournament_sH24g2zH.json").read_bytes()), "x")
     games, _ = parse_pgn_games((LICHESS / "tournament_sH24g2zH_games.pgn").read_text(encoding="utf-8"))
@@ -178,6 +196,7 @@ def _fail_rollback(writer: object) -> None:
     writer.execute = execute  # type: ignore[attr-defined]
 
 
+@pytest.mark.sqlite_only
 def test_failed_rollback_never_leaks_the_write_lock(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:
@@ -207,6 +226,7 @@ def test_failed_rollback_never_leaks_the_write_lock(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.sqlite_only
 def test_read_only_write_and_health_probe(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:

@@ -745,14 +745,29 @@ def process_roles(root: int, frozen: bool) -> list[dict]:
     return out
 
 
+#: A cron expression with no tick for years (29 February, 00:00): the idle-RSS servers run their
+#: scheduler, but no job fires while they are measured (at 03:00 UTC three jobs are due at once).
+NEVER_DUE = "0 0 29 2 *"
+
+
+def idle_config(tmp: Path) -> Path:
+    """A config file: the defaults, every registered job scheduled :data:`NEVER_DUE`."""
+    from chessstats.scheduler.registry import REGISTRY
+
+    path = tmp / "idle-config.toml"
+    path.write_text("".join(f'[jobs.{name}]\nschedule = "{NEVER_DUE}"\n\n' for name in REGISTRY))
+    return path
+
+
 def start_chessstats(tmp: Path, replay_url: str, workers: int, name: str, command: list[str]) -> tuple[Proc, str]:
-    """``<command> serve --workers N`` with the default configuration (scheduler on) on a fresh data
-    dir, every upstream pointed at the replay; for the idle-RSS rows."""
+    """``<command> serve --workers N`` with the default configuration (scheduler on, no job due:
+    :func:`idle_config`) on a fresh data dir, every upstream pointed at the replay; for the idle-RSS rows."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_", "MALLOC_"))}
     env.update({"PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
                 "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN})
-    cmd = [*command, "serve", "--port", str(port), "--data-dir", str(tmp / f"data-{name}"), "--workers", str(workers)]
+    cmd = [*command, "serve", "--config", str(idle_config(tmp)), "--port", str(port),
+           "--data-dir", str(tmp / f"data-{name}"), "--workers", str(workers)]
     proc = Proc(name, cmd, env, tmp / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/health", timeout_s=90)
@@ -762,7 +777,7 @@ def start_chessstats(tmp: Path, replay_url: str, workers: int, name: str, comman
 def idle_rss_probe(tmp: Path, replay_url: str, binary: Path | None, counts: tuple[int, ...] = (1, 2)) -> list[dict]:
     """Idle RSS per process of ``chessstats serve`` from source and of the executable, 1 and 2 workers.
 
-    Each server starts on a fresh data dir with the default configuration (scheduler on, nothing
+    Each server starts on a fresh data dir with the default configuration (scheduler on, no job
     due); 3 s after ``/health`` answers (every worker has started), each process of its tree is
     read from /proc. ``binary`` None: only the source rows.
     """
@@ -1079,8 +1094,8 @@ def idle_rss_rows(res: dict, rows: list[list[str]], targets: list[list[str]]) ->
         what = "dist/chessstats serve" if row["kind"] == "executable" else "python -m chessstats serve"
         is_target = row["kind"] == "executable" and row["workers"] == 1
         ok = row["rss_mib"] <= TARGETS["exe_idle_rss_mib"]
-        rows.append([f"idle RSS per process, {what} --workers {row['workers']} (default config, fresh data dir; "
-                     "VmRSS over the whole tree)", idle_rss_text(row), "≤ 55 MiB" if is_target else "-",
+        rows.append([f"idle RSS per process, {what} --workers {row['workers']} (default config, no job due, fresh "
+                     "data dir; VmRSS over the whole tree)", idle_rss_text(row), "≤ 55 MiB" if is_target else "-",
                      verdict(ok) if is_target else "-"])
         if is_target:
             targets.append(["idle RSS of the executable ≤ 55 MiB, 1 worker (whole tree: bootloader + server)",

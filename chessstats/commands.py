@@ -71,10 +71,10 @@ def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
     glibc gives each new thread that allocates its own arena (up to 8 per core); a serving process
     has three or four threads (aiosqlite's connection threads, the executor of ``to_thread``), and
-    each arena keeps its own free pages: about 1 MiB of idle RSS per process (``scripts/bench``,
-    idle RSS rows). The threads that allocate outside the GIL are few and short, so sharing one
-    arena costs no measurable time. Returns True when the cap was set; False off glibc, or when
-    ``MALLOC_ARENA_MAX`` is in the environment (the operator's value is kept).
+    each arena keeps its own free pages: 0.3–0.5 MiB of idle RSS per process (``scripts/bench``,
+    idle RSS rows). The other threads allocate little (aiosqlite's SQLite calls, an import's PGN
+    parsing), so they seldom wait for the shared arena. Returns True when the cap was set; False
+    off glibc, or when ``MALLOC_ARENA_MAX`` is in the environment (the operator's value is kept).
     """
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False

@@ -60,6 +60,7 @@ TARGETS = {
     "import_s": 3.0,  # 10,000 standings + 5,000 games imported in <= 3 s
     "import_peak_mib": 100.0,  # ... with peak RSS <= 100 MiB
     "idle_rss_mib": 60.0,  # idle RSS < 60 MB with one worker
+    "exe_idle_rss_mib": 55.0,  # idle RSS of the executable (whole process tree) <= 55 MiB with one worker
     "import_p99_x": 2.0,  # cached p99 while a 1,463-game import runs <= 2 x the p99 without
 }
 
@@ -753,6 +754,284 @@ def cache_counters(client: httpx.Client, server_url: str) -> tuple[int, int]:
     return int(cache.get("hits", 0)), int(cache.get("misses", 0))
 
 
+# --- idle RSS per process, and the original design's reference row ----------------------------
+
+def binary_path() -> Path:
+    """The one-file executable: ``$CHESSSTATS_BINARY`` or ``dist/chessstats`` (``scripts/build``)."""
+    return Path(os.environ.get("CHESSSTATS_BINARY") or ROOT / "dist" / "chessstats")
+
+
+def _proc_text(pid: int, name: str) -> str:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int:
+    data = _proc_text(pid, "stat")
+    return int(data[data.rindex(")") + 2:].split()[1]) if data else 0
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """MiB of one process: ``rss`` (VmRSS), ``anon`` / ``file`` (RssAnon / RssFile), ``pss`` (smaps_rollup)."""
+    out = {"rss": _status_kib(pid, "VmRSS") / 1024, "anon": _status_kib(pid, "RssAnon") / 1024,
+           "file": _status_kib(pid, "RssFile") / 1024, "pss": 0.0}
+    for line in _proc_text(pid, "smaps_rollup").splitlines():
+        if line.startswith("Pss:"):
+            out["pss"] = int(line.split()[1]) / 1024
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def process_roles(root: int, frozen: bool) -> list[dict]:
+    """Each process of a ``chessstats serve`` tree with its role and memory (read from /proc).
+
+    Roles: ``bootloader`` (the one-file executable's parent, which unpacked the bundle and waits),
+    ``server`` (one process: ``--workers 1``), ``manager`` (Sanic's main process with workers),
+    ``worker`` (its environment has ``SANIC_WORKER_NAME``), ``resource tracker`` (multiprocessing's,
+    by its command line), ``SyncManager`` (the other spawned child of the manager: Sanic's shared state).
+    """
+    pids = process_tree(root)
+    main = root
+    if frozen:
+        kids = [p for p in pids if _ppid(p) == root]
+        if len(kids) == 1 and _proc_text(kids[0], "cmdline") == _proc_text(root, "cmdline"):
+            main = kids[0]
+    workers = [p for p in pids if "SANIC_WORKER_NAME=" in _proc_text(p, "environ")]
+    out = []
+    for pid in pids:
+        cmd = _proc_text(pid, "cmdline")
+        if pid == main:
+            role = "manager" if workers else "server"
+        elif pid == root:
+            role = "bootloader"
+        elif pid in workers:
+            role = "worker"
+        elif "resource_tracker" in cmd:
+            role = "resource tracker"
+        elif _ppid(pid) == main:
+            role = "SyncManager"
+        else:
+            role = "other"
+        out.append({"pid": pid, "role": role, **process_memory(pid)})
+    return out
+
+
+#: A cron expression with no tick for years (29 February, 00:00): the idle-RSS servers run their
+#: scheduler, but no job fires while they are measured (at 03:00 UTC three jobs are due at once).
+NEVER_DUE = "0 0 29 2 *"
+
+
+def idle_config(tmp: Path) -> Path:
+    """A config file: the defaults, every registered job scheduled :data:`NEVER_DUE`."""
+    from chessstats.scheduler.registry import REGISTRY
+
+    path = tmp / "idle-config.toml"
+    path.write_text("".join(f'[jobs.{name}]\nschedule = "{NEVER_DUE}"\n\n' for name in REGISTRY))
+    return path
+
+
+def start_chessstats(tmp: Path, replay_url: str, workers: int, name: str, command: list[str]) -> tuple[Proc, str]:
+    """``<command> serve --workers N`` with the default configuration (scheduler on, no job due:
+    :func:`idle_config`) on a fresh data dir, every upstream pointed at the replay; for the idle-RSS rows."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_", "MALLOC_"))}
+    env.update({"PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
+                "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN})
+    cmd = [*command, "serve", "--config", str(idle_config(tmp)), "--port", str(port),
+           "--data-dir", str(tmp / f"data-{name}"), "--workers", str(workers)]
+    proc = Proc(name, cmd, env, tmp / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(url + "/health", timeout_s=90)
+    return proc, url
+
+
+def idle_rss_probe(tmp: Path, replay_url: str, binary: Path | None, counts: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """Idle RSS per process of ``chessstats serve`` from source and of the executable, 1 and 2 workers.
+
+    Each server starts on a fresh data dir with the default configuration (scheduler on, no job
+    due); 3 s after ``/health`` answers (every worker has started), each process of its tree is
+    read from /proc. ``binary`` None: only the source rows.
+    """
+    variants = [("source", [sys.executable, "-m", "chessstats"], False)]
+    if binary is not None:
+        variants.append(("executable", [str(binary)], True))
+    out = []
+    for kind, command, frozen in variants:
+        for workers in counts:
+            proc, _ = start_chessstats(tmp, replay_url, workers, f"rss-{kind}-w{workers}", command)
+            try:
+                time.sleep(3.0)
+                procs = process_roles(proc.pid, frozen)
+            finally:
+                proc.stop()
+            row = {"kind": kind, "workers": workers, "processes": procs,
+                   "rss_mib": round(sum(p["rss"] for p in procs), 1), "pss_mib": round(sum(p["pss"] for p in procs), 1)}
+            out.append(row)
+            log(f"idle RSS {kind}, {workers} worker(s): {row['rss_mib']} MiB (PSS {row['pss_mib']}): "
+                + ", ".join(f"{p['role']} {p['rss']}" for p in procs))
+    return out
+
+
+def idle_rss_text(row: dict) -> str:
+    """``53.6 MiB (PSS 49.7): bootloader 2.0 + server 51.6`` (RSS per process, in tree order)."""
+    parts = " + ".join(f"{p['role']} {p['rss']:.1f}" for p in row["processes"])
+    return f"{row['rss_mib']:.1f} MiB (PSS {row['pss_mib']:.1f}): {parts}"
+
+
+#: Where Debian's node-express and node-redis install their modules (the nodejs package may not search it).
+NODE_PATH = "/usr/share/nodejs"
+
+
+def reference_missing() -> str | None:
+    """Why the reference row cannot run (a missing program or Node package, with the command that
+    installs it), or None."""
+    missing = [name for name in ("node", "redis-server") if shutil.which(name) is None]
+    if not missing:
+        check = subprocess.run(["node", "-e", "require('express'); require('redis')"], capture_output=True,
+                               env={**os.environ, "NODE_PATH": NODE_PATH}, check=False)
+        if check.returncode != 0:
+            missing = ["node-express / node-redis"]
+    if not missing:
+        return None
+    return (f"skipped: {', '.join(missing)} missing; install with: sudo apt-get install -y nodejs node-express "
+            "node-redis redis-server (scripts/bench does it when run as root)")
+
+
+class _Group:
+    """Several processes measured as one server (Express and its Redis): ``tree()`` of each."""
+
+    def __init__(self, *procs: Proc) -> None:
+        self.procs = procs
+
+    def tree(self) -> list[int]:
+        return [pid for proc in self.procs for pid in proc.tree()]
+
+
+def start_redis(tmp: Path) -> tuple[Proc, int]:
+    """``redis-server`` on 127.0.0.1:<free port>, in-memory only (no RDB, no AOF), dir ``tmp``."""
+    port = free_port()
+    proc = Proc("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(tmp)], dict(os.environ), tmp / "redis.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"redis-server did not answer on port {port}:\n{proc.log_path.read_text()[-2000:]}")
+
+
+def reference_probe(tmp: Path, ceiling: Proc, ceiling_url: str, body_file: Path, workers: int, pairs: int,
+                    duration: float, chessstats_row: dict | None) -> dict:
+    """The original design's stack on the cached tournament route, against the same ceiling.
+
+    ``scripts/bench_express.js`` (Express, one process, or a ``node:cluster`` of ``workers``) answers
+    ``GET /api/tournaments/{id}`` with the bytes it GETs from Redis (127.0.0.1, one key, every
+    request); the key holds ``body_file``, the body chessstats serves for that route. Each pair: one
+    ceiling run, then one Express run (the load rows' wrk flags). CPU per request counts node and
+    redis-server. ``chessstats_row``: the cached-tournament load row of the same worker count.
+    """
+    route = f"/api/tournaments/{RECORDED_ID}"
+    redis, redis_port = start_redis(tmp)
+    express: Proc | None = None
+    out: dict = {"workers": workers, "route": route, "body_bytes": body_file.stat().st_size, "pairs": []}
+    try:
+        port = free_port()
+        env = {**os.environ, "NODE_PATH": NODE_PATH, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+               "BODY_FILE": str(body_file), "BODY_ID": RECORDED_ID, "WORKERS": str(workers)}
+        express = Proc(f"express-w{workers}", ["node", str(ROOT / "scripts" / "bench_express.js")], env,
+                       tmp / f"express-w{workers}.log")
+        url = f"http://127.0.0.1:{port}"
+        express.wait_http(url + "/health")
+        both = _Group(express, redis)
+        time.sleep(1.0)
+        out["idle_rss_mib"] = {"node": round(rss_mib(express.tree()), 1), "redis": round(rss_mib(redis.tree()), 1)}
+        r = httpx.get(url + route, timeout=10)
+        assert r.status_code == 200 and r.content == body_file.read_bytes(), (r.status_code, r.content[:200])
+        out["headers"] = sorted(r.headers.keys())
+        versions = subprocess.run(
+            ["node", "-p", "[process.version, require('express/package.json').version, "
+             "require('redis/package.json').version].join(' ')"],
+            capture_output=True, text=True, env=env, check=False).stdout.split()
+        redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+        m = re.search(r"v=(\S+)", redis_v)
+        out["versions"] = {"node": versions[0] if versions else "?", "express": versions[1] if len(versions) > 1
+                           else "?", "node-redis": versions[2] if len(versions) > 2 else "?",
+                           "redis": m.group(1) if m else "?"}
+        run_wrk(ceiling_url + "/c/cached_tournament", 1, ceiling)  # warm-up (V8 compiles the hot path)
+        run_wrk(url + route, 2, both)
+        for i in range(pairs):
+            busy = wait_idle(5.0)
+            c = run_wrk(ceiling_url + "/c/cached_tournament", duration, ceiling)
+            c["busy_before_cores"] = round(busy, 2)
+            busy = wait_idle(5.0)
+            e = run_wrk(url + route, duration, both)
+            e["busy_before_cores"] = round(busy, 2)
+            ratio = e["rps"] / c["rps"] if c["rps"] else 0.0
+            out["pairs"].append({"ceiling": c, "product": e, "ratio": ratio})
+            log(f"w{workers} reference pair {i + 1}/{pairs}: ceiling {c['rps']:,.0f} req/s | Express + Redis "
+                f"{e['rps']:,.0f} req/s p99 {e['p99_ms']} ms | ratio {ratio:.2f} | other CPU "
+                f"{c['unexplained_cpu_s']}+{e['unexplained_cpu_s']} s")
+        out["after_load_rss_mib"] = {"node": round(rss_mib(express.tree()), 1),
+                                     "redis": round(rss_mib(redis.tree()), 1)}
+    finally:
+        if express is not None:
+            express.stop()
+        redis.stop()
+    out["summary"] = s = summarise(out)
+    s["errors"] = sum(p["product"]["non_2xx"] + p["product"]["socket_errors"] for p in out["pairs"])
+    if chessstats_row is not None:
+        cs = summarise(chessstats_row)
+        out["chessstats_ratio_median"] = cs["ratio_median"]
+        out["chessstats_rps_median"] = cs["product_rps_median"]
+        out["chessstats_cpu_us_median"] = cs["product_cpu_us_median"]
+        out["chessstats_over_express"] = (round(cs["ratio_median"] / s["ratio_median"], 2)
+                                          if s["ratio_median"] else None)
+    return out
+
+
+def reference_lines(res: dict) -> list[str]:
+    """The reference table of the report (one line per worker count), or the reason it was skipped."""
+    if res.get("reference_skipped"):
+        return ["", f"reference row (original design: Node.js Express + Redis): {res['reference_skipped']}"]
+    refs = res.get("reference") or []
+    if not refs:
+        return []
+    v = refs[0].get("versions", {})
+    lines = [
+        "",
+        f"| workers | reference: original design, Node.js {v.get('node', '?')} Express {v.get('express', '?')} + "
+        f"node-redis {v.get('node-redis', '?')} + Redis {v.get('redis', '?')} on 127.0.0.1 (a GET of the body per "
+        "request) | body B | ceiling req/s | Express req/s | ratio per pair | ratio median | chessstats ratio "
+        "median (same run) | chessstats ÷ Express | Express p50/p99 ms | CPU µs/req ceiling / Express+Redis / "
+        "chessstats | idle RSS node + redis MiB (after load) | steal / other CPU s per run |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---|---|---|---|",
+    ]
+    for ref in refs:
+        s = ref["summary"]
+        rss0, rss1 = ref.get("idle_rss_mib", {}), ref.get("after_load_rss_mib", {})
+        label = ("one process" if ref["workers"] == 1 else f"node:cluster, {ref['workers']} workers") + \
+            f", GET {ref['route']}" + (f", {s['errors']} errors" if s.get("errors") else "")
+        lines.append(
+            f"| {ref['workers']} | {label} | {ref['body_bytes']:,} | {fmt(s['ceiling_rps_median'])} "
+            f"| {fmt(s['product_rps_median'])} | {' '.join(f'{r:.2f}' for r in s['ratios'])} "
+            f"| **{s['ratio_median']:.2f}** | {fmt(ref.get('chessstats_ratio_median'), '.2f')} "
+            f"| **{fmt(ref.get('chessstats_over_express'), '.2f')}×** "
+            f"| {fmt(s['product_p50_ms_median'], '.2f')} / {fmt(s['product_p99_ms_median'], '.2f')} "
+            f"| {fmt(s['ceiling_cpu_us_median'])} / {fmt(s['product_cpu_us_median'])} / "
+            f"{fmt(ref.get('chessstats_cpu_us_median'))} "
+            f"| {fmt(rss0.get('node'), '.1f')} + {fmt(rss0.get('redis'), '.1f')} ({fmt(rss1.get('node'), '.1f')} + "
+            f"{fmt(rss1.get('redis'), '.1f')}) "
+            f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} |")
+    return lines
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def median(xs: list[float]) -> float | None:
@@ -823,6 +1102,7 @@ def print_report(res: dict) -> None:
             f"| {fmt(s['steal_s_median'], '.2f')} / {fmt(s['other_cpu_s_median'], '.2f')} "
             f"| {p['target']} | {p['met']} |"
         )
+    lines += reference_lines(res)
     for ov in res.get("overhead") or []:
         lines += overhead_lines(ov)
     if res["oneshot_rows"]:
@@ -866,6 +1146,40 @@ def print_report(res: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def run_idle_rss(res: dict, tmp: Path, replay_url: str, args: argparse.Namespace) -> None:
+    """The idle-RSS-per-process probe (``--build`` builds the executable first) and the reference
+    row's preconditions, into ``res``."""
+    binary = binary_path()
+    if args.build:
+        log("building the executable (scripts/build) ...")
+        subprocess.run([str(ROOT / "scripts" / "build")], cwd=str(ROOT), check=True, stdout=sys.stderr)
+    if not args.no_idle_rss:
+        present = binary.is_file() and os.access(binary, os.X_OK)
+        res["idle_rss"] = idle_rss_probe(tmp, replay_url, binary if present else None)
+        if not present:
+            res["idle_rss_exe_skipped"] = f"skipped: no {binary} (build it with scripts/build, or give --build)"
+    if not args.no_reference:
+        res["reference_skipped"] = reference_missing()
+
+
+def idle_rss_rows(res: dict, rows: list[list[str]], targets: list[list[str]]) -> None:
+    """One-shot rows (and the executable's target) of the idle-RSS-per-process probe."""
+    for row in res.get("idle_rss") or []:
+        what = "dist/chessstats serve" if row["kind"] == "executable" else "python -m chessstats serve"
+        is_target = row["kind"] == "executable" and row["workers"] == 1
+        ok = row["rss_mib"] <= TARGETS["exe_idle_rss_mib"]
+        rows.append([f"idle RSS per process, {what} --workers {row['workers']} (default config, no job due, fresh "
+                     "data dir; VmRSS over the whole tree)", idle_rss_text(row), "≤ 55 MiB" if is_target else "-",
+                     verdict(ok) if is_target else "-"])
+        if is_target:
+            targets.append(["idle RSS of the executable ≤ 55 MiB, 1 worker (whole tree: bootloader + server)",
+                            f"{row['rss_mib']:.1f} MiB", verdict(ok)])
+    if res.get("idle_rss_exe_skipped"):
+        rows.append(["idle RSS per process, the executable", res["idle_rss_exe_skipped"], "≤ 55 MiB (1 worker)",
+                     "not measured"])
+        targets.append(["idle RSS of the executable ≤ 55 MiB, 1 worker", res["idle_rss_exe_skipped"], "not measured"])
+
+
 # --- main -------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -896,6 +1210,12 @@ def main() -> int:
     ap.add_argument("--db-only", action="store_true",
                     help="only the database-served rows (detail and standings page, cache disabled): no cached "
                          "rows, one-shot probes, import, overhead or import-p99 rows")
+    ap.add_argument("--build", action="store_true",
+                    help="build the executable (scripts/build) first, for the executable's idle-RSS rows")
+    ap.add_argument("--no-idle-rss", action="store_true",
+                    help="skip the idle RSS per process rows (source and executable, 1 and 2 workers)")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the reference row (the original design: Node.js Express + Redis)")
     args = ap.parse_args()
     try:
         worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
@@ -930,6 +1250,8 @@ def main() -> int:
         log(f"temp dir {tmp}")
         replay, replay_url = start_replay(tmp)
         procs.append(replay)
+        if not (args.overhead_only or args.db_only or args.import_only):
+            run_idle_rss(res, tmp, replay_url, args)
         data_dir = tmp / "data-server"
         server, server_url = start_server(tmp, replay_url, primary, data_dir=data_dir)
         procs.append(server)
@@ -1120,6 +1442,12 @@ def main() -> int:
                         f"| steal {c['steal_s']}+{p['steal_s']} s | other CPU {c['unexplained_cpu_s']}+"
                         f"{p['unexplained_cpu_s']} s | cache hits/misses {p.get('cache_hits', 'n/a')}/"
                         f"{p.get('cache_misses', 'n/a')} | wrk counts {p.get('counts', '-')}")
+            if (not args.no_reference and not args.db_only and not res.get("reference_skipped")
+                    and workers in (1, 2)):
+                log(f"reference row ({workers} worker(s)): Express + Redis against the ceiling, {pairs} pairs ...")
+                res.setdefault("reference", []).append(reference_probe(
+                    tmp, ceiling, ceiling_url, bodies_dir / "cached_tournament", workers, pairs, duration,
+                    load[f"cached_tournament@w{workers}"]))
             if workers == primary:
                 time.sleep(1.0)
                 res["after_load_rss_mib"] = round(rss_mib(server.tree()), 1)
@@ -1242,6 +1570,7 @@ def main() -> int:
                                     verdict(imp["peak_rss_mib_polled"] <= TARGETS["import_peak_mib"])])
             if primary == 1:
                 targets.append(["idle RSS < 60 MiB, 1 worker", f"{res['idle_rss_mib']:.1f} MiB", verdict(rss_ok)])
+            idle_rss_rows(res, rows, targets)
         res["targets"] = targets
     finally:
         for proc in reversed(procs):

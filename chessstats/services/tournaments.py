@@ -27,8 +27,6 @@ import logging
 import time
 from datetime import datetime
 
-import chess
-import chess.pgn
 import msgspec
 
 from chessstats import keys
@@ -414,6 +412,8 @@ class TournamentService:
 
 def game_to_pgn(game: Game) -> str:
     """PGN text for a game stored without one (built with python-chess from its SAN moves)."""
+    import chess.pgn  # python-chess (about 3 MiB of RSS): imported on first use, not at start
+
     pgn = chess.pgn.Game()
     tags = {
         "Site": game.url, "White": game.white.username, "Black": game.black.username, "Result": game.result,

@@ -34,7 +34,6 @@ from chessstats.models.common import utc_iso
 from chessstats.models.game import ParsedGame
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate, parse_rate
 from chessstats.upstream.http import GatedClient, build_client, gated_stream, iter_ndjson
-from chessstats.upstream.pgn import PgnReader, pgn_tags, stated_fide_ids
 
 if TYPE_CHECKING:
     from chessstats.config import Config
@@ -431,6 +430,9 @@ class LichessClient(GatedClient):
         ``application/x-chess-pgn`` is read with python-chess instead. A streamed export: its deadline
         is the gate's ``stream_timeout_s``.
         """
+        # python-chess (about 3 MiB of RSS) is imported by the first games export, not at start
+        from chessstats.upstream.pgn import PgnReader, pgn_tags, stated_fide_ids
+
         kind = "swiss" if tournament.system == "swiss" else "tournament"
         params: dict[str, str | int] = {"pgnInJson": "true", "opening": "true", "clocks": "false", "evals": "false"}
         async with self._request(

@@ -53,7 +53,9 @@ def check_consistent(db: Path) -> dict[str, int]:
 def test_a_backup_taken_during_an_import_restores_to_an_intact_database(
         start_server, upstream: ReplayUpstream, tmp_path: Path) -> None:
     upstream._generate({"id": BIG, "nbPlayers": 1500, "nbGames": 6000})
-    upstream.set_fault(f"/tournament/{BIG}/games", "slow", seconds=1)
+    # the export answers after 4 s: longer than the first GET waits (import_wait_s 1.5 s), so the first
+    # backups are taken while the import runs (a 6,000-game import itself now takes well under 1 s)
+    upstream.set_fault(f"/tournament/{BIG}/games", "slow", seconds=4)
     server: Server = start_server()
     assert server.client.get("/api/tournaments/sH24g2zH").status_code == 200
     imported(server, "sH24g2zH")

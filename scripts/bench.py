@@ -51,9 +51,9 @@ OVERHEAD_VARIANTS = {
 TARGETS = {
     "limiter_ratio": 0.95,  # cached GET req/s with the inbound limiter >= 95 % of without
 
-    "cached_ratio": 0.85,  # cached GET req/s >= 85 % of the ceiling
+    "cached_ratio": 0.95,  # cached GET req/s >= 95 % of the ceiling (median of pairs), with the defaults
     "db_ratio": 0.50,  # database-served GET req/s >= 50 % of the ceiling
-    "cached_p99_x": 2.0,  # cached p99 <= 2 x the ceiling's p99
+    "cached_p99_x": 1.5,  # cached p99 <= 1.5 x the ceiling's p99
     "coalesce_upstream": 1,  # one upstream request (per upstream resource) for 100 concurrent misses
     "import_s": 10.0,  # 10,000 standings + 5,000 games imported in < 10 s
     "import_peak_mib": 150.0,  # ... with peak RSS < 150 MB
@@ -643,6 +643,19 @@ def limiter_verdict(ratio: float | None) -> str:
     return verdict(ratio is not None and ratio >= TARGETS["limiter_ratio"])
 
 
+def limiter_target(ov: dict) -> list[str]:
+    """The target line of the overhead row: limiter on ≥ 0.95 × limiter off (metrics off on both), as the
+    median req/s ratio over the rounds (the verdict), with the server-CPU ratio beside it (off µs ÷
+    limiter µs per request, medians), which a loaded machine disturbs less."""
+    s = ov["summary"]
+    lim = s["limiter"]["ratio_median"]
+    off_cpu, lim_cpu = s["off"]["cpu_us_median"], s["limiter"]["cpu_us_median"]
+    cpu = off_cpu / lim_cpu if off_cpu and lim_cpu else None
+    return [f"cached GET, limiter on ≥ {TARGETS['limiter_ratio']:.2f} × limiter off (metrics off), {ov['workers']} "
+            "worker(s)", f"req/s {fmt(lim, '.3f')}; CPU {fmt(cpu, '.3f')} ({fmt(off_cpu, '.1f')} vs "
+            f"{fmt(lim_cpu, '.1f')} µs/req)", limiter_verdict(lim)]
+
+
 def overhead_lines(ov: dict) -> list[str]:
     """The overhead row of the report (one table line per variant)."""
     s = ov["summary"]
@@ -866,9 +879,7 @@ def main() -> int:
             procs.remove(server)
             res["overhead"] = [overhead_probe(tmp, replay_url, data_dir, w, pairs, duration) for w in worker_counts]
             for ov in res["overhead"]:
-                lim = ov["summary"]["limiter"]["ratio_median"]
-                targets.append([f"cached GET with the inbound limiter on, {ov['workers']} worker(s): req/s ≥ 0.95 × "
-                                "without", fmt(lim, ".3f"), limiter_verdict(lim)])
+                targets.append(limiter_target(ov))
             res["targets"] = targets
             res["wall_s"] = round(time.monotonic() - started, 1)
             args.json.write_text(json.dumps(res, indent=2))
@@ -1016,12 +1027,14 @@ def main() -> int:
             p["summary"] = s = summarise(p)
             w = p["workers"]
             if p["kind"] == "cached":
-                ok_r, ok_p = s["ratio_median"] >= TARGETS["cached_ratio"], (s["p99_x_median"] or 99) <= 2
-                p["target"] = "ratio ≥ 0.85; p99 ≤ 2× ceiling"
+                ok_r = s["ratio_median"] >= TARGETS["cached_ratio"]
+                ok_p = (s["p99_x_median"] or 99) <= TARGETS["cached_p99_x"]
+                p["target"] = f"ratio ≥ {TARGETS['cached_ratio']:.2f}; p99 ≤ {TARGETS['cached_p99_x']:g}× ceiling"
                 p["met"] = f"ratio {verdict(ok_r)}; p99 {verdict(ok_p)}"
-                targets.append([f"{p['label']}, {w} worker(s): req/s ≥ 0.85 × ceiling",
+                targets.append([f"{p['label']}, {w} worker(s): req/s ≥ {TARGETS['cached_ratio']:.2f} × ceiling "
+                                "(median of pairs)",
                                 f"{s['ratio_median']:.2f}", verdict(ok_r)])
-                targets.append([f"{p['label']}, {w} worker(s): p99 ≤ 2 × ceiling p99",
+                targets.append([f"{p['label']}, {w} worker(s): p99 ≤ {TARGETS['cached_p99_x']:g} × ceiling p99",
                                 f"{fmt(s['p99_x_median'], '.2f')}×", verdict(ok_p)])
             else:
                 counts = [pr["product"].get("counts") or {} for pr in p["pairs"]]
@@ -1050,9 +1063,7 @@ def main() -> int:
                 log(f"overhead rows ({workers} worker(s)): limiter and metrics off/on, {pairs} rounds ...")
                 ov = overhead_probe(tmp, replay_url, data_dir, workers, pairs, duration)
                 res["overhead"].append(ov)
-                lim = ov["summary"]["limiter"]["ratio_median"]
-                targets.append([f"cached GET with the inbound limiter on, {workers} worker(s): req/s ≥ 0.95 × "
-                                "without", fmt(lim, ".3f"), limiter_verdict(lim)])
+                targets.append(limiter_target(ov))
 
         # large import (generated data)
         log(f"import probe: {imp_players} standings, {imp_games} games ...")

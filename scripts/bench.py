@@ -638,22 +638,19 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
     return out
 
 
-def limiter_verdict(ratio: float | None) -> str:
-    """``met`` when the limiter keeps at least 95 % of the cached-GET throughput."""
-    return verdict(ratio is not None and ratio >= TARGETS["limiter_ratio"])
-
-
 def limiter_target(ov: dict) -> list[str]:
-    """The target line of the overhead row: limiter on ≥ 0.95 × limiter off (metrics off on both), as the
-    median req/s ratio over the rounds (the verdict), with the server-CPU ratio beside it (off µs ÷
-    limiter µs per request, medians), which a loaded machine disturbs less."""
+    """The target line of the overhead row: limiter on ≥ 0.95 × limiter off (metrics off on both): the
+    median req/s ratio over the rounds and the server-CPU ratio (off µs ÷ limiter µs per request,
+    medians), which a loaded machine disturbs less. ``met`` only when both reach 0.95 (on a loaded
+    machine a lucky round can lift the req/s ratio alone)."""
     s = ov["summary"]
     lim = s["limiter"]["ratio_median"]
     off_cpu, lim_cpu = s["off"]["cpu_us_median"], s["limiter"]["cpu_us_median"]
     cpu = off_cpu / lim_cpu if off_cpu and lim_cpu else None
     return [f"cached GET, limiter on ≥ {TARGETS['limiter_ratio']:.2f} × limiter off (metrics off), {ov['workers']} "
             "worker(s)", f"req/s {fmt(lim, '.3f')}; CPU {fmt(cpu, '.3f')} ({fmt(off_cpu, '.1f')} vs "
-            f"{fmt(lim_cpu, '.1f')} µs/req)", limiter_verdict(lim)]
+            f"{fmt(lim_cpu, '.1f')} µs/req)", verdict(lim is not None and cpu is not None
+                                                       and min(lim, cpu) >= TARGETS["limiter_ratio"])]
 
 
 def overhead_lines(ov: dict) -> list[str]:
@@ -670,8 +667,8 @@ def overhead_lines(ov: dict) -> list[str]:
         extra = (v["cpu_us_median"] - base_cpu) if v["cpu_us_median"] is not None and base_cpu is not None else None
         target, met = "-", "-"
         if name == "limiter":
-            target = "ratio ≥ 0.95"
-            met = verdict(v["ratio_median"] is not None and v["ratio_median"] >= TARGETS["limiter_ratio"])
+            target = f"req/s and CPU ratio ≥ {TARGETS['limiter_ratio']:.2f}"
+            met = limiter_target(ov)[2]
         label = {"off": "limiter off, metrics off", "limiter": "limiter on (counted, never refused), metrics off",
                  "metrics": "limiter off, metrics on", "both": "limiter on, metrics on (the defaults)"}[name]
         lines.append(

@@ -67,9 +67,10 @@ async def metrics_route(request: Request) -> HTTPResponse:
 
 class ObservedRequest(Request):
     """Sanic's request with what :func:`install`'s route wrapper found out: ``obs`` is ``(start time
-    (``time.time()``; 0.0: not timed), metrics route label, the ``RateLimit-*`` header lines or None)``,
-    unset until a wrapper (or :func:`on_error`) ran. ``respond`` adds the headers to the answer and
-    tallies it before Sanic's own ``respond``."""
+    (``time.time()``, epoch seconds), metrics route label, the ``RateLimit-*`` header lines or None)``,
+    unset until a wrapper (or :func:`on_error`) ran. ``respond`` (which Sanic calls for every answer,
+    a route's or the error handler's) adds the headers to the answer and tallies it, then returns
+    Sanic's own ``respond`` coroutine for Sanic to await."""
 
     __slots__ = ("obs",)
     metrics_on = False

@@ -331,9 +331,16 @@ class Refusal(bytes):
         return refusal
 
 
-#: The decimal digits of the usual remaining counts, encoded once.
-_DIGITS = tuple(b"%d" % n for n in range(4096))
-_N_DIGITS = len(_DIGITS)
+#: What :meth:`RateLimiter.admit` returns: ``(lines before the remaining count, the count, lines after)``
+#: for an allowed request (the count is formatted where the response's headers are joined, in one
+#: formatting operation with the others), a :class:`Refusal` for a refused one.
+Verdict = tuple[bytes, int, bytes] | Refusal
+
+
+def header_lines(verdict: Verdict) -> bytes:
+    """The ``RateLimit-*`` (and ``Retry-After``) header lines of an :meth:`RateLimiter.admit` verdict,
+    joined by CRLF (no trailing CRLF)."""
+    return verdict if type(verdict) is Refusal else b"%b%d%b" % verdict  # type: ignore[str-bytes-safe]
 
 
 def _ceil_s(seconds: float) -> int:
@@ -427,7 +434,7 @@ class RateLimiter:
             known = self._route_cache[route_path] = is_expensive(route_template(route_path))
         return known
 
-    def _request_path(self) -> Callable[..., bytes]:
+    def _request_path(self) -> Callable[..., Verdict]:
         """Build :meth:`admit`: one closure over the table's words and this window's encoded headers.
 
         It does what :meth:`SharedWindows.hit_key` does for the general window, inline (a request pays
@@ -448,7 +455,7 @@ class RateLimiter:
         refused = Refusal.of(max_requests, window_s, 1)
 
         def admit(peer: str, forwarded_for: list[str] | None, expensive: bool = False, now: float | None = None
-                  ) -> bytes:
+                  ) -> Verdict:
             """Count one ``/api`` request from ``peer`` (with its ``X-Forwarded-For`` values) and decide on it.
 
             Args:
@@ -459,11 +466,11 @@ class RateLimiter:
                 now: the current time (``time.time()``, epoch seconds), if the caller has it.
 
             Returns:
-                The headers as encoded lines joined by CRLF (no trailing CRLF): ``RateLimit-Limit``,
-                ``-Remaining``, ``-Reset``, and when the request is refused ``Retry-After`` too, in a
-                :class:`Refusal` (a ``bytes`` subclass: ``type(headers) is Refusal``). The headers show
-                the window closest to refusing (the expensive one on a tie). Refused requests count too
-                (a client that keeps trying does not get a fresh window sooner).
+                A :data:`Verdict`: allowed, ``(lines, remaining count, lines)`` of ``RateLimit-Limit``,
+                ``-Remaining`` and ``-Reset`` (:func:`header_lines` joins them); refused, a
+                :class:`Refusal` (a ``bytes`` subclass: the same lines and ``Retry-After``). The headers
+                show the window closest to refusing (the expensive one on a tie). Refused requests count
+                too (a client that keeps trying does not get a fresh window sooner).
             """
             nonlocal until, g_idx, head, tail, refused
             if forwarded_for and trusted:
@@ -502,22 +509,20 @@ class RateLimiter:
                         n += words[t + c + 1]
             left = max_requests - n
             if left >= 0:
-                if left < _N_DIGITS:
-                    return head + _DIGITS[left] + tail
-                return b"%b%d%b" % (head, left, tail)
+                return head, left, tail
             self.refused += 1
             return refused
 
         return admit
 
-    def _admit_expensive(self, entry: list[Any], now: float) -> bytes:
+    def _admit_expensive(self, entry: list[Any], now: float) -> Verdict:
         g_n, g_end, e_n, e_end = self.table.hit_key(entry[0], entry[1], entry[2], now, True)
         left, limit, end, window = self.max_requests - g_n, self.max_requests, g_end, self.window_s
         if self.expensive_max - e_n <= left:
             left, limit, end, window = self.expensive_max - e_n, self.expensive_max, e_end, self.expensive_window_s
         reset = _ceil_s(end - now)
         if left >= 0:
-            return b"ratelimit-limit: %d\r\nratelimit-remaining: %d\r\nratelimit-reset: %d" % (limit, left, reset)
+            return b"ratelimit-limit: %d\r\nratelimit-remaining: " % limit, left, b"\r\nratelimit-reset: %d" % reset
         self.refused += 1
         return Refusal.of(limit, window, reset)
 

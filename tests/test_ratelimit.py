@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chessstats.api.envelope import header_pairs
 from chessstats.config import ConfigError, load_config
-from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows, is_expensive, route_template
+from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows, header_lines, is_expensive, route_template
 from tests.conftest import imported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +140,11 @@ def test_a_cached_hit_sends_every_header_once(start_server, upstream) -> None:
     assert len(names) == len(set(names)) and {"access-control-allow-origin", "ratelimit-remaining"} <= set(names)
 
 
+def remaining(verdict: object) -> bytes:
+    """``RateLimit-Remaining`` of a :meth:`RateLimiter.admit` verdict."""
+    return dict(header_pairs(header_lines(verdict)))[b"ratelimit-remaining"]  # type: ignore[arg-type]
+
+
 def test_the_request_path_counts_in_the_shared_table(tmp_path: Path) -> None:
     # two workers (columns 0 and 1 of one file): the limit holds over both, and the table's general
     # path (SharedWindows.hit) sees the counts the request path (RateLimiter.admit) wrote
@@ -149,15 +154,14 @@ def test_the_request_path_counts_in_the_shared_table(tmp_path: Path) -> None:
     settle(60)
     now = time.time()
     answers = [(a if i % 2 == 0 else b).admit("192.0.2.1", None, False, now) for i in range(7)]
-    assert [dict(header_pairs(x))[b"ratelimit-remaining"] for x in answers] == [b"4", b"3", b"2", b"1", b"0", b"0",
-                                                                                 b"0"]
+    assert [remaining(x) for x in answers] == [b"4", b"3", b"2", b"1", b"0", b"0", b"0"]
     assert [type(x) is Refusal for x in answers] == [False] * 5 + [True] * 2
     refused = answers[-1]
     assert (refused.limit, refused.window_s) == (5, 60.0) and 1 <= refused.reset_s <= 60
     assert dict(header_pairs(refused))[b"retry-after"] == b"%d" % refused.reset_s
     c = SharedWindows(tmp_path / "t", 60, 300, column=1, columns_read=2)
     assert c.hit("192.0.2.1", now, False)[0] == 8
-    assert dict(header_pairs(a.admit("192.0.2.1", None, False, now + 60)))[b"ratelimit-remaining"] == b"4"
+    assert remaining(a.admit("192.0.2.1", None, False, now + 60)) == b"4"
     for x in (a, b):
         x.close()
     c.close()
@@ -181,7 +185,7 @@ def test_a_slot_taken_over_by_another_process_is_not_counted_into(tmp_path: Path
     struct.pack_into("<I", other._mm, off + 40, tag)
     struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
     # the limiter's cached slot no longer holds its client: it takes another, from a fresh count
-    assert dict(header_pairs(limiter.admit("192.0.2.1", None, False, now)))[b"ratelimit-remaining"] == b"49"
+    assert remaining(limiter.admit("192.0.2.1", None, False, now)) == b"49"
     assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # nothing counted into the other client's
     limiter.close()
     other.close()

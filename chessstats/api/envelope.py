@@ -50,8 +50,9 @@ class EnvelopeResponse(HTTPResponse):
     Attributes:
         raw_headers: this module's headers as ``(name, value)`` byte pairs.
         block: the same as ``name: value`` lines joined by CRLF (no trailing CRLF), or None.
-        limits: the rate limiter's ``RateLimit-*`` lines (a block like ``block``), added by
-            :class:`chessstats.api.observe.ObservedRequest`; None when the limiter is off.
+        limits: the rate limiter's ``RateLimit-*`` lines as ``(lines, remaining count, lines)``
+            (:data:`chessstats.ratelimit.Verdict`), added by :class:`chessstats.api.observe.ObservedRequest`;
+            None when the limiter is off.
         x_cache: the ``X-Cache`` value in lower case (``hit``, ``miss``, ``stale``), for the metrics.
     """
 
@@ -69,7 +70,7 @@ class EnvelopeResponse(HTTPResponse):
         self._cookies = None
         self.raw_headers = raw_headers
         self.block = block
-        self.limits: bytes | None = None
+        self.limits: tuple[bytes, int, bytes] | None = None
         self.x_cache = x_cache
 
     @property
@@ -83,19 +84,19 @@ class EnvelopeResponse(HTTPResponse):
                 limits = self.limits
                 if limits is None:
                     return ((b"content-type", _JOINED % (block, length, connection)),)
-                return ((b"content-type", _JOINED_LIMITS % (block, limits, length, connection)),)
+                return ((b"content-type", _JOINED_LIMITS % (block, *limits, length, connection)),)
         return self._processed_headers()
 
     def _processed_headers(self):  # type: ignore[no-untyped-def]  # noqa: ANN202
         yield from self.raw_headers
         if self.limits is not None:
-            yield from header_pairs(self.limits)
+            yield from header_pairs(b"%b%d%b" % self.limits)
         yield from super().processed_headers
 
 
 #: The value of the single ``content-type`` pair that carries every header line (see EnvelopeResponse).
 _JOINED = JSON.encode() + b"\r\n%b\r\ncontent-length: %d\r\nconnection: %b"
-_JOINED_LIMITS = JSON.encode() + b"\r\n%b\r\n%b\r\ncontent-length: %d\r\nconnection: %b"
+_JOINED_LIMITS = JSON.encode() + b"\r\n%b\r\n%b%d%b\r\ncontent-length: %d\r\nconnection: %b"
 _CONNECTION = {"keep-alive": b"keep-alive", "close": b"close"}
 
 

@@ -42,7 +42,7 @@ from chessstats import metrics
 from chessstats.api.envelope import EnvelopeResponse, error_response, header_pairs
 from chessstats.config import Config
 from chessstats.metrics import UNMATCHED, record_request
-from chessstats.ratelimit import RateLimiter, Refusal, worker_column
+from chessstats.ratelimit import RateLimiter, Refusal, header_lines, worker_column
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ObservedRequest(Request):
         else:
             if raw is not None:
                 response_headers = response.headers
-                for name, value in header_pairs(raw):
+                for name, value in header_pairs(header_lines(raw)):
                     response_headers[name.decode()] = value.decode()
             if self.metrics_on:
                 seconds = _time() - t0

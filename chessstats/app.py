@@ -18,6 +18,7 @@ from sanic.exceptions import SanicException, ServiceUnavailable
 from chessstats.api import admin, docs, imports_admin, jobs_admin, ops, players, status, tournaments
 from chessstats.api.envelope import add_cors, error_response
 from chessstats.api.observe import install as install_limits_and_metrics
+from chessstats.api.observe import on_error as limits_on_error
 from chessstats.config import Config
 from chessstats.errors import ChessstatsError
 from chessstats.log import setup_logging
@@ -106,7 +107,12 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
     async def _error(request: Request, exc: BaseException) -> HTTPResponse:
         """Every error as our envelope. A response timeout (Sanic cancels the handler), and a
         CancelledError from work shared with a request that timed out (e.g. one upstream call for
-        many requests), are 503 ``upstream_busy`` with ``Retry-After`` and one log line."""
+        many requests), are 503 ``upstream_busy`` with ``Retry-After`` and one log line. A request that
+        reached no route handler (no route matched, a preflight) is counted by the inbound rate limit
+        first, and may be answered 429 instead."""
+        refused = limits_on_error(request)
+        if refused is not None:
+            return refused
         if isinstance(exc, ChessstatsError):
             headers = {}
             retry_after = getattr(exc, "retry_after_s", None)

@@ -5,9 +5,11 @@ Every process that serves (each worker) writes its samples to memory-mapped file
 scrape of ``GET /metrics`` on any worker merges the files of every worker.
 
 The request path stays cheap: :func:`record_request` only adds to this process's in-memory
-tallies (a dict increment and a bisect); a background task of each worker moves them into the
-Prometheus values every :data:`FLUSH_S` seconds (and the worker that answers a scrape flushes its
-own first), together with the upstream gates' counters (deltas of
+tallies (a dict increment and a bisect, no prometheus-client call and no write to the shared
+files); a background task of each worker moves them into the Prometheus values every
+:data:`FLUSH_S` seconds (and the worker that answers a scrape flushes its own first), so a scrape
+shows another worker's requests at most :data:`FLUSH_S` seconds late, together with the upstream
+gates' counters (deltas of
 :meth:`~chessstats.upstream.gate.UpstreamGate.stats`). Rare events (imports, job runs) are counted
 directly. Without :func:`setup` (metrics off, CLI commands) every function here is a no-op.
 
@@ -81,9 +83,10 @@ class _Metrics:
                                      "(seconds)", ["job"], buckets=LONG_BUCKETS)
         self.worker_requests = Gauge("chessstats_worker_requests", "Requests answered by each live worker process "
                                      "since it started", multiprocess_mode="liveall")
-        self.pending: dict[tuple[str, str, int], int] = {}
+        #: answered requests by (route label, method, status, X-Cache result or None), since the last flush
+        self.pending: dict[tuple[str, str, int, str | None], int] = {}
+        #: per route label: [sum of seconds, count per latency bucket ..., count above the last bucket]
         self.pending_latency: dict[str, list[float]] = {}
-        self.pending_cache: dict[str, int] = {}
         self.pending_refused = 0
         self.served = 0
         self.gates: list[Any] = []
@@ -167,31 +170,31 @@ def watch_gates(gates: Iterable[Any]) -> None:
 
 # --- the request path --------------------------------------------------------------------------
 
-def record_request(route: str, method: str, status: int, seconds: float, x_cache: bytes | None) -> None:
+def record_request(route: str, method: str, status: int, seconds: float, x_cache: str | None) -> None:
     """Tally one answered request (in memory; :func:`flush` moves it to the shared files).
 
     Args:
-        route: the route template (``/api/tournaments/<tid:str>``) or :data:`UNMATCHED`.
+        route: the route label (``/api/tournaments/{tid}``) or :data:`UNMATCHED`.
         method: the HTTP method.
         status: the response status.
         seconds: time from routing to the response, seconds.
-        x_cache: the answer's ``X-Cache`` value (``b"HIT"`` …) or None.
+        x_cache: the answer's ``X-Cache`` in lower case (``hit``, ``miss``, ``stale``) or None.
     """
     m = _m
     if m is None:
         return
-    key = (route, method, status)
+    key = (route, method, status, x_cache)
     pending = m.pending
-    pending[key] = pending.get(key, 0) + 1
-    hist = m.pending_latency.get(route)
-    if hist is None:
+    try:
+        pending[key] += 1
+    except KeyError:
+        pending[key] = 1
+    try:
+        hist = m.pending_latency[route]
+    except KeyError:
         hist = m.pending_latency[route] = [0.0] * (_N_BUCKETS + 1)
     hist[0] += seconds
     hist[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
-    if x_cache is not None:
-        result = "hit" if x_cache == b"HIT" else "miss" if x_cache == b"MISS" else "stale"
-        m.pending_cache[result] = m.pending_cache.get(result, 0) + 1
-    m.served += 1
 
 
 def record_refused() -> None:
@@ -239,9 +242,15 @@ def flush() -> None:
         return
     pending, m.pending = m.pending, {}
     latency, m.pending_latency = m.pending_latency, {}
-    cache, m.pending_cache = m.pending_cache, {}
     refused, m.pending_refused = m.pending_refused, 0
-    for key, n in pending.items():
+    requests: dict[tuple[str, str, int], int] = {}
+    cache: dict[str, int] = {}
+    for (route, method, status, x_cache), n in pending.items():
+        requests[route, method, status] = requests.get((route, method, status), 0) + n
+        if x_cache is not None:
+            cache[x_cache] = cache.get(x_cache, 0) + n
+        m.served += n
+    for key, n in requests.items():
         child = m._children.get(key)
         if child is None:
             child = m._children[key] = m.requests.labels(key[0], key[1], str(key[2]))

@@ -10,9 +10,15 @@ same in every process; ``RateLimit-Reset`` is the time left in it):
 The counts live in ``<data dir>/ratelimit.table`` (:class:`SharedWindows`): a fixed-size table
 memory-mapped by every worker. A slot holds a client and one column of counts per worker; a worker
 writes only its own column and sums every column to decide, so a counted request takes no lock and
-no system call (about 1 µs; an ``flock`` pair alone is another 1 µs on this machine and a SQLite
-row per client 16-60 µs, against a 5 % budget of 2-3 µs on a ~50 µs cached GET). Only taking a
-slot for a new client locks the file. The kernel writes the dirty pages back on its own.
+no system call (an ``flock`` pair alone is 1 µs on this machine and a SQLite row per client
+16-60 µs, against a 5 % budget of 2-3 µs on a ~45 µs cached GET). Only taking a slot for a new
+client locks the file. The kernel writes the dirty pages back on its own.
+
+:meth:`RateLimiter.admit` is the request path: each process keeps, per peer address, the client's
+key and slot offset (re-checked against the slot's key on every request, so a slot another process
+took over is never counted into), and the window index and the encoded ``RateLimit-Reset`` header
+change at most once a second, so a request on a general route costs two dict/``struct`` steps on
+the mapping and no formatting.
 
 When the file cannot be used (read-only or full data dir) the table lives in this process's memory
 (limits then hold per worker, not across workers) and that is logged once.
@@ -30,12 +36,14 @@ import re
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+_time = time.time
 
 #: Route templates (parameters written ``*``, one path segment each) limited by the expensive window.
 #: A new expensive route is covered by adding its template here.
@@ -44,18 +52,20 @@ EXPENSIVE_ROUTES: tuple[str, ...] = (
     "/api/players/*/*/games",
 )
 
-_MAGIC = b"CSRL0002"
+_MAGIC = b"CSRL0003"
 _HEADER = struct.Struct("<8sII48x")  # magic, slots, columns; 64 bytes
 _KEY_BYTES = 40
+#: After the key: its tag (``crc32`` of the key, never 0), the word a request checks to know that the
+#: slot still holds its client (another process may have taken the slot over for another one), and 4
+#: bytes of padding (each column's general pair is an aligned 64-bit word).
+_TAG = struct.Struct("<I4x")
 #: Columns of counters per slot: one per worker process (worker ``n`` writes column ``n % COLUMNS``).
 COLUMNS = 8
 #: A column: general window index, its count, expensive window index, its count (window index =
 #: ``int(epoch seconds // window)``: fixed windows aligned on the epoch, the same in every process).
 _COLUMN = struct.Struct("<IIII")
-_SLOT_BYTES = _KEY_BYTES + COLUMNS * _COLUMN.size
-_U32 = struct.Struct("<I")
-_U32X2 = struct.Struct("<II")
-#: Slots of the table: 8192 x 168 bytes = 1.3 MiB.
+_SLOT_BYTES = _KEY_BYTES + _TAG.size + COLUMNS * _COLUMN.size
+#: Slots of the table: 8192 x 176 bytes = 1.4 MiB.
 DEFAULT_SLOTS = 8192
 #: Slots looked at for one key (open addressing); when all hold live clients the first is taken
 #: over (that client starts with fresh counts: lenient, never stricter).
@@ -79,11 +89,12 @@ def worker_column() -> int:
 class SharedWindows:
     """Every client's counts: a memory-mapped table shared through a file (or private to a process).
 
-    A slot holds a client key and one column of counts per worker process. A process only ever
-    writes its own column (no lock: one writer per column) and reads the columns of every worker
-    to decide, so a request costs a few ``struct`` operations on the mapping and no system call.
-    Only taking a slot for a new client is done under an ``flock`` of the file. Each column write is
-    ordered so that a concurrent reader can only under-count, never see an old count in a new window.
+    A slot holds a client key, its tag and one column of counts per worker process. A process only
+    ever writes its own column (no lock: one writer per column) and reads the columns of every worker
+    to decide; the counts are read and written as 32-bit words through a ``memoryview`` of the
+    mapping, so a request costs a few item accesses and no system call. Only taking a slot for a
+    new client is done under an ``flock`` of the file. Each column write is ordered so that a
+    concurrent reader can only under-count, never see an old count in a new window.
 
     **Parameters:**
     * **path** - the table file (``<data dir>/ratelimit.table``); None: this process only.
@@ -103,7 +114,10 @@ class SharedWindows:
         self.expensive_window_s = float(expensive_window_s)
         self.column = column % COLUMNS
         self.columns_read = max(self.column + 1, min(COLUMNS, columns_read))
-        self._cols = struct.Struct("<" + "I" * 4 * self.columns_read)
+        # 32-bit word offsets from a slot's tag word: each column read (its general index; count,
+        # expensive index and count follow), and this process's own column
+        self._columns = tuple(2 + 4 * c for c in range(self.columns_read))
+        self._own = 2 + 4 * self.column
         self.slots = slots
         self._mask = slots - 1
         self._size = _HEADER.size + slots * _SLOT_BYTES
@@ -112,6 +126,7 @@ class SharedWindows:
         self.shared = False
         self.takeovers = 0
         self._mm = self._open()
+        self._words = memoryview(self._mm).cast("I")
 
     def _open(self) -> mmap.mmap:
         if self.path is not None:
@@ -148,10 +163,11 @@ class SharedWindows:
         self.shared = True
         return mm
 
-    def locate(self, client: str) -> tuple[bytes, int]:
-        """The slot key of ``client`` and the first slot it is looked for in (for :meth:`hit_key`)."""
+    def locate(self, client: str) -> tuple[bytes, int, int]:
+        """``(slot key, first slot looked in, tag)`` of ``client`` (for :meth:`hit_key`)."""
         key = _slot_key(client)
-        return key, zlib.crc32(key) & self._mask
+        crc = zlib.crc32(key)
+        return key, crc & self._mask, crc or 1
 
     def hit(self, client: str, now: float, expensive: bool) -> tuple[int, float, int, float]:
         """Count one request of ``client`` at ``now`` (epoch seconds, shared by every process).
@@ -165,73 +181,55 @@ class SharedWindows:
             ``(count, window_end, expensive_count, expensive_window_end)`` over every worker after this
             request; window ends in epoch seconds (the expensive pair is ``(0, 0.0)`` when not counted).
         """
-        key, start = self.locate(client)
-        return self.hit_key(key, start, now, expensive)
+        return self.hit_key(*self.locate(client), now, expensive)
 
-    def hit_key(self, key: bytes, start: int, now: float, expensive: bool) -> tuple[int, float, int, float]:
+    def hit_key(self, key: bytes, start: int, tag: int, now: float, expensive: bool) -> tuple[int, float, int, float]:
         """:meth:`hit` for a client already :meth:`locate`-d (same result)."""
-        mm = self._mm
-        off = self._where.get(key)
-        if off is None or mm[off:off + _KEY_BYTES] != key:
-            off = self._find(key, start, now)
+        w = self._words
+        t = self._where.get(key)
+        if t is None or w[t] != tag:
+            t = self._find(key, start, tag, now)
         g_idx = int(now // self.window_s)
-        pack = _U32.pack_into
-        if self.columns_read == 1 and not expensive:  # one worker, a general route: the common case
-            own = off + _KEY_BYTES
-            idx, n = _U32X2.unpack_from(mm, own)
-            if idx == g_idx:
-                n = min(n + 1, _MAX_COUNT)
-                pack(mm, own + 4, n)
-            else:
-                n = 1
-                pack(mm, own + 4, 1)
-                pack(mm, own, g_idx)
-            return n, (g_idx + 1) * self.window_s, 0, 0.0
-        base = off + _KEY_BYTES
-        cols = self._cols.unpack_from(mm, base)
-        own = base + 16 * self.column
-        i = 4 * self.column
-        g_n = 0
-        for c in range(0, len(cols), 4):
-            if cols[c] == g_idx:
-                g_n += cols[c + 1]
-        if cols[i] == g_idx:
-            pack(mm, own + 4, min(cols[i + 1] + 1, _MAX_COUNT))
-        else:  # a new window in this column: the count first, then the index (a reader under-counts)
-            pack(mm, own + 4, 1)
-            pack(mm, own, g_idx)
+        g_n = self._count(w, t, 0, g_idx)
         if not expensive:
-            return g_n + 1, (g_idx + 1) * self.window_s, 0, 0.0
+            return g_n, (g_idx + 1) * self.window_s, 0, 0.0
         e_idx = int(now // self.expensive_window_s)
-        e_n = 0
-        for c in range(2, len(cols), 4):
-            if cols[c] == e_idx:
-                e_n += cols[c + 1]
-        if cols[i + 2] == e_idx:
-            pack(mm, own + 12, min(cols[i + 3] + 1, _MAX_COUNT))
-        else:
-            pack(mm, own + 12, 1)
-            pack(mm, own + 8, e_idx)
-        return g_n + 1, (g_idx + 1) * self.window_s, e_n + 1, (e_idx + 1) * self.expensive_window_s
+        e_n = self._count(w, t, 2, e_idx)
+        return g_n, (g_idx + 1) * self.window_s, e_n, (e_idx + 1) * self.expensive_window_s
 
-    def _find(self, key: bytes, start: int, now: float) -> int:
-        """The slot of ``key``: found (no lock), or taken for it under the file's lock."""
-        off = self._probe(key, start, now, claim=False)
+    def _count(self, w: memoryview, t: int, which: int, idx: int) -> int:
+        """Count one request in window ``idx`` (``which``: 0 general, 2 expensive) of the slot whose tag
+        is word ``t``; the count over every column after it."""
+        n = 1
+        for c in self._columns:
+            if w[t + c + which] == idx:
+                n += w[t + c + which + 1]
+        own = t + self._own + which
+        if w[own] == idx:
+            w[own + 1] = min(w[own + 1] + 1, _MAX_COUNT)
+        else:  # a new window in this column: the count first, then the index (a reader under-counts)
+            w[own + 1] = 1
+            w[own] = idx
+        return n
+
+    def _find(self, key: bytes, start: int, tag: int, now: float) -> int:
+        """The tag word of ``key``'s slot: found (no lock), or taken for it under the file's lock."""
+        off = self._probe(key, start, tag, now, claim=False)
         if off < 0:
             fd = self._fd
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                off = self._probe(key, start, now, claim=True)
+                off = self._probe(key, start, tag, now, claim=True)
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
         if len(self._where) > 65536:
             self._where.clear()
-        self._where[key] = off
-        return off
+        t = self._where[key] = (off + _KEY_BYTES) // 4
+        return t
 
-    def _probe(self, key: bytes, start: int, now: float, *, claim: bool) -> int:
+    def _probe(self, key: bytes, start: int, tag: int, now: float, *, claim: bool) -> int:
         mm, mask = self._mm, self._mask
         g_idx, e_idx = int(now // self.window_s), int(now // self.expensive_window_s)
         free = -1
@@ -245,7 +243,7 @@ class SharedWindows:
                     free = off
                 break
             if claim and free < 0:
-                cols = struct.unpack_from("<" + "I" * 4 * COLUMNS, mm, off + _KEY_BYTES)
+                cols = struct.unpack_from("<" + "I" * 4 * COLUMNS, mm, off + _KEY_BYTES + _TAG.size)
                 if all(cols[c] < g_idx and cols[c + 2] < e_idx for c in range(0, len(cols), 4)):
                     free = off  # every count of that client is from a past window
         if not claim:
@@ -256,13 +254,16 @@ class SharedWindows:
             if self.takeovers == 1:
                 log.warning("rate limits: more live clients than the table holds near one slot; a client was "
                             "given fresh counts (lenient)")
-        mm[free + _KEY_BYTES:free + _SLOT_BYTES] = bytes(_SLOT_BYTES - _KEY_BYTES)
+        # counts first, the key, the tag last: a process still holding the old client sees the tag change
+        mm[free + _KEY_BYTES + _TAG.size:free + _SLOT_BYTES] = bytes(_SLOT_BYTES - _KEY_BYTES - _TAG.size)
         mm[free:free + _KEY_BYTES] = key
+        _TAG.pack_into(mm, free + _KEY_BYTES, tag)
         return free
 
     def close(self) -> None:
         """Unmap the table and close its file."""
         try:
+            self._words.release()
             self._mm.close()
         except (BufferError, ValueError):
             pass
@@ -312,6 +313,36 @@ class Decision:
         return headers
 
 
+class Refusal(bytes):
+    """The headers of a refused request (:meth:`RateLimiter.admit`): ``RateLimit-*`` and ``Retry-After``
+    lines, with the refused window's ``limit`` (requests), ``window_s`` and ``reset_s`` (whole seconds
+    until it ends) as attributes."""
+
+    limit: int = 0
+    window_s: float = 0.0
+    reset_s: int = 0
+
+    @classmethod
+    def of(cls, limit: int, window_s: float, reset_s: int) -> Refusal:
+        """The refusal of a window of ``limit`` requests per ``window_s`` seconds that ends in ``reset_s``."""
+        refusal = cls(b"ratelimit-limit: %d\r\nratelimit-remaining: 0\r\nratelimit-reset: %d\r\nretry-after: %d"
+                      % (limit, reset_s, reset_s))
+        refusal.limit, refusal.window_s, refusal.reset_s = limit, window_s, reset_s
+        return refusal
+
+
+#: What :meth:`RateLimiter.admit` returns: ``(lines before the remaining count, the count, lines after)``
+#: for an allowed request (the count is formatted where the response's headers are joined, in one
+#: formatting operation with the others), a :class:`Refusal` for a refused one.
+Verdict = tuple[bytes, int, bytes] | Refusal
+
+
+def header_lines(verdict: Verdict) -> bytes:
+    """The ``RateLimit-*`` (and ``Retry-After``) header lines of an :meth:`RateLimiter.admit` verdict,
+    joined by CRLF (no trailing CRLF)."""
+    return verdict if type(verdict) is Refusal else b"%b%d%b" % verdict  # type: ignore[str-bytes-safe]
+
+
 def _ceil_s(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-6))
 
@@ -333,13 +364,12 @@ class RateLimiter:
         self._trust_cache: dict[str, bool] = {}
         self._key_cache: dict[str, str] = {}
         self._route_cache: dict[str, bool] = {}
-        self._slots: dict[str, tuple[bytes, int]] = {}
-        self._peers: dict[str, tuple[str, bytes, int]] = {}
-        self._limit_header = (b"ratelimit-limit", b"%d" % self.max_requests)
-        self._expensive_limit_header = (b"ratelimit-limit", b"%d" % self.expensive_max)
+        self._clients: dict[str, list[Any]] = {}
+        self._peers: dict[str, list[Any]] = {}
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
                                    columns_read=workers)
         self.refused = 0
+        self.admit = self._request_path()
 
     # --- client address ----------------------------------------------------------------------
 
@@ -404,53 +434,119 @@ class RateLimiter:
             known = self._route_cache[route_path] = is_expensive(route_template(route_path))
         return known
 
-    def admit(self, peer: str, forwarded_for: list[str] | None, route_path: str | None
-              ) -> tuple[bool, tuple[tuple[bytes, bytes], ...], str]:
-        """The request path's :meth:`check`: count one request from ``peer`` (with its
-        ``X-Forwarded-For`` values) on the route ``route_path`` (None: no route).
+    def _request_path(self) -> Callable[..., Verdict]:
+        """Build :meth:`admit`: one closure over the table's words and this window's encoded headers.
 
-        Returns:
-            ``(allowed, encoded RateLimit-* headers (and Retry-After when refused), client key)``.
+        It does what :meth:`SharedWindows.hit_key` does for the general window, inline (a request pays
+        one Python call for the limiter, and reads its state from closure cells, not attributes): per
+        peer address the client's slot is located once per process and re-checked by its tag on every
+        request; the window index and the headers around the remaining count are recomputed only when
+        the whole seconds left in the window change. Expensive routes and forwarded clients take the
+        general path (:meth:`SharedWindows.hit_key`, :meth:`client_address`).
         """
-        if forwarded_for and self._trusted:
-            client = self.client_key(self.client_address(peer, forwarded_for))
-            key, start = self._slot(client)
-        else:
-            known = self._peers.get(peer)
-            if known is None:
-                client = self.client_key(peer)
-                if len(self._peers) > 65536:
-                    self._peers.clear()
-                known = self._peers[peer] = (client, *self._slot(client))
-            client, key, start = known
-        expensive = self._route_cache.get(route_path) if route_path is not None else False
-        if expensive is None:
-            expensive = self.expensive(route_path)
-        now = time.time()
-        g_n, g_end, e_n, e_end = self.table.hit_key(key, start, now, expensive)
-        left = self.max_requests - g_n
-        limit, end = self._limit_header, g_end
-        if expensive and self.expensive_max - e_n <= left:
-            left, limit, end = self.expensive_max - e_n, self._expensive_limit_header, e_end
-        reset = int(end - now + 0.999999) or 1
+        table = self.table
+        words, find, columns, own_at = table._words, table._find, table._columns, table._own
+        single = len(columns) == 1
+        peers, peer_entry, entry_of, client_of = self._peers, self._peer_entry, self._entry, self.client_of
+        trusted = bool(self._trusted)
+        max_requests, window_s = self.max_requests, self.window_s
+        admit_expensive = self._admit_expensive
+        until, g_idx, head, tail = 0.0, -1, b"", b""
+        refused = Refusal.of(max_requests, window_s, 1)
+
+        def admit(peer: str, forwarded_for: list[str] | None, expensive: bool = False, now: float | None = None
+                  ) -> Verdict:
+            """Count one ``/api`` request from ``peer`` (with its ``X-Forwarded-For`` values) and decide on it.
+
+            Args:
+                peer: the socket's peer address.
+                forwarded_for: the request's ``X-Forwarded-For`` values (None: none); used only from a
+                    trusted proxy (:meth:`RateLimiter.client_address`).
+                expensive: the route is one of :data:`EXPENSIVE_ROUTES` (:meth:`RateLimiter.expensive`).
+                now: the current time (``time.time()``, epoch seconds), if the caller has it.
+
+            Returns:
+                A :data:`Verdict`: allowed, ``(lines, remaining count, lines)`` of ``RateLimit-Limit``,
+                ``-Remaining`` and ``-Reset`` (:func:`header_lines` joins them); refused, a
+                :class:`Refusal` (a ``bytes`` subclass: the same lines and ``Retry-After``). The headers
+                show the window closest to refusing (the expensive one on a tie). Refused requests count
+                too (a client that keeps trying does not get a fresh window sooner).
+            """
+            nonlocal until, g_idx, head, tail, refused
+            if forwarded_for and trusted:
+                entry = entry_of(client_of(peer, forwarded_for))
+            else:
+                entry = peers.get(peer)
+                if entry is None:
+                    entry = peer_entry(peer)
+            if now is None:
+                now = _time()
+            if expensive:
+                return admit_expensive(entry, now)
+            if now >= until:  # the whole seconds left in the window changed: new headers (or a new window)
+                g_idx = int(now // window_s)
+                end = (g_idx + 1) * window_s
+                reset = _ceil_s(end - now)
+                until = end - reset + 1  # ceil(end - t) == reset for t in [end - reset, end - reset + 1)
+                head = b"ratelimit-limit: %d\r\nratelimit-remaining: " % max_requests
+                tail = b"\r\nratelimit-reset: %d" % reset
+                refused = Refusal.of(max_requests, window_s, reset)
+            t = entry[3]
+            if t < 0 or words[t] != entry[2]:  # not located yet, or the slot was taken over for another client
+                t = entry[3] = find(entry[0], entry[1], entry[2], now)
+            own = t + own_at
+            if words[own] == g_idx:
+                n = words[own + 1] + 1
+                if n < _MAX_COUNT:
+                    words[own + 1] = n
+            else:  # a new window in this column: the count first, then the index (a reader under-counts)
+                words[own + 1] = 1
+                words[own] = g_idx
+                n = 1
+            if not single:
+                for c in columns:
+                    if c != own_at and words[t + c] == g_idx:
+                        n += words[t + c + 1]
+            left = max_requests - n
+            if left >= 0:
+                return head, left, tail
+            self.refused += 1
+            return refused
+
+        return admit
+
+    def _admit_expensive(self, entry: list[Any], now: float) -> Verdict:
+        g_n, g_end, e_n, e_end = self.table.hit_key(entry[0], entry[1], entry[2], now, True)
+        left, limit, end, window = self.max_requests - g_n, self.max_requests, g_end, self.window_s
+        if self.expensive_max - e_n <= left:
+            left, limit, end, window = self.expensive_max - e_n, self.expensive_max, e_end, self.expensive_window_s
+        reset = _ceil_s(end - now)
         if left >= 0:
-            return True, (limit, (b"ratelimit-remaining", b"%d" % left), (b"ratelimit-reset", b"%d" % reset)), client
+            return b"ratelimit-limit: %d\r\nratelimit-remaining: " % limit, left, b"\r\nratelimit-reset: %d" % reset
         self.refused += 1
-        reset_b = b"%d" % reset
-        return False, (limit, (b"ratelimit-remaining", b"0"), (b"ratelimit-reset", reset_b),
-                       (b"retry-after", reset_b)), client
+        return Refusal.of(limit, window, reset)
 
-    def _slot(self, client: str) -> tuple[bytes, int]:
-        slot = self._slots.get(client)
-        if slot is None:
-            if len(self._slots) > 65536:
-                self._slots.clear()
-            slot = self._slots[client] = self.table.locate(client)
-        return slot
+    def _peer_entry(self, peer: str) -> list[Any]:
+        """:meth:`_entry` of a peer address, kept per peer."""
+        if len(self._peers) > 65536:
+            self._peers.clear()
+        entry = self._peers[peer] = self._entry(self.client_key(peer))
+        return entry
 
-    def is_expensive_header(self, header: tuple[bytes, bytes]) -> bool:
-        """Whether the ``RateLimit-Limit`` header :meth:`admit` returned is the expensive window's."""
-        return header is self._expensive_limit_header
+    def _entry(self, client: str) -> list[Any]:
+        """``[slot key, first slot, tag, tag word (-1: not looked up yet), client]`` of a client key."""
+        entry = self._clients.get(client)
+        if entry is None:
+            if len(self._clients) > 65536:
+                self._clients.clear()
+            entry = self._clients[client] = [*self.table.locate(client), -1, client]
+        return entry
+
+    def client_of(self, peer: str, forwarded_for: list[str] | None) -> str:
+        """The key :meth:`admit` counts a request from ``peer`` under (for messages)."""
+        if forwarded_for and self._trusted:
+            return self.client_key(self.client_address(peer, forwarded_for))
+        return self.client_key(peer)
 
     def check(self, client: str, expensive: bool, now: float | None = None) -> Decision:
         """Count one request of ``client`` (a key from :meth:`client_key`) and decide on it.

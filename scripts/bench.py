@@ -53,9 +53,9 @@ OVERHEAD_VARIANTS = {
 TARGETS = {
     "limiter_ratio": 0.95,  # cached GET req/s with the inbound limiter >= 95 % of without
 
-    "cached_ratio": 0.85,  # cached GET req/s >= 85 % of the ceiling
+    "cached_ratio": 0.95,  # cached GET req/s >= 95 % of the ceiling (median of pairs), with the defaults
     "db_ratio": 0.75,  # database-served GET req/s (detail, standings page) >= 75 % of the ceiling
-    "cached_p99_x": 2.0,  # cached p99 <= 2 x the ceiling's p99
+    "cached_p99_x": 1.5,  # cached p99 <= 1.5 x the ceiling's p99
     "coalesce_upstream": 1,  # one upstream request (per upstream resource) for 100 concurrent misses
     "import_s": 3.0,  # 10,000 standings + 5,000 games imported in <= 3 s
     "import_peak_mib": 100.0,  # ... with peak RSS <= 100 MiB
@@ -712,9 +712,19 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
     return out
 
 
-def limiter_verdict(ratio: float | None) -> str:
-    """``met`` when the limiter keeps at least 95 % of the cached-GET throughput."""
-    return verdict(ratio is not None and ratio >= TARGETS["limiter_ratio"])
+def limiter_target(ov: dict) -> list[str]:
+    """The target line of the overhead row: limiter on ≥ 0.95 × limiter off (metrics off on both): the
+    median req/s ratio over the rounds and the server-CPU ratio (off µs ÷ limiter µs per request,
+    medians), which a loaded machine disturbs less. ``met`` only when both reach 0.95 (on a loaded
+    machine a lucky round can lift the req/s ratio alone)."""
+    s = ov["summary"]
+    lim = s["limiter"]["ratio_median"]
+    off_cpu, lim_cpu = s["off"]["cpu_us_median"], s["limiter"]["cpu_us_median"]
+    cpu = off_cpu / lim_cpu if off_cpu and lim_cpu else None
+    return [f"cached GET, limiter on ≥ {TARGETS['limiter_ratio']:.2f} × limiter off (metrics off), {ov['workers']} "
+            "worker(s)", f"req/s {fmt(lim, '.3f')}; CPU {fmt(cpu, '.3f')} ({fmt(off_cpu, '.1f')} vs "
+            f"{fmt(lim_cpu, '.1f')} µs/req)", verdict(lim is not None and cpu is not None
+                                                       and min(lim, cpu) >= TARGETS["limiter_ratio"])]
 
 
 def overhead_lines(ov: dict) -> list[str]:
@@ -731,8 +741,8 @@ def overhead_lines(ov: dict) -> list[str]:
         extra = (v["cpu_us_median"] - base_cpu) if v["cpu_us_median"] is not None and base_cpu is not None else None
         target, met = "-", "-"
         if name == "limiter":
-            target = "ratio ≥ 0.95"
-            met = verdict(v["ratio_median"] is not None and v["ratio_median"] >= TARGETS["limiter_ratio"])
+            target = f"req/s and CPU ratio ≥ {TARGETS['limiter_ratio']:.2f}"
+            met = limiter_target(ov)[2]
         label = {"off": "limiter off, metrics off", "limiter": "limiter on (counted, never refused), metrics off",
                  "metrics": "limiter off, metrics on", "both": "limiter on, metrics on (the defaults)"}[name]
         lines.append(
@@ -1268,9 +1278,7 @@ def main() -> int:
             procs.remove(server)
             res["overhead"] = [overhead_probe(tmp, replay_url, data_dir, w, pairs, duration) for w in worker_counts]
             for ov in res["overhead"]:
-                lim = ov["summary"]["limiter"]["ratio_median"]
-                targets.append([f"cached GET with the inbound limiter on, {ov['workers']} worker(s): req/s ≥ 0.95 × "
-                                "without", fmt(lim, ".3f"), limiter_verdict(lim)])
+                targets.append(limiter_target(ov))
             res["targets"] = targets
             res["wall_s"] = round(time.monotonic() - started, 1)
             args.json.write_text(json.dumps(res, indent=2))
@@ -1460,12 +1468,14 @@ def main() -> int:
             p["summary"] = s = summarise(p)
             w = p["workers"]
             if p["kind"] == "cached":
-                ok_r, ok_p = s["ratio_median"] >= TARGETS["cached_ratio"], (s["p99_x_median"] or 99) <= 2
-                p["target"] = "ratio ≥ 0.85; p99 ≤ 2× ceiling"
+                ok_r = s["ratio_median"] >= TARGETS["cached_ratio"]
+                ok_p = (s["p99_x_median"] or 99) <= TARGETS["cached_p99_x"]
+                p["target"] = f"ratio ≥ {TARGETS['cached_ratio']:.2f}; p99 ≤ {TARGETS['cached_p99_x']:g}× ceiling"
                 p["met"] = f"ratio {verdict(ok_r)}; p99 {verdict(ok_p)}"
-                targets.append([f"{p['label']}, {w} worker(s): req/s ≥ 0.85 × ceiling",
+                targets.append([f"{p['label']}, {w} worker(s): req/s ≥ {TARGETS['cached_ratio']:.2f} × ceiling "
+                                "(median of pairs)",
                                 f"{s['ratio_median']:.2f}", verdict(ok_r)])
-                targets.append([f"{p['label']}, {w} worker(s): p99 ≤ 2 × ceiling p99",
+                targets.append([f"{p['label']}, {w} worker(s): p99 ≤ {TARGETS['cached_p99_x']:g} × ceiling p99",
                                 f"{fmt(s['p99_x_median'], '.2f')}×", verdict(ok_p)])
             else:
                 counts = [pr["product"].get("counts") or {} for pr in p["pairs"]]
@@ -1499,9 +1509,7 @@ def main() -> int:
                     log(f"overhead rows ({workers} worker(s)): limiter and metrics off/on, {pairs} rounds ...")
                     ov = overhead_probe(tmp, replay_url, data_dir, workers, pairs, duration)
                     res["overhead"].append(ov)
-                    lim = ov["summary"]["limiter"]["ratio_median"]
-                    targets.append([f"cached GET with the inbound limiter on, {workers} worker(s): req/s ≥ 0.95 × "
-                                    "without", fmt(lim, ".3f"), limiter_verdict(lim)])
+                    targets.append(limiter_target(ov))
 
             # large import (generated data)
             log(f"import probe: {imp_players} standings, {imp_games} games ...")

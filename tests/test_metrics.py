@@ -110,3 +110,30 @@ def test_a_restart_starts_from_zero(start_server: StartServer, tmp_path) -> None
     second.client.get("/api/no-such-route")
     s = wait_for_scrape(second, lambda s: total(s, "chessstats_http_requests_total", route="<unmatched>") >= 1)
     assert total(s, "chessstats_http_requests_total", route="<unmatched>") == 1
+
+
+def test_every_answer_is_counted_once_with_two_workers(start_server: StartServer, upstream: ReplayUpstream) -> None:
+    # routed answers, routing errors and 429s are tallied outside Sanic middleware: each exactly once,
+    # in whichever worker answered, and a scrape sees them all within a flush interval or two
+    from tests.test_ratelimit import fresh_get, limited, settle
+
+    server = start_server("--workers", "2", "--no-jobs", env=limited(20))
+    settle(60)
+    time.sleep(2.5)  # every worker has flushed the start-up's /health polls
+    health_before = total(scrape(server), "chessstats_http_requests_total", route="/health", status="200")
+    statuses = [fresh_get(server.url + "/api/no-such-route").status_code for _ in range(30)]
+    assert statuses.count(404) == 20 and statuses.count(429) == 10, statuses
+    for _ in range(5):
+        assert fresh_get(server.url + "/health").status_code == 200  # not /api: never limited
+
+    def ready(s: Samples) -> bool:
+        return (total(s, "chessstats_http_requests_total", route="<unmatched>") >= 30
+                and total(s, "chessstats_http_requests_total", route="/health") >= health_before + 5)
+
+    s = wait_for_scrape(server, ready)
+    assert total(s, "chessstats_http_requests_total", route="<unmatched>", status="404") == 20
+    assert total(s, "chessstats_http_requests_total", route="<unmatched>", status="429") == 10
+    assert total(s, "chessstats_ratelimit_refused_total") == 10
+    assert total(s, "chessstats_http_requests_total", route="/health", method="GET", status="200") == health_before + 5
+    assert total(s, "chessstats_http_request_duration_seconds_count", route="<unmatched>") == 30
+    assert total(s, "chessstats_cache_responses_total") == 0  # no envelope answered

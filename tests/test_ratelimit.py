@@ -4,6 +4,8 @@ address behind a proxy, the expensive routes, and bad configuration."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -13,8 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chessstats.api.envelope import header_pairs
 from chessstats.config import ConfigError, load_config
-from chessstats.ratelimit import RateLimiter, SharedWindows, is_expensive, route_template
+from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows, header_lines, is_expensive, route_template
+from tests.conftest import imported
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
@@ -90,6 +94,101 @@ def test_headers_on_200_304_404_and_429(start_server) -> None:
     # a page of another origin may read them
     cors = client.get("/api/no-such-route", headers={"Origin": "https://example.org"})
     assert "RateLimit-Remaining" in cors.headers["access-control-expose-headers"]
+
+
+def raw_get(url: str, path: str, headers: dict[str, str], method: str = "GET") -> tuple[list[tuple[str, str]], bytes]:
+    """One request on a raw socket: the response's header lines as sent (name in lower case, value)
+    and its body."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{lines}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = [line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:]]
+    return [(name.lower(), value) for name, value in fields], body
+
+
+def test_a_cached_hit_sends_every_header_once(start_server, upstream) -> None:
+    # the cache-hit path hands Sanic its header lines pre-joined: each must arrive once, well formed
+    server = start_server("--no-jobs", env=limited(1000))
+    settle(60)
+    imported(server, "sH24g2zH")
+    expected = {"content-type", "cache-control", "etag", "x-cache", "vary", "ratelimit-limit", "ratelimit-remaining",
+                "ratelimit-reset", "content-length", "connection"}
+    seen = []
+    for accept, method in (("identity", "GET"), ("gzip", "GET"), ("identity", "HEAD")):
+        fields, body = raw_get(server.url, "/api/tournaments/sH24g2zH", {"Accept-Encoding": accept}, method)
+        names = [name for name, _ in fields]
+        got = dict(fields)
+        assert len(names) == len(set(names)), fields
+        assert set(names) == expected | ({"content-encoding"} if accept == "gzip" else set()), fields
+        assert got["x-cache"] == "HIT" and got["connection"] == "close" and got["ratelimit-limit"] == "1000"
+        assert got["content-type"] == "application/json" and got["cache-control"] == "public, max-age=31536000"
+        if method == "GET":
+            assert int(got["content-length"]) == len(body) > 0
+        else:
+            assert body == b"" and int(got["content-length"]) == int(seen[0]["content-length"])
+        seen.append(got)
+    assert [int(g["ratelimit-remaining"]) for g in seen] == [int(seen[0]["ratelimit-remaining"]) - i for i in range(3)]
+    assert seen[1]["etag"] == seen[0]["etag"][:-1] + '-gzip"'
+    # with an Origin, the CORS headers (echoing the request) join the same answer
+    fields, _ = raw_get(server.url, "/api/tournaments/sH24g2zH", {"Origin": "https://example.org"})
+    names = [name for name, _ in fields]
+    assert len(names) == len(set(names)) and {"access-control-allow-origin", "ratelimit-remaining"} <= set(names)
+
+
+def remaining(verdict: object) -> bytes:
+    """``RateLimit-Remaining`` of a :meth:`RateLimiter.admit` verdict."""
+    return dict(header_pairs(header_lines(verdict)))[b"ratelimit-remaining"]  # type: ignore[arg-type]
+
+
+def test_the_request_path_counts_in_the_shared_table(tmp_path: Path) -> None:
+    # two workers (columns 0 and 1 of one file): the limit holds over both, and the table's general
+    # path (SharedWindows.hit) sees the counts the request path (RateLimiter.admit) wrote
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "5"})
+    a = RateLimiter(config.ratelimit, tmp_path / "t", column=0, workers=2)
+    b = RateLimiter(config.ratelimit, tmp_path / "t", column=1, workers=2)
+    settle(60)
+    now = time.time()
+    answers = [(a if i % 2 == 0 else b).admit("192.0.2.1", None, False, now) for i in range(7)]
+    assert [remaining(x) for x in answers] == [b"4", b"3", b"2", b"1", b"0", b"0", b"0"]
+    assert [type(x) is Refusal for x in answers] == [False] * 5 + [True] * 2
+    refused = answers[-1]
+    assert (refused.limit, refused.window_s) == (5, 60.0) and 1 <= refused.reset_s <= 60
+    assert dict(header_pairs(refused))[b"retry-after"] == b"%d" % refused.reset_s
+    c = SharedWindows(tmp_path / "t", 60, 300, column=1, columns_read=2)
+    assert c.hit("192.0.2.1", now, False)[0] == 8
+    assert remaining(a.admit("192.0.2.1", None, False, now + 60)) == b"4"
+    for x in (a, b):
+        x.close()
+    c.close()
+
+
+def test_a_slot_taken_over_by_another_process_is_not_counted_into(tmp_path: Path) -> None:
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "50"})
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    settle(60)
+    now = time.time()
+    for _ in range(3):
+        limiter.admit("192.0.2.1", None, False, now)
+    # another process gives that slot to another client (as SharedWindows does when every slot near
+    # a key holds a live client): counts zeroed, its key, its tag; then counts that client's request
+    other = SharedWindows(tmp_path / "t", 60, 300)
+    t = other._find(*limiter.table.locate("192.0.2.1"), now)
+    off = 4 * t - 40
+    key, _, tag = other.locate("198.51.100.9")
+    other._mm[off + 48:off + 176] = bytes(128)
+    other._mm[off:off + 40] = key
+    struct.pack_into("<I", other._mm, off + 40, tag)
+    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
+    # the limiter's cached slot no longer holds its client: it takes another, from a fresh count
+    assert remaining(limiter.admit("192.0.2.1", None, False, now)) == b"49"
+    assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # nothing counted into the other client's
+    limiter.close()
+    other.close()
 
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(start_server) -> None:

@@ -1,25 +1,36 @@
-"""Inbound rate limits and request metrics as one pair of Sanic middleware, and ``GET /metrics``.
+"""Inbound rate limits and request metrics without Sanic middleware, and ``GET /metrics``.
 
-:func:`install` is the only thing :mod:`chessstats.app` calls. It registers, according to the
-configuration:
+:func:`install` is the only thing :mod:`chessstats.app` calls. According to the configuration it:
 
-* a request middleware: stamps the start time (metrics) and, on ``/api`` paths, counts the request
-  against the client's windows (:mod:`chessstats.ratelimit`); past a limit it answers 429
-  ``rate_limited`` with ``Retry-After`` without running the route;
-* a response middleware: adds ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset``
-  to every ``/api`` answer (304s and errors included; already encoded on the cache-hit path's
+* wraps every route's handler (``before_server_start``, once the limiter is open) in a plain
+  function that, on ``/api`` routes, counts the request against the client's windows
+  (:mod:`chessstats.ratelimit`) and, past a limit, answers 429 ``rate_limited`` with
+  ``Retry-After`` without running the route; it also stamps the start time (metrics);
+* makes the app's request class :class:`ObservedRequest`, whose ``respond`` (the one place every
+  answer passes: a route's, an error handler's, a 304, a 429) adds ``RateLimit-Limit``,
+  ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
   :class:`~chessstats.api.envelope.EnvelopeResponse`) and tallies the request for the metrics;
-* the ``/metrics`` route (``[metrics] enabled``), behind ``Authorization: Bearer <[metrics] token>``
-  when a token is set;
-* listeners: the main process empties ``<data dir>/metrics/`` before the workers start; each worker
-  opens the shared rate-limit table and its metrics, and flushes its tallies every second.
+* gives :func:`on_error` to the app's error handler: a request that reached no route handler (no
+  route matched, a CORS preflight, a body too large) is counted there, so a 404 on ``/api`` counts
+  against the limit too and can be refused;
+* registers the ``/metrics`` route (``[metrics] enabled``), behind ``Authorization: Bearer <[metrics]
+  token>`` when a token is set;
+* registers listeners: the main process empties ``<data dir>/metrics/`` before the workers start;
+  each worker opens the shared rate-limit table and its metrics, and flushes its tallies every
+  :data:`chessstats.metrics.FLUSH_S` seconds (a scrape lags a worker's requests by at most that).
+
+Sanic runs no middleware at all on a request (none is registered): its middleware path (two
+coroutines and four signal dispatches a request) cost more than the limiter and the metrics
+themselves (``docs/bench.md``, 2026-11-30).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
+import keyword
 import logging
 import os
 import time
@@ -28,9 +39,10 @@ from typing import Any
 from sanic import Blueprint, HTTPResponse, Request, Sanic
 
 from chessstats import metrics
-from chessstats.api.envelope import EnvelopeResponse, error_response
+from chessstats.api.envelope import EnvelopeResponse, error_response, header_pairs
 from chessstats.config import Config
-from chessstats.ratelimit import RateLimiter, worker_column
+from chessstats.metrics import UNMATCHED, record_request
+from chessstats.ratelimit import RateLimiter, Refusal, header_lines, worker_column
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +72,138 @@ async def metrics_route(request: Request) -> HTTPResponse:
     return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
-def install(app: Sanic, config: Config, paths: Any) -> None:
-    """Register the rate-limit and metrics middleware, listeners and route on ``app`` (see the module).
+class ObservedRequest(Request):
+    """Sanic's request with what :func:`install`'s route wrapper found out: ``obs`` is ``(start time
+    (``time.time()``, epoch seconds), metrics route label, the ``RateLimit-*`` header lines or None)``,
+    unset until a wrapper (or :func:`on_error`) ran. ``respond`` (which Sanic calls for every answer,
+    a route's or the error handler's) adds the headers to the answer and tallies it, then returns
+    Sanic's own ``respond`` coroutine for Sanic to await."""
+
+    __slots__ = ("obs",)
+    metrics_on = False
+
+    def respond(self, response: Any = None, *, status: int = 200, headers: Any = None,  # type: ignore[override]
+                content_type: str | None = None) -> Any:
+        """Sanic's ``respond`` (a coroutine, returned for Sanic to await), after adding the
+        ``RateLimit-*`` headers to ``response`` and tallying it for the metrics."""
+        if response is None:
+            return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
+        try:
+            t0, label, raw = self.obs
+        except AttributeError:  # neither a route wrapper nor on_error saw it
+            t0, label, raw = _time(), UNMATCHED if self.route is None else route_label(self.route.path), None
+        if type(response) is EnvelopeResponse:
+            response.limits = raw
+            if self.metrics_on:
+                seconds = _time() - t0
+                record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0,
+                               response.x_cache)
+        else:
+            if raw is not None:
+                response_headers = response.headers
+                for name, value in header_pairs(header_lines(raw)):
+                    response_headers[name.decode()] = value.decode()
+            if self.metrics_on:
+                seconds = _time() - t0
+                record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, None)
+        return _sanic_respond(self, response)  # Sanic ignores status, headers and content type given a response
+
+
+_sanic_respond = Request.respond
+_time = time.time
+
+
+def on_error(request: Request) -> HTTPResponse | None:
+    """Called first by the app's error handler: count a request that reached no route handler (a
+    routing error, a preflight, a body refused before the handler) against the limits on ``/api``.
+
+    Returns:
+        The 429 answer when that request is over a limit; otherwise None (the error is answered).
+    """
+    if not isinstance(request, ObservedRequest) or hasattr(request, "obs"):
+        return None
+    route = request.route
+    label = UNMATCHED if route is None else route_label(route.path)
+    limiter: RateLimiter | None = request.app.ctx.ratelimiter
+    if limiter is None or not _on_api(request.path):
+        request.obs = (_time(), label, None)
+        return None
+    forwarded = request.headers.getall("x-forwarded-for", None)
+    now = _time()
+    raw = limiter.admit(request.ip, forwarded, limiter.expensive(route.path if route is not None else None), now)
+    request.obs = (now, label, raw)
+    return _refusal(request, limiter, raw, forwarded) if type(raw) is Refusal else None
+
+
+def _refusal(request: Request, limiter: RateLimiter, refusal: Refusal, forwarded: list[str] | None) -> HTTPResponse:
+    """The 429 answer of a refused request (its headers are added by :class:`ObservedRequest`)."""
+    metrics.record_refused()
+    client = limiter.client_of(request.ip, forwarded)
+    return error_response(request, 429, f"too many requests from {client[:40]}: at most {refusal.limit} per "
+                          f"{refusal.window_s:g} s; try again in {refusal.reset_s} s", "rate_limited")
+
+
+#: The route wrappers, written out per route with the route's own parameter names: Sanic passes a
+#: route's parameters by keyword, and a ``(request, *args, **kwargs)`` wrapper cost a request ~2,400
+#: instructions of packing and unpacking them (callgrind) against ~360 for an exact signature.
+_LIMITED = """
+def observed(request{params}):
+    now = _time()
+    forwarded = request.headers.getall("x-forwarded-for", None)
+    raw = admit(request.conn_info.client_ip, forwarded, expensive, now)
+    request.obs = (now, label, raw)
+    if type(raw) is Refusal:
+        return refuse(request, limiter, raw, forwarded)
+    return handler(request{arguments})
+"""
+_TIMED = """
+def observed(request{params}):
+    request.obs = (_time(), label, None)
+    return handler(request{arguments})
+"""
+
+
+#: Names the wrappers use: a route parameter of one of these names gets the generic signature.
+_RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "_time", "label", "handler", "limiter",
+                       "admit", "expensive", "Refusal", "refuse"})
+
+
+def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool) -> Any:
+    """``handler`` behind the limiter (``/api`` routes) and the metrics' start time.
+
+    A plain function (not a coroutine): it returns the handler's coroutine for Sanic to await, or
+    the 429 answer, so a request pays one function call and no extra await.
 
     Args:
-        app: the application.
+        handler: the route's handler, called ``handler(request, **parameters)`` by Sanic.
+        path: the route's path (``api/tournaments/<tid:str>``).
+        names: the route's parameter names (``["tid"]``).
+        limiter: the rate limiter, None when off.
+        timed: stamp the start time (metrics on).
+    """
+    on_api = limiter is not None and _on_api("/" + path.lstrip("/"))
+    if not (on_api or timed):
+        return handler
+    if all(name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED for name in names):
+        params = "".join(f", {name}" for name in names)
+        arguments = "".join(f", {name}={name}" for name in names)
+    else:  # not expected from Sanic; stay correct
+        params, arguments = ", *args, **kwargs", ", *args, **kwargs"
+    scope = {"_time": _time, "label": route_label(path), "handler": handler, "limiter": limiter,
+             "admit": limiter.admit if on_api else None, "expensive": on_api and limiter.expensive(path),
+             "Refusal": Refusal, "refuse": _refusal}
+    exec((_LIMITED if on_api else _TIMED).format(params=params, arguments=arguments), scope)  # noqa: S102
+    observed = scope["observed"]
+    functools.update_wrapper(observed, handler)
+    observed.__observed__ = True
+    return observed
+
+
+def install(app: Sanic, config: Config, paths: Any) -> None:
+    """Register the rate limits, the metrics and ``/metrics`` on ``app`` (see the module).
+
+    Args:
+        app: the application (its request class becomes a subclass of :class:`ObservedRequest`).
         config: the validated configuration (``[ratelimit]``, ``[metrics]``).
         paths: the data dir's layout (:class:`chessstats.resources.DataDir`: ``ratelimit_table``,
             ``metrics_dir``, ``db_path``).
@@ -84,6 +223,8 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
 
     if not (limits_on or metrics_on):
         return
+    # a class per app: the flag is read per request, and several apps may live in one process (tests)
+    app.request_class = type("ObservedRequest", (ObservedRequest,), {"__slots__": (), "metrics_on": False})
 
     @app.before_server_start
     async def _open(app: Sanic) -> None:
@@ -98,12 +239,18 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
             except OSError as exc:
                 log.warning("metrics: cannot use %s (%s): /metrics shows nothing of this worker",
                             paths.metrics_dir, exc.strerror or exc)
-                return
-            res = getattr(app.ctx, "resources", None)
-            if res is not None:
-                metrics.watch_gates(getattr(getattr(res, name, None), "gate", None)
-                                    for name in ("lichess", "chesscom", "fide"))
-            app.ctx.metrics_task = asyncio.get_running_loop().create_task(_flush_loop())
+            else:
+                app.request_class.metrics_on = True
+                res = getattr(app.ctx, "resources", None)
+                if res is not None:
+                    metrics.watch_gates(getattr(getattr(res, name, None), "gate", None)
+                                        for name in ("lichess", "chesscom", "fide"))
+                app.ctx.metrics_task = asyncio.get_running_loop().create_task(_flush_loop())
+        timed = app.request_class.metrics_on
+        for route in app.router.routes:
+            if not getattr(route.handler, "__observed__", False):
+                names = [param.name for param in route.params.values()]
+                route.handler = _wrap(route.handler, route.path, names, app.ctx.ratelimiter, timed)
 
     @app.after_server_stop
     async def _close(app: Sanic) -> None:
@@ -116,67 +263,6 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
             metrics.mark_worker_gone()
         if app.ctx.ratelimiter is not None:
             app.ctx.ratelimiter.close()
-
-    record_request = metrics.record_request
-    perf_counter = time.perf_counter
-    labels: dict[str, str] = {}
-    api_routes: dict[str, bool] = {}
-
-    def on_request(request: Request) -> HTTPResponse | None:
-        ctx = request.ctx
-        if metrics_on:
-            ctx.t0 = perf_counter()
-        limiter: RateLimiter | None = app.ctx.ratelimiter
-        if limiter is None:
-            return None
-        route = request.route
-        if route is not None:
-            on_api = api_routes.get(route.path)
-            if on_api is None:
-                on_api = api_routes[route.path] = _on_api("/" + route.path.lstrip("/"))
-        else:
-            on_api = _on_api(request.path)
-        if not on_api:
-            return None
-        allowed, ctx.ratelimit, client = limiter.admit(request.ip, request.headers.getall("x-forwarded-for", None),
-                                                       route.path if route is not None else None)
-        if allowed:
-            return None
-        metrics.record_refused()
-        limit, reset = int(ctx.ratelimit[0][1]), int(ctx.ratelimit[2][1])
-        window = limiter.expensive_window_s if limiter.is_expensive_header(ctx.ratelimit[0]) else limiter.window_s
-        return error_response(request, 429, f"too many requests from {client[:40]}: at most {limit} per {window:g} s; "
-                              f"try again in {reset} s", "rate_limited")
-
-    def on_response(request: Request, response: HTTPResponse) -> None:
-        ctx = request.ctx
-        raw = getattr(ctx, "ratelimit", None)
-        if raw is not None:
-            if isinstance(response, EnvelopeResponse):
-                response.raw_headers += raw
-            else:
-                headers = response.headers
-                for name, value in raw:
-                    headers[name.decode()] = value.decode()
-        if metrics_on:
-            t0 = getattr(ctx, "t0", None)
-            route = request.route
-            if route is None:
-                label = metrics.UNMATCHED
-            else:
-                label = labels.get(route.path)
-                if label is None:
-                    label = labels[route.path] = route_label(route.path)
-            x_cache = None
-            if isinstance(response, EnvelopeResponse):
-                for name, value in response.raw_headers:
-                    if name == b"x-cache":
-                        x_cache = value
-                        break
-            record_request(label, request.method, response.status, perf_counter() - t0 if t0 else 0.0, x_cache)
-
-    app.register_middleware(on_request, "request")
-    app.register_middleware(on_response, "response")
 
 
 def _on_api(path: str) -> bool:

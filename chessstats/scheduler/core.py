@@ -1,9 +1,10 @@
 """The scheduler: one per data dir, every run recorded in ``job_runs``.
 
 * **One holder.** Each process runs a :class:`Scheduler`; only the one holding
-  ``<data dir>/scheduler.lock`` (``flock``, released by the kernel when the process dies)
-  schedules and executes runs. The others retry the lock every ``poll_s`` seconds, so when the
-  holder dies another takes over.
+  ``<data dir>/scheduler.lock`` (``flock``, released by the kernel when the process dies; with
+  ``[cache] url`` on Redis, a leased Redis lock shared by every host, free ``lock_lease_s``
+  seconds after its holder died) schedules and executes runs. The others retry the lock every
+  ``poll_s`` seconds, so when the holder dies another takes over (and marks its run interrupted).
 * **Ticks.** ``scheduler_jobs.last_tick`` marks, per job, the last cron tick accounted for.
   A due tick moves the mark and queues a ``waiting`` run in one transaction (a unique index on
   ``(job, scheduled_for)`` forbids a second run for one tick). Ticks missed while nobody held
@@ -84,7 +85,8 @@ class Scheduler:
                 log.error("job %s is not scheduled: %s", name, eff.schedule_error)
         self._broken: set[str] = set()  # jobs whose next tick failed to compute (reported once)
         self.rng = rng or random.Random()
-        self.lock = scheduler_lock(data_dir)
+        self.locks = getattr(ctx, "locks", None)  # Redis leases when [cache] url is Redis
+        self.lock = scheduler_lock(data_dir, self.locks)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.counts: dict[str, int] = dict.fromkeys(runs.STATES, 0)
         self.catch_up = True
@@ -173,7 +175,7 @@ class Scheduler:
         for run in await runs.active_runs(self.db):
             if run.job in self.tasks:
                 continue
-            lock = job_lock(self.data_dir, run.job)
+            lock = job_lock(self.data_dir, run.job, self.locks)
             if not lock.acquire():
                 continue
             try:
@@ -260,7 +262,7 @@ class Scheduler:
     # --- one run ---------------------------------------------------------------------------
 
     async def _execute(self, run: runs.RunRow, job: Job) -> None:
-        lock = job_lock(self.data_dir, run.job)
+        lock = job_lock(self.data_dir, run.job, self.locks)
         try:
             if not lock.acquire():  # running in another process (``jobs run``): try again later
                 return

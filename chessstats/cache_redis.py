@@ -52,11 +52,10 @@ local existed = redis.call('EXISTS', KEYS[1])
 local px = tonumber(ARGV[2])
 if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then
+  local left = redis.call('PTTL', KEYS[2])  -- -2: no set yet, -1: a permanent one
   redis.call('SADD', KEYS[2], KEYS[1])
-  if px == 0 then redis.call('PERSIST', KEYS[2]) else
-    local left = redis.call('PTTL', KEYS[2])
-    if left ~= -1 and left < px then redis.call('PEXPIRE', KEYS[2], px) end
-  end
+  if px == 0 then redis.call('PERSIST', KEYS[2])
+  elseif left == -2 or (left >= 0 and left < px) then redis.call('PEXPIRE', KEYS[2], px) end
 end
 if existed == 1 then redis.call('INCR', KEYS[3]) end
 return existed

@@ -94,6 +94,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.acquired_at: datetime | None = None
+        #: an ``active`` run's job lock was held when recovery looked (its holder may be dead: a
+        #: Redis lease outlives it by up to ``lock_lease_s``): recovery looks again every poll
+        self._recheck_active = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class Scheduler:
             delay = self.settings.poll_s
             try:
                 if await self.try_acquire():
+                    if self._recheck_active:  # a run whose job lock was still held at takeover
+                        await self.recover_interrupted()
                     delay = min(delay, await self.step())
                 self.counts = await runs.count_by_state(self.db)
             except asyncio.CancelledError:
@@ -172,11 +177,13 @@ class Scheduler:
         """Mark runs left ``active`` by a dead process as failed ("interrupted") and queue their
         retry; a run whose job lock is held (running elsewhere) is left alone. Returns the count."""
         count = 0
+        self._recheck_active = False
         for run in await runs.active_runs(self.db):
             if run.job in self.tasks:
                 continue
             lock = job_lock(self.data_dir, run.job, self.locks)
             if not lock.acquire():
+                self._recheck_active = True
                 continue
             try:
                 now = self.now()

@@ -230,3 +230,40 @@ def test_gate_slot_of_a_dead_host_frees_after_its_lease(hosts: list[RedisBackend
     with pytest.raises(UpstreamBusy):
         asyncio.run(try_b(0.2))
     asyncio.run(try_b(3.0))  # the lease (1 s) ran out
+
+
+# --- inbound rate limits -------------------------------------------------------------------------
+
+
+def test_rate_limits_count_across_hosts_in_redis_windows(hosts: list[RedisBackend]) -> None:
+    from chessstats.config import RateLimitConfig
+    from chessstats.ratelimit_redis import RedisRateLimiter
+
+    config = RateLimitConfig(max_requests=5, window_s=3600, expensive_max_requests=2, expensive_window_s=3600)
+    a, b = RedisRateLimiter(config, hosts[0]), RedisRateLimiter(config, hosts[1])
+    verdicts = [(a if i % 2 else b).admit("10.0.0.1", None, "/api/players/<x>")[0] for i in range(7)]
+    assert verdicts == [True] * 5 + [False] * 2  # 5 in all, whichever host answered
+    allowed, headers, client = b.admit("10.0.0.2", None, "/api/tournaments/<tid:str>/games")
+    assert allowed and client == "10.0.0.2" and dict(headers)[b"ratelimit-limit"] == b"2"
+    assert b.is_expensive_header(headers[0])
+    a.admit("10.0.0.2", None, "/api/tournaments/<tid:str>/games")
+    refused = a.check("10.0.0.2", True)
+    assert not refused.allowed and refused.limit == 2 and 1 <= refused.retry_after_s <= 3600  # type: ignore[operator]
+    assert a.refused == 1 + sum(not v for i, v in enumerate(verdicts) if i % 2)
+    keys = sorted(k.decode() for k in hosts[0].client.scan_iter(match="chessstats:rl:*"))
+    assert len(keys) == 3 and all(0 < hosts[0].client.ttl(k) <= 3601 for k in keys), keys
+
+
+def test_rate_limits_count_in_memory_while_redis_is_down(redis: RedisServer) -> None:
+    from chessstats.config import RateLimitConfig
+    from chessstats.ratelimit_redis import RedisRateLimiter
+
+    limiter = RedisRateLimiter(RateLimitConfig(max_requests=3, window_s=3600), RedisBackend(redis.url))
+    assert limiter.admit("10.0.0.1", None, None)[0]
+    redis.kill()
+    try:
+        verdicts = [limiter.admit("10.0.0.9", None, None)[0] for _ in range(5)]  # never raises
+        assert verdicts == [True] * 3 + [False] * 2 and limiter.redis_errors == 1
+    finally:
+        redis.start()
+        limiter.close()

@@ -181,3 +181,14 @@ def test_a_finished_tournament_is_imported_once_across_hosts(start_server: Start
     imported(b, "sH24g2zH")
     exports = {path: n for path, n in upstream.counts.items() if path.endswith(("/results", "/games"))}
     assert exports and all(n == 1 for n in exports.values()), upstream.counts
+
+
+def test_inbound_rate_limits_hold_across_hosts(start_server: StartServer, redis: RedisServer,
+                                               tmp_path: Path) -> None:
+    a, b = two_hosts(start_server, redis, tmp_path, "--workers", "2", "--no-jobs",
+                     env={"CHESSSTATS_RATELIMIT_ENABLED": "true", "CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10",
+                          "CHESSSTATS_RATELIMIT_WINDOW_S": "3600"})
+    statuses = [httpx.get(s.url + "/api/no-such-route", timeout=30).status_code for s in [a, b] * 8]
+    assert statuses == [404] * 10 + [429] * 6, statuses  # 10 in all, not 10 per host (or per worker)
+    refused = httpx.get(a.url + "/api/no-such-route", timeout=30)
+    assert refused.headers["ratelimit-remaining"] == "0" and int(refused.headers["retry-after"]) <= 3600

@@ -192,3 +192,28 @@ def test_inbound_rate_limits_hold_across_hosts(start_server: StartServer, redis:
     assert statuses == [404] * 10 + [429] * 6, statuses  # 10 in all, not 10 per host (or per worker)
     refused = httpx.get(a.url + "/api/no-such-route", timeout=30)
     assert refused.headers["ratelimit-remaining"] == "0" and int(refused.headers["retry-after"]) <= 3600
+
+
+def test_redis_down_the_service_still_answers_and_recovers(start_server: StartServer, redis: RedisServer,
+                                                           upstream: ReplayUpstream, tmp_path: Path) -> None:
+    server = start_server("--workers", "2", data_dir=tmp_path / "host", env=redis_env(
+        redis, CHESSSTATS_RATELIMIT_ENABLED="true", **jobs_env(cleanup="* * * * * *")))
+    path = "/api/players/lichess/top/bullet?nb=5"
+    assert server.client.get(path).status_code == 200
+    redis.kill()
+    try:
+        started = time.monotonic()
+        answers = [httpx.get(server.url + path, timeout=30) for _ in range(6)]
+        elapsed = time.monotonic() - started
+        assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
+        assert all(r.headers["x-cache"] == "MISS" for r in answers)  # no cache: the upstream answers
+        assert "ratelimit-remaining" in answers[-1].headers  # counted in each process meanwhile
+        assert elapsed < 6, elapsed  # at most one socket timeout per process before the back-off
+        health = wait_for(lambda: (h := server.client.get("/health")).status_code == 503 and h.json())
+        assert health["checks"]["cache"]["status"] == "error", health["checks"]["cache"]  # type: ignore[index]
+    finally:
+        redis.start()
+    wait_for(lambda: server.client.get("/health").status_code == 200, timeout_s=20)
+    server.client.get(path)
+    assert wait_for(lambda: server.client.get(path).headers["x-cache"] == "HIT")
+    assert "Traceback" not in server.log(), server.log()[-3000:]

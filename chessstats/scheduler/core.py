@@ -97,6 +97,7 @@ class Scheduler:
         #: an ``active`` run's job lock was held when recovery looked (its holder may be dead: a
         #: Redis lease outlives it by up to ``lock_lease_s``): recovery looks again every poll
         self._recheck_active = False
+        self._lock_error = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -129,7 +130,18 @@ class Scheduler:
         """Take the scheduler lock if free; on taking it, recover interrupted runs. True if held."""
         if self.lock.held:
             return True
-        if self.stopping or not self.lock.acquire():
+        if self.stopping:
+            return False
+        try:
+            taken = self.lock.acquire()
+        except OSError as exc:  # the lock cannot be asked for (Redis down, lock file not creatable)
+            if not self._lock_error:
+                log.warning("scheduler lock %s unavailable (%s): no jobs run until it can be taken",
+                            self.lock.path, exc)
+            self._lock_error = True
+            return False
+        self._lock_error = False
+        if not taken:
             return False
         self.acquired_at = self.now()
         self.catch_up = True

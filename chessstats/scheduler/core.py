@@ -194,7 +194,12 @@ class Scheduler:
             if run.job in self.tasks:
                 continue
             lock = job_lock(self.data_dir, run.job, self.locks)
-            if not lock.acquire():
+            try:
+                taken = lock.acquire()
+            except OSError as exc:  # Redis down (or no lock file): look again at the next poll
+                log.warning("run %d of %s: its job lock cannot be asked for (%s)", run.id, run.job, exc)
+                taken = False
+            if not taken:
                 self._recheck_active = True
                 continue
             try:
@@ -283,7 +288,12 @@ class Scheduler:
     async def _execute(self, run: runs.RunRow, job: Job) -> None:
         lock = job_lock(self.data_dir, run.job, self.locks)
         try:
-            if not lock.acquire():  # running in another process (``jobs run``): try again later
+            try:
+                taken = lock.acquire()
+            except OSError as exc:  # Redis down (or no lock file): the run stays waiting, tried again later
+                log.warning("run %d of %s not started: its job lock cannot be asked for (%s)", run.id, run.job, exc)
+                return
+            if not taken:  # running in another process (``jobs run``): try again later
                 return
             if not await runs.claim_run(self.db, run.id, self.now()):
                 return

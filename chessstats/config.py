@@ -464,9 +464,6 @@ RATE_LIMIT_ALIASES: dict[str, tuple[str, int, str]] = {
 _ENV_PREFIX = "CHESSSTATS_"
 #: ``CHESSSTATS_*`` names that are not config keys (read elsewhere, e.g. the config file path).
 _ENV_NON_KEYS = {"CHESSSTATS_CONFIG"}
-#: ``CHESSSTATS_*`` prefixes that are not config keys: the test suite's engine selection
-#: (``CHESSSTATS_TEST_CACHE=redis``, ``CHESSSTATS_TEST_STORE``), which CLI runs under test inherit.
-_ENV_NON_KEY_PREFIXES = ("CHESSSTATS_TEST_",)
 
 
 def _tables() -> dict[str, type[_Table]]:
@@ -503,7 +500,7 @@ def _env_overrides(env: Mapping[str, str], sources: dict[str, tuple[str, str]] |
             if not text.isdigit() or not low <= int(text) <= high:
                 raise ConfigError(f"{name}: expected {expected}, got {value!r}")
             out.setdefault("ratelimit", {})[key] = int(text) / divisor if divisor != 1 else int(text)
-        elif name.startswith(_ENV_PREFIX) and name not in _ENV_NON_KEYS and not name.startswith(_ENV_NON_KEY_PREFIXES):
+        elif name.startswith(_ENV_PREFIX) and name not in _ENV_NON_KEYS:
             rest = name[len(_ENV_PREFIX):].lower()
             if rest.startswith("jobs_"):
                 job_key = rest[len("jobs_"):]

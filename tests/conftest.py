@@ -114,7 +114,7 @@ def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
         # hundreds of requests from one address
         server_env.setdefault("CHESSSTATS_RATELIMIT_ENABLED", "false")
         server_env.setdefault("CHESSSTATS_CHESSCOM_RATE", "100000/1s")
-        if ON_REDIS:  # CHESSSTATS_TEST_CACHE=redis: cache, locks, gates and rate limits on the test Redis
+        if ON_REDIS:  # TEST_CACHE=redis: cache, locks, gates and rate limits on the test Redis
             server_env.setdefault("REDIS_URL", redis_server().url)
             server_env.setdefault("CHESSSTATS_CACHE_LOCK_LEASE_S", "3")  # a kill -9 holder's locks free in 3 s
         server = Server(data_dir or tmp_path / "data", server_env, list(args) or ["--no-jobs"], command)
@@ -163,17 +163,17 @@ def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
     upstream.add(path, json.dumps(body).encode(), "application/json")
 
 
-# --- Redis (issue 12): CHESSSTATS_TEST_CACHE=redis runs the cache and route tests on Redis --------
+# --- Redis (issue 12): TEST_CACHE=redis runs the cache and route tests on Redis --------
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "files_only(reason): tests the data dir's own files (diskcache dir, "
-                            "lock files, gate files); skipped when CHESSSTATS_TEST_CACHE=redis")
+                            "lock files, gate files); skipped when TEST_CACHE=redis")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("files_only")
     if ON_REDIS and marker is not None:
-        pytest.skip("on Redis (CHESSSTATS_TEST_CACHE=redis): " + (marker.args[0] if marker.args else
+        pytest.skip("on Redis (TEST_CACHE=redis): " + (marker.args[0] if marker.args else
                     "tests the data dir's own files, which Redis replaces"))
 
 

@@ -1,7 +1,7 @@
 """A throwaway ``redis-server`` (the system package) for the tests: unix socket in a temporary dir,
 no persistence, stopped at exit.
 
-``CHESSSTATS_TEST_CACHE=redis`` runs the cache tests and every server started through
+``TEST_CACHE=redis`` runs the cache tests and every server started through
 ``tests/conftest.py`` on it (``REDIS_URL`` set); without it only the Redis-specific tests use it,
 and they are skipped when ``redis-server`` is not installed.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import redis
 
 #: Whether the whole suite runs with the cache (and locks, gates, rate limits) on Redis.
-ON_REDIS = os.environ.get("CHESSSTATS_TEST_CACHE", "").lower() == "redis"
+#: (Not a ``CHESSSTATS_*`` name: CLI runs under test inherit the environment, and read those as config keys.)
+ON_REDIS = os.environ.get("TEST_CACHE", "").lower() == "redis"
 
 
 class RedisServer:

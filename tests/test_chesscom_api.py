@@ -119,7 +119,7 @@ def test_validators_survive_a_restart(start_server: object, upstream: ReplayUpst
     import shutil
 
     from tests.redis_server import ON_REDIS, redis_server
-    if ON_REDIS:  # the cache is in Redis (CHESSSTATS_TEST_CACHE=redis): empty it there
+    if ON_REDIS:  # the cache is in Redis (TEST_CACHE=redis): empty it there
         redis_server().flush()
     else:
         shutil.rmtree(tmp_path / "data" / "cache")

@@ -215,5 +215,3 @@ def test_cache_url_is_empty_or_redis_and_redis_url_is_its_alias() -> None:
         load_config(env={"REDIS_URL": "http://x"})
     with pytest.raises(ConfigError, match="cache.lock_lease_s"):
         load_config(env={"CHESSSTATS_CACHE_LOCK_LEASE_S": "0"})
-    # the test suite's engine selection, inherited by CLI runs under test, is not a config key
-    assert load_config(env={"CHESSSTATS_TEST_CACHE": "redis", "CHESSSTATS_TEST_STORE": "postgres"}).cache.url == ""

@@ -166,10 +166,10 @@ def test_kill9_during_a_run_the_new_holder_marks_it_interrupted(start_server: St
           f"(lease {LEASE_S} s)")
 
 
-SHARED_STORE = os.environ.get("CHESSSTATS_TEST_STORE", "").lower() in ("pg", "postgres", "postgresql")
+SHARED_STORE = os.environ.get("TEST_STORE", "").lower() in ("pg", "postgres", "postgresql")
 
 
-@pytest.mark.skipif(not SHARED_STORE, reason="needs the shared store too (CHESSSTATS_TEST_STORE=postgres): "
+@pytest.mark.skipif(not SHARED_STORE, reason="needs the shared store too (TEST_STORE=postgresql): "
                     "with SQLite each host has its own database")
 def test_a_finished_tournament_is_imported_once_across_hosts(start_server: StartServer, redis: RedisServer,
                                                              upstream: ReplayUpstream, tmp_path: Path) -> None:

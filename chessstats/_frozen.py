@@ -74,6 +74,13 @@ LAZY_IMPORTS: tuple[str, ...] = (
     # storage
     "aiosqlite",
     "sqlite3",
+    # the store on PostgreSQL ([store] url): asyncpg's compiled protocol, sqlglot's dialects (imported by name)
+    "asyncpg",
+    "asyncpg.pgproto.pgproto",
+    "asyncpg.protocol.protocol",
+    "sqlglot",
+    "sqlglot.dialects.sqlite",
+    "sqlglot.dialects.postgres",
     "diskcache",
     "diskcache.core",
     # HTTP client stack

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chessstats import __version__
-from chessstats.errors import ConfigError
+from chessstats.errors import ConfigError, StorageUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,12 +76,19 @@ def _flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 NEEDS_DATA_DIR = ("migrate", "cache", "jobs", "backup", "restore")
 
 
-def _new_data_dir(data_dir: Any, command: str) -> str | None:
+#: ``backup`` / ``restore`` with the store on PostgreSQL: the engine has its own tools.
+PG_BACKUP_MESSAGE = (
+    "chessstats {command}: the store is on PostgreSQL ([store] url / DATABASE_URL): use PostgreSQL's own tools, "
+    "e.g. `pg_dump --format=custom --file=FILE DBURL` to back up and `pg_restore --clean --dbname=DBURL FILE` "
+    "to restore (with the service stopped). chessstats backup/restore copy the SQLite database only.")
+
+
+def _new_data_dir(data_dir: Any, command: str, engine: str = "sqlite") -> str | None:
     """The message when ``data_dir`` holds no database (the command would start a new, empty data
-    dir), else None."""
+    dir), else None. With the store on PostgreSQL the data dir (cache, locks) only has to exist."""
     from chessstats.store.db import DB_FILENAME
 
-    if (data_dir / DB_FILENAME).exists():
+    if (data_dir / DB_FILENAME).exists() or (engine == "postgresql" and data_dir.is_dir()):
         return None
     where = "does not exist" if not data_dir.exists() else f"holds no {DB_FILENAME}"
     return (f"chessstats {command}: the data dir {data_dir} {where}: this would start a new, empty one. "
@@ -114,10 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chessstats.commands import StartupError
 
     if args.command in NEEDS_DATA_DIR and not args.init:
-        missing = _new_data_dir(config.data_dir, args.command)
+        missing = _new_data_dir(config.data_dir, args.command, config.store.engine)
         if missing is not None:
             print(missing, file=sys.stderr)
             return 2
+    if args.command in ("backup", "restore") and config.store.engine == "postgresql":
+        print(PG_BACKUP_MESSAGE.format(command=args.command), file=sys.stderr)
+        return 2
 
     handler = {
         "serve": commands.serve, "migrate": commands.migrate, "config": commands.config_check,
@@ -134,12 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:
         print(f"chessstats: the database in {config.data_dir} cannot be used: {exc}", file=sys.stderr)
         return 1
+    except StorageUnavailable as exc:  # the PostgreSQL server cannot be reached
+        print(f"chessstats: the database cannot be used: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"chessstats: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # PostgreSQL refused: no such database, authentication
+            print(f"chessstats: the database cannot be used: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

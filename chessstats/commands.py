@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from chessstats.config import Config
+from chessstats.errors import StorageUnavailable
 from chessstats.log import setup_logging
 
 log = logging.getLogger("chessstats")
@@ -48,16 +49,23 @@ def _check_data_dir(config: Config) -> None:
         await db.open()
         await db.close()
 
-    new = not DataDir(config.data_dir).db_path.exists()
+    new = not (DataDir(config.data_dir).db_path if config.store.engine == "sqlite" else config.data_dir).exists()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(check())
     except sqlite3.DatabaseError as exc:
         raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
+    except StorageUnavailable as exc:  # PostgreSQL cannot be reached
+        raise StartupError(f"the database cannot be used: {exc.message}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # no such database, authentication failed
+            raise StartupError(f"the PostgreSQL database cannot be used: {exc}") from exc
+        raise
     except OSError as exc:
         raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
     if new:
-        log.warning("there was no database in %s: started a new, empty data dir there", config.data_dir)
+        what = "database" if config.store.engine == "sqlite" else "data dir (the store is on PostgreSQL)"
+        log.warning("there was no %s in %s: started a new, empty data dir there", what, config.data_dir)
 
 
 #: Logged once at start (by ``serve``, not by each worker) when ``[upstream] contact`` is empty.
@@ -281,6 +289,8 @@ def migrate(config: Config, args: argparse.Namespace) -> int:
     from chessstats.resources import DataDir
 
     async def run() -> None:
+        if config.store.engine == "postgresql":  # the data dir (cache, locks) as SQLite's open() makes it
+            config.data_dir.mkdir(parents=True, exist_ok=True)
         db = DataDir(config.data_dir).database(config)
         await db.open(migrate=False)
         try:
@@ -304,6 +314,10 @@ def config_check(config: Config, args: argparse.Namespace) -> int:
     for table, key in (("admin", "token"), ("lichess", "token")):
         if raw[table][key]:
             raw[table][key] = "********"
+    if raw["store"]["url"]:  # the password of a postgresql:// URL
+        from chessstats.store.postgres import redact
+
+        raw["store"]["url"] = redact(raw["store"]["url"])
     print(msgspec.json.format(msgspec.json.encode(raw)).decode())
     print("configuration is valid", file=sys.stderr)
     return 0

@@ -106,6 +106,34 @@ class StorageConfig(_Table):
     quick_check_interval_s: Annotated[float, msgspec.Meta(ge=10)] = 600.0
 
 
+class StoreConfig(_Table):
+    """``[store]``: which database engine holds the store (the cache stays in the data dir).
+
+    * ``url``: empty or ``sqlite://`` (default): SQLite, ``<data dir>/chessstats.db``;
+      ``postgresql://user:password@host:port/dbname`` (``?host=/run/postgresql`` for a unix
+      socket): PostgreSQL through asyncpg, the same schema and migrations (``DATABASE_URL``).
+    * ``pool_size``: PostgreSQL connections per process at most.
+    """
+
+    url: str = ""
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme.lower() if self.url else ""
+        if scheme in ("", "sqlite"):
+            rest = self.url.split(":", 1)[1].lstrip("/") if ":" in self.url else self.url
+            if rest:
+                raise ValueError("url: the SQLite database is always <data dir>/chessstats.db: use `sqlite://` "
+                                 "(or leave url empty) and set [storage] data_dir")
+        elif scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"url: expected sqlite:// or postgresql://..., got a {scheme!r} URL")
+
+    @property
+    def engine(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return "postgresql" if self.url.lower().startswith(("postgresql:", "postgres:")) else "sqlite"
+
+
 class CacheConfig(_Table):
     """``[cache]``: the TTL cache (diskcache on disk, a small LRU of encoded bodies in memory).
 
@@ -410,6 +438,7 @@ class Config(_Table):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
     lichess: LichessConfig = msgspec.field(default_factory=LichessConfig)
@@ -444,6 +473,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "ENABLE_BACKGROUND_JOBS": ("scheduler", "enabled"),
     "LOG_LEVEL": ("log", "level"),
     "CHESSSTATS_DATA_DIR": ("storage", "data_dir"),
+    "DATABASE_URL": ("store", "url"),
     "CHESSSTATS_ADMIN_TOKEN": ("admin", "token"),
     "CHESSSTATS_CONTACT": ("upstream", "contact"),
 }

@@ -304,9 +304,10 @@ def mark_worker_gone() -> None:
 class _ScrapeCollector:
     """Values read when scraped: database file sizes and each upstream's shared gate state."""
 
-    def __init__(self, db_path: Path | None, gates: list[Any]) -> None:
+    def __init__(self, db_path: Path | None, gates: list[Any], db_size_bytes: int | None = None) -> None:
         self.db_path = db_path
         self.gates = gates
+        self.db_size_bytes = db_size_bytes
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -319,6 +320,8 @@ class _ScrapeCollector:
                     size.add_metric([label], float(os.stat(str(self.db_path) + suffix).st_size))
                 except OSError:
                     size.add_metric([label], 0.0)
+        elif self.db_size_bytes is not None:  # the store on PostgreSQL: pg_database_size
+            size.add_metric(["db"], float(self.db_size_bytes))
         yield size
         paused = GaugeMetricFamily("chessstats_upstream_paused_seconds", "Seconds left of the pause after an "
                                    "upstream 429 (shared by every worker)", labels=["upstream"])
@@ -335,9 +338,10 @@ class _ScrapeCollector:
         yield breaker
 
 
-def render(db_path: Path | None) -> tuple[bytes, str]:
+def render(db_path: Path | None, db_size_bytes: int | None = None) -> tuple[bytes, str]:
     """The scrape: every worker's samples merged, plus the scrape-time values. Returns
-    ``(body, content type)``.
+    ``(body, content type)``. ``db_path`` None: the store is not a SQLite file; ``db_size_bytes`` is
+    then its size (PostgreSQL's ``pg_database_size``), reported as ``file="db"``.
 
     Raises:
         RuntimeError: metrics are off in this process.
@@ -362,5 +366,5 @@ def render(db_path: Path | None) -> tuple[bytes, str]:
 
     registry = CollectorRegistry()
     Files(registry, path=str(m.directory))
-    registry.register(_ScrapeCollector(db_path, m.gates))
+    registry.register(_ScrapeCollector(db_path, m.gates, db_size_bytes))
     return generate_latest(registry), CONTENT_TYPE_LATEST

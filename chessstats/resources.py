@@ -119,8 +119,9 @@ class DataDir:
         return self.locks_dir / f"job-{job}.lock"
 
     def database(self, config: Config) -> Database:
-        """The database of this data dir (not opened yet)."""
-        return Database(self.db_path, busy_timeout_ms=config.storage.busy_timeout_ms)
+        """The store's database (not opened yet): ``[store] url`` selects the engine, SQLite in this
+        data dir by default (see :func:`database_for`)."""
+        return database_for(config, self)
 
     def cache(self, config: Config, memory_entries: int | None = None,
               backend: RedisBackend | None = None) -> TTLCache | RedisTTLCache:
@@ -147,6 +148,30 @@ def redis_backend(config: Config) -> RedisBackend | None:
     if not config.cache.url:
         return None
     return RedisBackend(config.cache.url, prefix=config.cache.redis_prefix, lease_s=config.cache.lock_lease_s)
+
+
+def database_for(config: Config, paths: DataDir) -> Database:
+    """The store's database for ``config`` (not opened yet): :class:`~chessstats.store.Database` on
+    ``<data dir>/chessstats.db`` by default, :class:`~chessstats.store.postgres.PostgresDatabase` (the
+    same interface) when ``[store] url`` is a ``postgresql://`` URL."""
+    if config.store.engine == "postgresql":
+        from chessstats.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(config.store.url, pool_size=config.store.pool_size,  # type: ignore[return-value]
+                                busy_timeout_ms=config.storage.busy_timeout_ms)
+    return Database(paths.db_path, busy_timeout_ms=config.storage.busy_timeout_ms)
+
+
+async def open_database(config: Config, paths: DataDir, *, migrate: bool = True) -> Database:
+    """:func:`database_for`, opened (pending migrations applied unless ``migrate`` is False).
+
+    Raises:
+        sqlite3.DatabaseError / asyncpg.PostgresError: the database cannot be used.
+        StorageUnavailable: the PostgreSQL server cannot be reached.
+    """
+    db = database_for(config, paths)
+    await db.open(migrate=migrate)
+    return db
 
 
 @dataclass(slots=True)

@@ -163,11 +163,30 @@ def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
     upstream.add(path, json.dumps(body).encode(), "application/json")
 
 
-# --- Redis (issue 12): TEST_CACHE=redis runs the cache and route tests on Redis --------
+# --- store engine (issue 12): TEST_STORE=postgresql runs the suite on PostgreSQL (tests/pg_store.py)
+from tests.pg_store import configure as _store_configure  # noqa: E402
+from tests.pg_store import modify_items as _store_modify_items  # noqa: E402
+from tests.pg_store import stop_pg_server as _stop_pg_server  # noqa: E402
+from tests.pg_store import store_engine_env  # noqa: E402,F401
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    _store_configure(config)
     config.addinivalue_line("markers", "files_only(reason): tests the data dir's own files (diskcache dir, "
                             "lock files, gate files); skipped when TEST_CACHE=redis")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _store_modify_items(items)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _stop_pg_server()
+
+
+# --- Redis (issue 12): TEST_CACHE=redis runs the cache and route tests on Redis --------
+
+# (the files_only marker is registered in pytest_configure above)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

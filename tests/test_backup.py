@@ -18,6 +18,10 @@ from chessstats.config import load_config
 from tests.conftest import ROOT, Server, imported
 from tests.replay import ReplayUpstream
 
+#: SQLite online backup and restore of the data dir's file; on PostgreSQL the CLI points to pg_dump
+#: (tests/test_store_config.py).
+pytestmark = pytest.mark.sqlite_only
+
 BIG = "bkpArena"
 
 

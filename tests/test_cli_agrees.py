@@ -13,6 +13,7 @@ import pytest
 
 from chessstats.api.envelope import gzip_accepted, wants_gzip
 from tests.conftest import ROOT, Server, imported
+from tests.pg_server import engine
 from tests.replay import ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"
@@ -42,7 +43,7 @@ def test_commands_read_the_service_configuration(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert cli("migrate", "--init", "--config", str(config), cwd=elsewhere).returncode == 0
-    assert (data / "chessstats.db").exists()
+    assert (data / "chessstats.db").exists() or engine() == "postgresql" and data.is_dir()
     # the same data dir through the config file ($CHESSSTATS_CONFIG), the environment and a flag
     for args, env in ((("jobs", "list"), {"CHESSSTATS_CONFIG": str(config)}),
                       (("cache", "stats"), {"CHESSSTATS_DATA_DIR": str(data)}),

@@ -3,13 +3,13 @@ no stack trace, and no partial row left by a failed import."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import Server, imported
+from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"
@@ -27,7 +27,7 @@ def assert_error(resp: httpx.Response, status: int, code: str) -> dict:
 
 
 def stored_rows(server: Server) -> tuple[int, int, int]:
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     try:
         return (
             db.execute("SELECT count(*) FROM tournaments WHERE imported_at IS NOT NULL").fetchone()[0],

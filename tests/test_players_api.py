@@ -10,12 +10,12 @@ with a 31 March, an empty series, a FIDE rating ``"0"``, an unknown title, a com
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import httpx
 import pytest
 
 from tests.conftest import Server, add_json
+from tests.pg_store import connect_store
 from tests.replay import JSON, ReplayUpstream
 
 LICHESS = "/lichess/api"
@@ -124,7 +124,7 @@ def test_profile_case_insensitive_one_entry_one_row(server: Server, upstream: Re
     assert "storm" not in data["ratings"]  # runs and scores, not a rating
     for spelling in ("thibault", "THIBAULT", "Thibault"):
         assert hit(server, upstream, f"/api/players/lichess/{spelling}")["data"] == data
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     assert db.execute("SELECT count(*) FROM player_accounts WHERE platform = 'lichess'").fetchone()[0] == 1
 
 
@@ -141,7 +141,7 @@ def test_profile_generated_account_states(server: Server, upstream: ReplayUpstre
     upstream.reset()
     err(server.client.get("/api/players/lichess/gen_closed"), 410, "gone")
     assert upstream.total() == 0  # remembered
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     assert db.execute("SELECT username, status FROM player_accounts WHERE username_key = 'gen_closed'").fetchall() \
         == [("Gen_Closed", "closed")]
     # GENERATED: a flagged account, with a perf never played (Lichess's default 1500 is not a rating)

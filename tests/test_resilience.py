@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, imported
+from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream, generate_arena
 
 NDJSON, JSON = "application/x-ndjson", "application/json"
@@ -47,7 +47,7 @@ def count(upstream: ReplayUpstream, tid: str, suffix: str = "") -> int:
 
 
 def db_one(server: Server, sql: str, params: tuple = ()) -> tuple:
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     try:
         return db.execute(sql, params).fetchone()
     finally:
@@ -372,6 +372,11 @@ def test_fide_ids_stated_by_an_export_link_accounts(server: Server, upstream: Re
                  "application/x-chess-pgn")
     imported(server, "fideln01")
     white, = db_one(server, "SELECT white_username FROM games")
+    deadline = time.monotonic() + 10  # the link is made right after the import's transaction
+    while db_one(server, "SELECT count(*) FROM player_accounts a JOIN players p ON p.id = a.player_id "
+                         "WHERE a.platform = 'lichess' AND a.username = ? AND p.fide_id = 24248185", (white,))[0] == 0 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     player_id, fide_id = db_one(server, "SELECT p.id, p.fide_id FROM player_accounts a JOIN players p "
                                         "ON p.id = a.player_id WHERE a.platform = 'lichess' AND a.username = ?", (white,))
     assert fide_id == 24248185

@@ -19,6 +19,7 @@ import pytest
 
 from chessstats.scheduler.registry import REGISTRY
 from tests.conftest import ROOT, Server
+from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream
 
 StartServer = Callable[..., Server]
@@ -38,7 +39,7 @@ def jobs_env(**schedules: str) -> dict[str, str]:
 
 
 def db_runs(data_dir: Path, job: str | None = None) -> list[dict]:
-    with sqlite3.connect(data_dir / "chessstats.db", timeout=10) as conn:
+    with connect_store(data_dir, timeout=10) as conn:
         conn.row_factory = sqlite3.Row
         sql = "SELECT * FROM job_runs" + (" WHERE job = ?" if job else "") + " ORDER BY id"
         return [dict(r) for r in conn.execute(sql, (job,) if job else ())]

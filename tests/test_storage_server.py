@@ -37,6 +37,7 @@ def wait_health(server: Server, status: int, timeout_s: float = 20) -> tuple[flo
         time.sleep(0.1)
 
 
+@pytest.mark.sqlite_only  # the data dir's disk holds SQLite's file (PostgreSQL: tests/test_store_postgres.py)
 def test_full_disk_answers_503_then_recovers_without_restart(
     start_server: object, upstream: ReplayUpstream, tmp_path: Path
 ) -> None:

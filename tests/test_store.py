@@ -1,4 +1,5 @@
-"""The SQLite store on a real file: migrations and all-or-nothing imports."""
+"""The store on a real SQLite file (or, with ``TEST_STORE=postgresql``, a real PostgreSQL
+database): migrations and all-or-nothing imports; SQLite's own storage faults."""
 
 from __future__ import annotations
 
@@ -18,11 +19,27 @@ from chessstats.store.db import storage_reason
 from chessstats.upstream.lichess import _arena_decoder, arena_to_model
 from chessstats.upstream.pgn import parse_pgn_games
 from tests.fsfault import fill, open_fds, tmpfs
+from tests.pg_store import integrity_errors, store_db
 from tests.replay import FIXTURES
 
 LICHESS = FIXTURES / "lichess"
 
 
+def test_migrations_recorded_once(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with store_db(tmp_path) as db:
+            assert await db.migrate() == []  # already applied by open()
+            status = await db.migration_status()
+            assert status[0][:2] == (1, "initial") and all(at is not None for _, _, at in status)
+            assert await db.fetchval("SELECT count(*) FROM schema_migrations") == len(status)
+            for table in ("tournaments", "standings", "games", "players", "player_accounts", "rating_points",
+                          "top_player_snapshots", "job_runs", "scheduler_jobs", "imports", "upstream_responses"):
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0
+            assert await db.size_bytes() > 0
+    asyncio.run(run())
+
+
+@pytest.mark.sqlite_only
 def test_migrations_recorded_once_and_pragmas(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:
@@ -44,8 +61,8 @@ def test_import_is_all_or_nothing(tmp_path: Path) -> None:
     bad = [*good, Standing(rank=2, username=None, score=1)]  # type: ignore[arg-type]  # NOT NULL violated
 
     async def run() -> None:
-        async with Database(tmp_path / "x.db") as db:
-            with pytest.raises(sqlite3.IntegrityError):
+        async with store_db(tmp_path) as db:
+            with pytest.raises(integrity_errors()):
                 await store.import_tournament(db, arena, b"{}", bad, games, "2026-01-01T00:00:00Z")
             assert await db.fetchval("SELECT count(*) FROM tournaments") == 0
             assert await db.fetchval("SELECT count(*) FROM games") == 0
@@ -61,6 +78,47 @@ def test_import_is_all_or_nothing(tmp_path: Path) -> None:
             await store.upsert_tournaments(db, [(changed, None)], "2026-02-01T00:00:00Z")
             after = await store.get_tournament(db, "lichess", "sH24g2zH")
             assert after is not None and after.tournament.status == "finished"
+    asyncio.run(run())
+
+
+def test_import_written_in_batches_is_still_all_or_nothing(tmp_path: Path) -> None:
+    """Standings and games go in batches of WRITE_BATCH_ROWS with loop turns between them, inside the one
+    transaction: a row that fails in a late batch leaves nothing of the import (not the earlier batches,
+    not the tournament row), and a concurrent reader never sees a partial import."""
+    import msgspec
+
+    arena = arena_to_model(_arena_decoder.decode((LICHESS / "tournament_sH24g2zH.json").read_bytes()), "x")
+    games, _ = parse_pgn_games((LICHESS / "tournament_sH24g2zH_games.pgn").read_text(encoding="utf-8"))
+    standings = [Standing(rank=i + 1, username=f"p{i}", score=1) for i in range(3 * store.WRITE_BATCH_ROWS + 7)]
+    late = 4 * store.WRITE_BATCH_ROWS + 3
+    assert late < len(games)
+    bad_games = list(games)
+    bad_games[late] = type(games[late])(msgspec.structs.replace(games[late].game, id=None), games[late].pgn)
+
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            seen: list[int] = []
+            stop = asyncio.Event()
+
+            async def reader() -> None:  # runs in the loop turns the batches leave
+                while not stop.is_set():
+                    seen.append(await db.fetchval("SELECT count(*) FROM games"))
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(reader())
+            with pytest.raises(sqlite3.IntegrityError):
+                await store.import_tournament(db, arena, b"{}", standings, bad_games, "2026-01-01T00:00:00Z")
+            for table in ("tournaments", "standings", "games"):
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+            pk = await store.import_tournament(db, arena, b"{}", standings, games, "2026-01-01T00:00:00Z")
+            stop.set()
+            await task
+            assert await db.fetchval("SELECT count(*) FROM standings WHERE tournament_id = ?", (pk,)) == len(standings)
+            positions = await db.fetchall("SELECT position, username FROM standings ORDER BY position")
+            assert [(r[0], r[1]) for r in positions] == [(i, f"p{i}") for i in range(len(standings))]
+            assert await db.fetchval("SELECT count(*) FROM games WHERE tournament_id = ?", (pk,)) == 1463
+            # the reader ran between the batches and only ever saw nothing or the whole import
+            assert len(seen) > 2 and seen[0] == 0 and set(seen) <= {0, 1463}
     asyncio.run(run())
 
 
@@ -91,6 +149,7 @@ def _can_take_write_lock(path: Path) -> bool:
         conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_full_disk_rolls_back_maps_to_503_and_recovers(tmp_path: Path) -> None:
     arena = arena_to_model(_arena_decoder.decode((LICHESS / "tournament_sH24g2zH.json").read_bytes()), "x")
     games, _ = parse_pgn_games((LICHESS / "tournament_sH24g2zH_games.pgn").read_text(encoding="utf-8"))
@@ -137,6 +196,7 @@ def _fail_rollback(writer: object) -> None:
     writer.execute = execute  # type: ignore[attr-defined]
 
 
+@pytest.mark.sqlite_only
 def test_failed_rollback_never_leaks_the_write_lock(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:
@@ -166,6 +226,7 @@ def test_failed_rollback_never_leaks_the_write_lock(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.sqlite_only
 def test_read_only_write_and_health_probe(tmp_path: Path) -> None:
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sqlite3
 import time
 
 import httpx
 
 from tests.conftest import Server, imported
+from tests.pg_store import connect_store
 from tests.replay import FIXTURES, ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"  # finished arena: 193 players, 191 standings rows, 1463 PGN games
@@ -78,7 +78,7 @@ def test_finished_tournament_imported_once_then_served_from_database(
     assert data["winner"] == {"username": "Poblesk", "title": None}
     assert len(data["standings"]) == 10
 
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     results_by_status = dict(db.execute("SELECT status, count(*) FROM games GROUP BY status").fetchall())
     assert results_by_status == {"resign": 568, "outoftime": 403, "mate": 394, "draw": 60, "noStart": 24,
                                  "stalemate": 14}
@@ -139,7 +139,7 @@ def test_partial_export_is_never_stored_as_complete(server: Server, upstream: Re
     assert body["cached"] is False
     results = envelope_ok(server.client.get(f"/api/tournaments/{SWISS}/results"))
     assert results["data"] == [] and results["importState"] == "failed" and results["pagination"]["total"] == 0
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     try:
         state, error, attempt = db.execute(
             "SELECT state, error, attempt FROM imports WHERE external_id = ?", (SWISS,)).fetchone()
@@ -215,7 +215,7 @@ def test_ongoing_tournament_cached_for_five_minutes(server: Server, upstream: Re
     assert 290 <= int(first.headers["cache-control"].rsplit("=", 1)[1]) <= 300
     assert upstream.counts == {"/lichess/api/tournament/ongoing1": 1}  # no import of standings or games
     assert envelope_ok(server.client.get("/api/tournaments/ongoing1"))["cached"] is True
-    db = sqlite3.connect(server.data_dir / "chessstats.db")
+    db = connect_store(server.data_dir)
     assert db.execute("SELECT status, imported_at FROM tournaments WHERE external_id = 'ongoing1'").fetchone() == (
         "ongoing", None)
 
@@ -273,4 +273,6 @@ def test_two_processes_import_a_tournament_once(start_server: object, upstream: 
         f"/lichess/api/tournament/{TEAM_BATTLE}/results": 1,
         f"/lichess/api/tournament/{TEAM_BATTLE}/games": 1,
     }
-    assert {r.json()["source"] for r in answers} <= {"api", "database"}
+    # a request that starts after the import's answer was cached (a loaded machine starts the threads
+    # late; the import itself takes well under a second) is a cache hit
+    assert {r.json()["source"] for r in answers} <= {"api", "database", "cache"}

@@ -100,13 +100,13 @@ class HealthMonitor:
     """One per server process: the background quick_check, the file-system probe, the upstream probes.
 
     Args:
-        db_path: the database file.
+        db_path: the database file (None: the store is on PostgreSQL; no quick_check).
         data_dir: the data dir (the write probe's folder).
         interval_s: seconds between two quick_checks.
         busy_timeout_ms: the check connection's busy timeout.
     """
 
-    def __init__(self, db_path: Path, data_dir: Path, *, interval_s: float = 600.0,
+    def __init__(self, db_path: Path | None, data_dir: Path, *, interval_s: float = 600.0,
                  busy_timeout_ms: int = 5000, stamp_dir: Path | None = None) -> None:
         self.stamp_dir = stamp_dir
         self.db_path = db_path
@@ -185,7 +185,12 @@ class HealthMonitor:
         self._wake.set()
 
     async def check_now(self) -> dict[str, Any]:
-        """Run one quick_check (in a thread) and keep its result."""
+        """Run one quick_check (in a thread) and keep its result; ``skipped`` when ``db_path`` is None
+        (the store is on PostgreSQL: the check is SQLite's own)."""
+        if self.db_path is None:
+            self.quick = {"status": "skipped", "checkedAt": _iso(time.time()),
+                          "reason": "the store is on PostgreSQL (PRAGMA quick_check is SQLite's)"}
+            return self.quick
         result = await asyncio.to_thread(quick_check, self.db_path, self.busy_timeout_ms)
         if result["status"] != "ok" and result["status"] != self.quick.get("status"):
             log.error("database quick_check: %s %s", result["status"], result.get("problems") or result.get("error"))

@@ -50,7 +50,14 @@ async def metrics_route(request: Request) -> HTTPResponse:
     if not metrics.enabled():  # this worker could not reserve its files (full or read-only data dir)
         return error_response(request, 503, "metrics are unavailable in this worker: the data dir cannot be "
                               "written", "storage_unavailable", {"Retry-After": "30"})
-    body, content_type = metrics.render(request.app.ctx.metrics_db_path)
+    size = None
+    db = getattr(request.app.ctx, "db", None)
+    if request.app.ctx.metrics_db_path is None and db is not None:  # the store on PostgreSQL
+        try:
+            size = await db.size_bytes()
+        except Exception as exc:  # the scrape still answers; /health says what is wrong
+            log.warning("metrics: database size unavailable: %s", exc)
+    body, content_type = metrics.render(request.app.ctx.metrics_db_path, size)
     return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
@@ -65,7 +72,7 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
     """
     limits_on, metrics_on = config.ratelimit.enabled, config.metrics.enabled
     app.ctx.ratelimiter = None
-    app.ctx.metrics_db_path = paths.db_path
+    app.ctx.metrics_db_path = paths.db_path if config.store.engine == "sqlite" else None
     if metrics_on:
         app.blueprint(bp)
 

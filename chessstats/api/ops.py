@@ -34,7 +34,8 @@ DEGRADED_UPSTREAM = ("paused", "open", "degraded")
 async def _start_monitor(app: Any) -> None:
     """Start this worker's :class:`HealthMonitor` (the first quick_check runs now, in a thread)."""
     ctx = app.ctx
-    monitor = HealthMonitor(ctx.resources.paths.db_path, ctx.config.data_dir,
+    sqlite = ctx.config.store.engine == "sqlite"
+    monitor = HealthMonitor(ctx.resources.paths.db_path if sqlite else None, ctx.config.data_dir,
                             interval_s=ctx.config.storage.quick_check_interval_s,
                             busy_timeout_ms=ctx.config.storage.busy_timeout_ms,
                             stamp_dir=ctx.resources.paths.locks_dir)
@@ -144,6 +145,8 @@ async def health_report(request: Request) -> tuple[dict[str, Any], bool]:
     try:
         await ctx.db.fetchval("SELECT 1")
         checks["database"] = {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+        if getattr(ctx.db, "engine", "sqlite") == "postgresql":  # [store] url: pg_database_size
+            checks["database"].update(engine="postgresql", sizeBytes=await ctx.db.size_bytes())
     except Exception as exc:  # any failure of the database makes the service unhealthy
         log.error("health: database check failed: %s", exc)
         checks["database"] = {"status": "error", "error": type(exc).__name__}

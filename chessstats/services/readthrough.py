@@ -202,6 +202,18 @@ class ReadThrough:
         """
         return await asyncio.shield(self._start(key, fetch, background=False, force=True))
 
+    def keep(self, key: str, fresh: Fresh) -> Payload:
+        """Cache an answer its caller read itself, exactly as a fetch's result is cached (permanent
+        entries get no stale window), and return its payload.
+
+        For answers that need no fetch: a stored, imported tournament is read from the database in
+        one quick query, with no upstream call to coalesce or remember.
+        """
+        if fresh.cache:
+            stale_s = 0.0 if fresh.ttl_s is None else self.stale_s
+            self.cache.set(key, fresh.payload, fresh.ttl_s, stale_s=stale_s, tag=fresh.tag)
+        return fresh.payload
+
     def forget_failure(self, key: str) -> None:
         """Drop the remembered failure of ``key`` (an admin action, a re-import)."""
         self.cache.delete(keys.failure(key))
@@ -298,9 +310,7 @@ class ReadThrough:
             retry = getattr(exc, "retry_after_s", None)
             self._remember(key, exc, max(interval, float(retry or 0)), count)
             raise
-        if fresh.cache:
-            stale_s = 0.0 if fresh.ttl_s is None else self.stale_s
-            self.cache.set(key, fresh.payload, fresh.ttl_s, stale_s=stale_s, tag=fresh.tag)
+        self.keep(key, fresh)
         if self._failure(key) is not None:
             self.forget_failure(key)
         return fresh.payload

@@ -9,6 +9,11 @@
   (:class:`~chessstats.services.imports.ImportService`); a request waits for it at most
   ``import_wait_s`` and then answers with what is known and ``importState``. Once complete it is
   served from the database and cached permanently (unless some games were not final yet).
+* An imported tournament's detail and standings pages are stored encoded by its import: on a cache
+  miss they are one quick indexed read (:func:`~chessstats.store.tournaments.get_detail_doc`,
+  :func:`~chessstats.store.tournaments.get_standings_doc`) wrapped in the envelope, before (and
+  instead of) the read-through path: there is no upstream call to coalesce or remember. A
+  tournament imported before those documents existed goes the read-through way, built from its rows.
 * What one route learns (a tournament started, finished, cancelled, gone) updates the database
   and drops every cached entry that shows it, lists included.
 * The list comes from the database, kept filled by the discovery job; a database that knows no
@@ -43,7 +48,7 @@ from chessstats.upstream.lichess import LichessClient
 log = logging.getLogger(__name__)
 
 #: Standings rows embedded in a tournament detail (its first page).
-DETAIL_STANDINGS = 10
+DETAIL_STANDINGS = store.DETAIL_STANDINGS
 #: Upstream statuses a discovery keeps live; others are history.
 LIVE_STATUSES = ("upcoming", "ongoing")
 UPSTREAM = "lichess"
@@ -112,6 +117,10 @@ class TournamentService:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
+        if platform == UPSTREAM:
+            doc = await store.get_detail_doc(self.db, platform, tid)
+            if doc is not None:
+                return self.read.keep(key, self._doc_fresh(doc, platform, tid, b'"data":' + doc.data))
         return await self.read.get(key, lambda: self._fetch_detail(tid, platform),
                                    fallback=lambda: self._stored_detail(tid, platform), upstream=UPSTREAM)
 
@@ -121,6 +130,13 @@ class TournamentService:
         Raises NotFound / UpstreamError like :meth:`get`.
         """
         return await self.read.refresh(keys.tournament(platform, tid), lambda: self._fetch_detail(tid, platform))
+
+    def _doc_fresh(self, doc: store.StoredDoc, platform: str, tid: str, fields: bytes) -> Fresh:
+        """A stored document of an imported tournament as a fetch result: source ``database``, cached
+        like :meth:`_imported_detail` (permanent unless some of its games were not final)."""
+        payload = Payload(fields, source="database", fetched_at=_epoch(doc.fetched_at))
+        ttl = self.config.ongoing_ttl_s if doc.pending_games else None
+        return Fresh(payload, ttl, tag=keys.tournament_tag(platform, tid))
 
     async def _imported_detail(self, stored: store.StoredTournament, record: istore.ImportRecord | None,
                                source: str) -> Fresh:
@@ -217,6 +233,11 @@ class TournamentService:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
+        if platform == UPSTREAM:
+            doc = await store.get_standings_doc(self.db, platform, tid, offset=(page - 1) * limit, limit=limit)
+            if doc is not None:
+                fields = encode_fields(msgspec.Raw(doc.data), pagination=Pagination.of(page, limit, doc.total))
+                return self.read.keep(key, self._doc_fresh(doc, platform, tid, fields))
         return await self.read.get(key, lambda: self._fetch_results(tid, page, limit, platform), upstream=UPSTREAM)
 
     async def _import_page(self, stored: store.StoredTournament, page: int, limit: int) -> Fresh | None:

@@ -245,4 +245,32 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             )""",
         ),
     ),
+    (
+        6,
+        "read_docs",
+        (
+            # An imported tournament's answers kept encoded, so that a database read is one indexed
+            # query that returns JSON bytes (no rows to models to JSON on every request). Written in
+            # the import's own transaction (chessstats.store.tournaments.import_tournament), from the
+            # rows it just stored; NULL / absent for a tournament imported before this migration (its
+            # answers are then built from the rows, as before). ``detail``: the ``data`` of
+            # GET /api/tournaments/{id} (the tournament, its first standings, importState complete);
+            # ``standings_count``: how many standings rows it has; ``docs_imported_at``: the
+            # ``imported_at`` of the import that wrote them (a re-import by a version without them,
+            # after a downgrade, changes ``imported_at``: the documents are then ignored).
+            "ALTER TABLE tournaments ADD COLUMN detail BLOB",
+            "ALTER TABLE tournaments ADD COLUMN standings_count INTEGER",
+            "ALTER TABLE tournaments ADD COLUMN docs_imported_at TEXT",
+            # Its standings in chunks of 100 rows in rank order (chunk c: positions 100c..100c+99):
+            # ``body`` the encoded rows joined by commas, ``ends`` where each row ends in ``body``
+            # (uint32 little endian offsets), so that any page is sliced out of one or a few chunks.
+            """CREATE TABLE standings_docs (
+                tournament_id INTEGER NOT NULL REFERENCES tournaments (id) ON DELETE CASCADE,
+                chunk INTEGER NOT NULL,
+                body BLOB NOT NULL,
+                ends BLOB NOT NULL,
+                PRIMARY KEY (tournament_id, chunk)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )

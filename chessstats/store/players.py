@@ -294,10 +294,10 @@ async def stored_fide_top(db: Database, limit: int) -> list[dict[str, Any]]:
     """The stored FIDE players with the highest standard ratings (``fide_id, name, title, federation,
     birth_year, rating, source, fetched_at``), best first; the FIDE top list's fallback."""
     rows = await db.fetchall(
-        "SELECT p.fide_id, p.name, coalesce(a.title, p.title) AS title, p.federation, p.birth_year, a.source, "
-        "a.fetched_at, json_extract(CAST(a.ratings AS TEXT), '$.standard.rating') AS rating FROM player_accounts a "
-        "JOIN players p ON p.id = a.player_id WHERE a.platform = 'fide' AND rating IS NOT NULL "
-        "ORDER BY rating DESC, p.fide_id LIMIT ?", (limit,))
+        "SELECT * FROM (SELECT p.fide_id, p.name, coalesce(a.title, p.title) AS title, p.federation, p.birth_year, "
+        "a.source, a.fetched_at, json_extract(CAST(a.ratings AS TEXT), '$.standard.rating') AS rating "
+        "FROM player_accounts a JOIN players p ON p.id = a.player_id WHERE a.platform = 'fide') AS top "
+        "WHERE rating IS NOT NULL ORDER BY rating DESC, fide_id LIMIT ?", (limit,))  # portable: no alias in WHERE
     return [dict(r) for r in rows]
 
 

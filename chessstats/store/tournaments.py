@@ -3,20 +3,38 @@
 Verbs: ``get_*``/``list_*`` read, ``upsert_*``/``import_*`` write. :func:`import_tournament`
 writes a finished tournament whole (info, every standing, every game) in one transaction: a
 failure leaves nothing half-written.
+
+Read documents (migration 6): the same transaction stores the imported tournament's answers
+already encoded, from the rows it just wrote: the detail's ``data`` (``tournaments.detail``) and
+its standings in chunks of :data:`DOC_CHUNK` encoded rows (``standings_docs``). A database-served
+detail or standings page is then one quick indexed query returning JSON bytes
+(:func:`get_detail_doc`, :func:`get_standings_doc`), byte for byte what building the models from
+the rows gives. Nothing else writes an imported tournament's row or standings (the upserts and
+status updates skip imported rows), so the documents change only with a (re-)import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
+import msgspec
 
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
 from chessstats.models.common import now_iso
 from chessstats.models.game import ParsedGame
 from chessstats.store.db import Database
+
+#: Standings rows embedded in a tournament detail (its first page).
+DETAIL_STANDINGS = 10
+#: Standings rows per chunk of ``standings_docs``.
+DOC_CHUNK = 100
+
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -175,6 +193,22 @@ def _game_values(pk: int, parsed: ParsedGame) -> tuple[object, ...]:
     )
 
 
+#: Rows per ``executemany`` of an import; the event loop gets a turn between two batches.
+WRITE_BATCH_ROWS = 250
+_STANDING_INSERT = (
+    "INSERT INTO standings (tournament_id, position, rank, username, title, rating, score, points, "
+    "tie_break, performance, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _write_games(conn: aiosqlite.Connection, pk: int, games: Sequence[ParsedGame]) -> None:
+    """Insert or replace ``games`` of tournament ``pk`` in batches of :data:`WRITE_BATCH_ROWS` rows
+    (inside the caller's transaction), yielding to the event loop between batches."""
+    for at in range(0, len(games), WRITE_BATCH_ROWS):
+        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games[at:at + WRITE_BATCH_ROWS]])
+        await asyncio.sleep(0)
+
+
 async def import_tournament(
     db: Database, t: Tournament, raw: bytes | None, standings: Sequence[Standing], games: Sequence[ParsedGame],
     fetched_at: str, after: Callable[[aiosqlite.Connection, int], Awaitable[None]] | None = None,
@@ -182,8 +216,9 @@ async def import_tournament(
     """Store a finished tournament whole, in one transaction; returns its key.
 
     Replaces any earlier standings and games of the tournament. ``after(conn, pk)`` runs inside
-    the same transaction (the import's own record). Raises (and writes nothing) on any database
-    error.
+    the same transaction (the import's own record). Rows are written in batches of
+    :data:`WRITE_BATCH_ROWS`, with a turn of the event loop between two. Raises (and writes
+    nothing) on any database error.
     """
     now = now_iso()
     async with db.transaction() as conn:
@@ -206,19 +241,123 @@ async def import_tournament(
         )
         pk = int(next(iter(rows))[0])
         await conn.execute("DELETE FROM standings WHERE tournament_id = ?", (pk,))
-        await conn.executemany(
-            "INSERT INTO standings (tournament_id, position, rank, username, title, rating, score, points, "
-            "tie_break, performance, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
+        for at in range(0, len(standings), WRITE_BATCH_ROWS):
+            await conn.executemany(_STANDING_INSERT, [
                 (pk, i, s.rank, s.username, s.title, s.rating, s.score, s.points, s.tie_break, s.performance, s.team)
-                for i, s in enumerate(standings)
-            ],
-        )
+                for i, s in enumerate(standings[at:at + WRITE_BATCH_ROWS], at)
+            ])
+            await asyncio.sleep(0)
         await conn.execute("DELETE FROM games WHERE tournament_id = ?", (pk,))
-        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        await _write_games(conn, pk, games)
+        await write_docs(conn, pk)
         if after is not None:
             await after(conn, pk)
     return pk
+
+
+_S_COLS = "rank, username, title, rating, score, points, tie_break, performance, team"
+
+
+def _row_to_standing(r: Sequence[object]) -> Standing:
+    return Standing(rank=r[0], username=r[1], title=r[2], rating=r[3], score=r[4], points=r[5],  # type: ignore[arg-type]
+                    tie_break=r[6], performance=r[7], team=r[8])  # type: ignore[arg-type]
+
+
+async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
+    """(Re)write the read documents of imported tournament ``pk`` from its stored row and standings.
+
+    Must run inside the transaction that writes its standings (see the module docstring): the
+    detail ``data`` with the first :data:`DETAIL_STANDINGS` standings and ``importState``
+    ``complete``, the standings count, and every standing encoded in chunks of :data:`DOC_CHUNK`
+    (``body``: rows joined by commas; ``ends``: the end offset of each row, uint32 little endian).
+    The event loop gets a turn between two chunks.
+    """
+    rows = await conn.execute_fetchall(f"SELECT {_T_COLS} FROM tournaments WHERE id = ?", (pk,))
+    tournament = _row_to_tournament(next(iter(rows)))
+    srows = list(await conn.execute_fetchall(
+        f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,)))
+    first_page = [_row_to_standing(r) for r in srows[:DETAIL_STANDINGS]]
+    detail = msgspec.structs.replace(tournament, standings=first_page, import_state="complete")
+    await conn.execute("UPDATE tournaments SET detail = ?, standings_count = ?, docs_imported_at = imported_at "
+                       "WHERE id = ?", (_encode(detail), len(srows), pk))
+    await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
+    docs = []
+    for first in range(0, len(srows), DOC_CHUNK):
+        encoded = [_encode(_row_to_standing(r)) for r in srows[first: first + DOC_CHUNK]]
+        ends, end = [], -1
+        for item in encoded:
+            end += 1 + len(item)
+            ends.append(end)
+        docs.append((pk, first // DOC_CHUNK, b",".join(encoded), struct.pack(f"<{len(ends)}I", *ends)))
+        await asyncio.sleep(0)
+    await conn.executemany("INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES (?, ?, ?, ?)", docs)
+
+
+@dataclass(slots=True)
+class StoredDoc:
+    """A database-served answer of an imported tournament, already encoded.
+
+    ``data``: the JSON of the answer's ``data`` (the detail object, or a standings page as an array);
+    ``total``: its standings count; ``fetched_at``: when its upstream data was fetched (ISO 8601
+    UTC); ``pending_games``: games of its import not final yet (None: no import record).
+    """
+
+    data: bytes
+    total: int
+    fetched_at: str
+    pending_games: int | None
+
+
+_DOC_FROM = (
+    "FROM tournaments t LEFT JOIN imports i ON i.platform = t.platform AND i.external_id = t.external_id "
+)
+_DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ? AND t.docs_imported_at = t.imported_at"
+_DETAIL_DOC = f"SELECT t.detail, t.standings_count, t.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE}"
+_PAGE_DOC = (
+    f"SELECT t.standings_count, t.fetched_at, i.pending_games, d.chunk, d.body, d.ends {_DOC_FROM}"
+    "LEFT JOIN standings_docs d ON d.tournament_id = t.id AND d.chunk BETWEEN ? AND ? "
+    f"{_DOC_WHERE} ORDER BY d.chunk"
+)
+_END = struct.Struct("<I")
+
+
+async def get_detail_doc(db: Database, platform: str, external_id: str) -> StoredDoc | None:
+    """The stored detail ``data`` of imported tournament ``(platform, external_id)`` (one quick
+    indexed read), or None when it is not imported or its last import wrote no documents (one
+    before migration 6, or by a version without them)."""
+    rows = await db.fetchall(_DETAIL_DOC, (platform, external_id), quick=True)
+    if not rows:
+        return None
+    detail, total, fetched_at, pending = rows[0]
+    return StoredDoc(bytes(detail), int(total or 0), fetched_at, pending)
+
+
+async def get_standings_doc(db: Database, platform: str, external_id: str, *, offset: int,
+                            limit: int) -> StoredDoc | None:
+    """Standings ``offset .. offset + limit - 1`` (rank order) of imported tournament ``(platform,
+    external_id)`` as a JSON array (one quick indexed read of at most ``limit / 100 + 2`` chunks),
+    or None like :func:`get_detail_doc`. ``total`` is the standings count (for the pagination)."""
+    first, last = offset // DOC_CHUNK, (offset + max(limit, 1) - 1) // DOC_CHUNK
+    rows = await db.fetchall(_PAGE_DOC, (first, last, platform, external_id), quick=True)
+    if not rows:
+        return None
+    parts: list[bytes] = []
+    stop_at = offset + limit
+    for row in rows:
+        chunk, body, ends = row[3], row[4], row[5]
+        if chunk is None:  # past the last standing
+            break
+        base, n = chunk * DOC_CHUNK, len(ends) // 4
+        a, b = max(offset - base, 0), min(stop_at - base, n)
+        if a >= b:
+            continue
+        if a == 0 and b == n:
+            parts.append(body)
+        else:
+            start = 0 if a == 0 else _END.unpack_from(ends, 4 * (a - 1))[0] + 1
+            parts.append(body[start: _END.unpack_from(ends, 4 * (b - 1))[0]])
+    total, fetched_at, pending = rows[0][0], rows[0][1], rows[0][2]
+    return StoredDoc(b"[" + b",".join(parts) + b"]", int(total or 0), fetched_at, pending)
 
 
 async def update_games(db: Database, pk: int, games: Sequence[ParsedGame],
@@ -226,7 +365,7 @@ async def update_games(db: Database, pk: int, games: Sequence[ParsedGame],
     """Replace the stored rows of ``games`` (same ids) of tournament ``pk``, in one transaction with
     ``after(conn)``; returns how many were written."""
     async with db.transaction() as conn:
-        await conn.executemany(_GAME_INSERT, [_game_values(pk, g) for g in games])
+        await _write_games(conn, pk, games)
         if after is not None:
             await after(conn)
     return len(games)
@@ -253,15 +392,10 @@ async def get_standings(db: Database, pk: int, *, offset: int, limit: int) -> tu
     """Standings of tournament ``pk`` in rank order; returns ``(page, total)``."""
     total = await db.fetchval("SELECT count(*) FROM standings WHERE tournament_id = ?", (pk,))
     rows = await db.fetchall(
-        "SELECT rank, username, title, rating, score, points, tie_break, performance, team FROM standings "
-        "WHERE tournament_id = ? ORDER BY position LIMIT ? OFFSET ?",
+        f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position LIMIT ? OFFSET ?",
         (pk, limit, offset),
     )
-    return [
-        Standing(rank=r[0], username=r[1], title=r[2], rating=r[3], score=r[4], points=r[5], tie_break=r[6],
-                 performance=r[7], team=r[8])
-        for r in rows
-    ], int(total or 0)
+    return [_row_to_standing(r) for r in rows], int(total or 0)
 
 
 def _row_to_game(r: sqlite3.Row, tournament_id: str | None) -> Game:

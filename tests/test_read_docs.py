@@ -1,0 +1,192 @@
+"""Read documents (migration 6): an imported tournament's detail and standings pages stored encoded
+by its import and served by one quick indexed read, byte for byte what building the models from
+the rows gives (the read path before them, still used for tournaments imported without them)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chessstats.models import Clock, Pagination, Standing, Tournament, TournamentPlayer
+from chessstats.payload import encode_fields
+from chessstats.store import Database
+from chessstats.store import tournaments as store
+from tests.conftest import imported
+from tests.pg_store import connect_store
+from tests.replay import ReplayUpstream
+
+TEAM_BATTLE = "sH24g2zH"  # recorded finished arena: 191 standings rows
+FETCHED = "2026-01-01T00:00:00Z"
+
+
+def _arena(tid: str = "docs0001") -> Tournament:
+    return Tournament(id=tid, platform="lichess", system="swiss", name='Swiss "é" \\ 🐴', status="finished",
+                      perf_type="blitz", time_class="blitz", variant="standard", clock=Clock(limit=180, increment=2),
+                      rated=True, starts_at="2026-01-01T00:00:00Z", finishes_at="2026-01-01T01:00:00Z",
+                      nb_players=250, winner=TournamentPlayer(username="w", title="GM"), url="https://x/t")
+
+
+def _standings(n: int, tag: str = "") -> list[Standing]:
+    return [Standing(rank=i + 1, username=f"user{i}{tag}\n\"'<ü>", title="FM" if i % 7 == 0 else None,
+                     rating=None if i % 11 == 0 else 1500 + i, score=None, points=(i % 9) / 2,
+                     tie_break=None if i % 5 == 0 else i * 0.1 + 0.2, performance=1600 + i,
+                     team="team-α" if i % 3 else None) for i in range(n)]
+
+
+def test_standings_pages_and_detail_equal_the_rows_encoded(tmp_path: Path) -> None:
+    """Every page cut (aligned, across chunks, past the end) equals the rows read and encoded."""
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            pk = await store.import_tournament(db, _arena(), b"{}", _standings(250), [], FETCHED)
+            assert await db.fetchval("SELECT count(*) FROM standings_docs WHERE tournament_id = ?", (pk,)) == 3
+            checked = 0
+            for limit in (1, 7, 10, 99, 100, 101, 250, 500):
+                for offset in (0, 1, 9, 10, 93, 99, 100, 101, 150, 199, 200, 249, 250, 251, 900):
+                    doc = await store.get_standings_doc(db, "lichess", "docs0001", offset=offset, limit=limit)
+                    assert doc is not None
+                    rows, total = await store.get_standings(db, pk, offset=offset, limit=limit)
+                    assert doc.data == msgspec.json.encode(rows), (offset, limit)
+                    assert (doc.total, doc.fetched_at, doc.pending_games) == (total, FETCHED, None)
+                    checked += 1
+            assert checked == 8 * 15
+            stored = await store.get_tournament(db, "lichess", "docs0001")
+            assert stored is not None
+            first, _ = await store.get_standings(db, pk, offset=0, limit=10)
+            detail = await store.get_detail_doc(db, "lichess", "docs0001")
+            assert detail is not None
+            model = msgspec.structs.replace(stored.tournament, standings=first, import_state="complete")
+            assert detail.data == msgspec.json.encode(model)
+            assert await store.get_detail_doc(db, "lichess", "unknown1") is None
+            assert await store.get_standings_doc(db, "lichess", "unknown1", offset=0, limit=10) is None
+    asyncio.run(run())
+
+
+def test_reimport_rewrites_the_documents_in_its_transaction(tmp_path: Path) -> None:
+    """The documents follow the standings: a re-import replaces them (fewer chunks too); a failed
+    re-import leaves the previous standings and documents, together."""
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            pk = await store.import_tournament(db, _arena(), b"{}", _standings(250), [], FETCHED)
+            before = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
+            assert before is not None and before.total == 250
+
+            async def boom(conn: object, pk: int) -> None:
+                raise RuntimeError("the import record could not be written")
+            with pytest.raises(RuntimeError):
+                await store.import_tournament(db, _arena(), b"{}", _standings(40, "x"), [], FETCHED, after=boom)
+            after_failure = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
+            assert after_failure is not None and after_failure.data == before.data and after_failure.total == 250
+
+            again = await store.import_tournament(db, _arena(), b"{}", _standings(40, "x"), [], "2026-02-01T00:00:00Z")
+            assert again == pk
+            assert await db.fetchval("SELECT count(*) FROM standings_docs WHERE tournament_id = ?", (pk,)) == 1
+            doc = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
+            rows, total = await store.get_standings(db, pk, offset=0, limit=500)
+            assert doc is not None and doc.data == msgspec.json.encode(rows) and "user0x" in doc.data.decode()
+            assert (doc.total, total, doc.fetched_at) == (40, 40, "2026-02-01T00:00:00Z")
+            detail = await store.get_detail_doc(db, "lichess", "docs0001")
+            assert detail is not None
+            assert msgspec.json.decode(detail.data)["standings"] == msgspec.json.decode(msgspec.json.encode(rows[:10]))
+            # a discovery upsert or a status update never touches an imported tournament, so never its documents
+            await store.upsert_tournaments(db, [(msgspec.structs.replace(_arena(), name="other"), None)], FETCHED)
+            assert await store.set_status(db, "lichess", "docs0001", "ongoing") is False
+            assert (await store.get_detail_doc(db, "lichess", "docs0001")) == detail
+            # re-imported by a version without documents (after a downgrade): they are ignored
+            await db.execute_write("UPDATE tournaments SET imported_at = '2026-03-01T00:00:00Z'")
+            assert await store.get_detail_doc(db, "lichess", "docs0001") is None
+            assert await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=10) is None
+    asyncio.run(run())
+
+
+@pytest.mark.sqlite_only
+def test_quick_read_goes_to_the_reader_thread_when_sqlite_is_busy(tmp_path: Path) -> None:
+    """A quick read never waits on the event loop: when SQLite answers busy at once (its WAL being
+    recovered, another process's exclusive lock: not reproducible on demand, so the quick
+    connection is replaced by one that answers busy), the read runs on aiosqlite's thread, which
+    waits its busy timeout. Any other error is raised as it is."""
+    class Busy:
+        def __init__(self, code: int) -> None:
+            self.code, self.calls = code, 0
+
+        def execute(self, sql: str, params: object = ()) -> object:
+            self.calls += 1
+            exc = sqlite3.OperationalError("database is locked" if self.code == 5 else "no such table: x")
+            exc.sqlite_errorcode = self.code  # type: ignore[attr-defined]
+            raise exc
+
+        def close(self) -> None:
+            pass
+
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            await store.import_tournament(db, _arena(), b"{}", _standings(3), [], FETCHED)
+            real = db._quick
+            assert real is not None and [tuple(r) for r in await db.fetchall(
+                "SELECT count(*) FROM standings", quick=True)] == [(3,)]
+            db._quick = busy = Busy(5)  # type: ignore[assignment]
+            rows = await db.fetchall("SELECT count(*) FROM standings", quick=True)
+            assert busy.calls == 1 and [tuple(r) for r in rows] == [(3,)]
+            assert (await store.get_detail_doc(db, "lichess", "docs0001")) is not None and busy.calls == 2
+            db._quick = Busy(1)  # type: ignore[assignment]
+            with pytest.raises(sqlite3.OperationalError, match="no such table"):
+                await db.fetchall("SELECT 1", quick=True)
+            db._quick = real
+    asyncio.run(run())
+
+
+def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object, upstream: ReplayUpstream) -> None:
+    """The recorded sH24g2zH, cache disabled (every answer read from SQLite): each detail and standings
+    page served from the stored documents is the same body, byte for byte, and the same ETag, as
+    the one built from the rows (the read path before the documents, served when they are absent)."""
+    server = start_server(env={"CHESSSTATS_CACHE_ENABLED": "false"})  # type: ignore[operator]
+    server.client.get(f"/api/tournaments/{TEAM_BATTLE}")
+    imported(server, TEAM_BATTLE)
+    paths = [f"/api/tournaments/{TEAM_BATTLE}"] + [
+        f"/api/tournaments/{TEAM_BATTLE}/results?{q}"
+        for q in ("limit=100", "page=2&limit=100", "limit=500", "page=3&limit=37", "page=20&limit=10",
+                  "page=3&limit=100", "")]
+
+    def fetch_all() -> list[tuple[bytes, str]]:
+        out = []
+        for path in paths:
+            resp = server.client.get(path, headers={"Accept-Encoding": "identity"})
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert (resp.headers["x-cache"], body["source"], body["cached"]) == ("MISS", "database", False), path
+            out.append((resp.content, resp.headers["etag"]))
+        return out
+
+    db = connect_store(server.data_dir, isolation_level=None)
+    assert tuple(db.execute("SELECT detail IS NOT NULL, standings_count FROM tournaments WHERE external_id = ?",
+                            (TEAM_BATTLE,)).fetchone()) == (1, 191)
+    from_docs = fetch_all()
+    saved = db.execute("SELECT detail, docs_imported_at FROM tournaments WHERE external_id = ?",
+                       (TEAM_BATTLE,)).fetchone()
+    db.execute("UPDATE tournaments SET detail = NULL, docs_imported_at = NULL WHERE external_id = ?",
+               (TEAM_BATTLE,))  # as imported before migration 6
+    from_rows = fetch_all()
+    for path, (docs_body, docs_etag), (rows_body, rows_etag) in zip(paths, from_docs, from_rows, strict=True):
+        assert docs_body == rows_body, path
+        assert docs_etag == rows_etag, path
+    data = msgspec.json.decode(from_docs[0][0])["data"]
+    assert data["importState"] == "complete" and len(data["standings"]) == 10 and data["nbPlayers"] == 193
+    page = msgspec.json.decode(from_docs[1][0])
+    assert page["pagination"] == {"page": 1, "limit": 100, "total": 191, "totalPages": 2}
+    assert [r["rank"] for r in page["data"]] == list(range(1, 101))
+    assert msgspec.json.decode(from_docs[6][0])["data"] == []  # past the end
+    assert [r["rank"] for r in msgspec.json.decode(from_docs[5][0])["data"]] == [191]  # the last, alone
+    db.execute("UPDATE tournaments SET detail = ?, docs_imported_at = ? WHERE external_id = ?", (*saved, TEAM_BATTLE))
+    assert fetch_all() == from_docs
+    db.close()
+
+
+def test_encode_fields_of_raw_document_is_encode_fields_of_models() -> None:
+    """The envelope fields of a stored document are those of the models it was encoded from."""
+    rows = _standings(3)
+    raw = msgspec.Raw(msgspec.json.encode(rows))
+    assert encode_fields(raw, pagination=Pagination.of(1, 3, 3)) == encode_fields(rows,
+                                                                                  pagination=Pagination.of(1, 3, 3))

@@ -53,7 +53,9 @@ def check_consistent(db: Path) -> dict[str, int]:
 def test_a_backup_taken_during_an_import_restores_to_an_intact_database(
         start_server, upstream: ReplayUpstream, tmp_path: Path) -> None:
     upstream._generate({"id": BIG, "nbPlayers": 1500, "nbGames": 6000})
-    upstream.set_fault(f"/tournament/{BIG}/games", "slow", seconds=1)
+    # 3 s: longer than the 1.5 s a request waits for the import (a faster import, e.g. with the cache
+    # on Redis, would otherwise be complete before the first backup)
+    upstream.set_fault(f"/tournament/{BIG}/games", "slow", seconds=3)
     server: Server = start_server()
     assert server.client.get("/api/tournaments/sH24g2zH").status_code == 200
     imported(server, "sH24g2zH")

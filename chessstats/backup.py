@@ -268,10 +268,15 @@ def scheduler_holder(paths: DataDir) -> str | None:
 
 
 def _clear_cache(config: Config, paths: DataDir) -> int:
-    if not paths.cache_dir.exists():
+    from chessstats.resources import redis_backend
+
+    backend = redis_backend(config)  # [cache] url: the restored database invalidates the shared cache
+    if backend is None and not paths.cache_dir.exists():
         return 0
-    cache = paths.cache(config, memory_entries=0)
+    cache = paths.cache(config, memory_entries=0, backend=backend)
     try:
         return cache.clear()
     finally:
         cache.close()
+        if backend is not None:
+            backend.close()

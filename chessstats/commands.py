@@ -354,9 +354,10 @@ def config_check(config: Config, args: argparse.Namespace) -> int:
 
 def cache(config: Config, args: argparse.Namespace) -> int:
     """``cache clear`` / ``cache stats``."""
-    from chessstats.resources import DataDir
+    from chessstats.resources import DataDir, redis_backend
 
-    ttl_cache = DataDir(config.data_dir).cache(config, memory_entries=0)
+    backend = redis_backend(config)  # [cache] url: the cache every host shares
+    ttl_cache = DataDir(config.data_dir).cache(config, memory_entries=0, backend=backend)
     try:
         if args.cache_command == "clear":
             print(f"cleared {ttl_cache.clear()} cache entries")
@@ -365,6 +366,8 @@ def cache(config: Config, args: argparse.Namespace) -> int:
             print(f"entries: {stats['entries']}\nsize: {stats['sizeBytes']} bytes")
     finally:
         ttl_cache.close()
+        if backend is not None:
+            backend.close()
     return 0
 
 

@@ -135,9 +135,20 @@ class StoreConfig(_Table):
 
 
 class CacheConfig(_Table):
-    """``[cache]``: the TTL cache (diskcache on disk, a small LRU of encoded bodies in memory)."""
+    """``[cache]``: the TTL cache (diskcache on disk, a small LRU of encoded bodies in memory).
+
+    ``url``: empty (default) keeps the cache in ``<data dir>/cache`` (diskcache) and coordinates the
+    workers of one host through files in the data dir; a Redis URL (``redis://[:password@]host:port/db``,
+    ``rediss://...``, ``unix:///path/redis.sock?db=N``; alias ``REDIS_URL``) puts the cache, the
+    locks (single-flight, imports, the scheduler), the upstream gates and the inbound rate limits in
+    that Redis, shared by every host using it. ``redis_prefix`` starts every Redis key;
+    ``lock_lease_s`` is how long a Redis lock of a killed process stays taken.
+    """
 
     enabled: bool = True
+    url: str = ""
+    redis_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "chessstats:"
+    lock_lease_s: Annotated[float, msgspec.Meta(ge=1, le=600)] = 15.0
     default_ttl_s: PositiveInt = 300
     memory_entries: Annotated[int, msgspec.Meta(ge=0)] = 2048
     size_limit_mb: PositiveInt = 1024
@@ -150,6 +161,13 @@ class CacheConfig(_Table):
     #: consecutive failure up to ``failure_max_s``: meanwhile no request fetches it again.
     failure_base_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     failure_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+    def __post_init__(self) -> None:
+        if self.url:
+            scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(f"url: expected empty (diskcache in the data dir) or a redis://, rediss:// or "
+                                 f"unix:// URL, got {self.url!r}")
 
 
 class UpstreamConfig(_Table):
@@ -451,6 +469,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "FIDE_API_URL": ("fide", "url"),
     "CACHE_ENABLED": ("cache", "enabled"),
     "CACHE_DEFAULT_TTL": ("cache", "default_ttl_s"),
+    "REDIS_URL": ("cache", "url"),
     "ENABLE_BACKGROUND_JOBS": ("scheduler", "enabled"),
     "LOG_LEVEL": ("log", "level"),
     "CHESSSTATS_DATA_DIR": ("storage", "data_dir"),

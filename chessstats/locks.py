@@ -18,6 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chessstats.redisconn import RedisBackend, RedisLock
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +153,34 @@ class SharedLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor of this open file description releases the flock
+
+
+class Locks:
+    """Named cross-process locks of one deployment: ``flock`` files in ``directory`` (one host), or,
+    with a Redis ``backend`` (``[cache] url``), leased locks in Redis shared by every host.
+
+    Both kinds have the interface of :class:`FileLock` (``acquire()`` without waiting, ``release()``,
+    ``held``); ``acquire`` raises :class:`OSError` when the lock cannot be asked for at all (a lock
+    file that cannot be created, Redis down), and callers then run unlocked or skip, as they choose.
+    """
+
+    def __init__(self, directory: str | Path, backend: RedisBackend | None = None) -> None:
+        self.directory = Path(directory)
+        self.backend = backend
+
+    @property
+    def shared(self) -> bool:
+        """Whether the locks hold across hosts (Redis), not only across the processes of one data dir."""
+        return self.backend is not None
+
+    def lock(self, name: str) -> FileLock | RedisLock:
+        """The lock ``name`` (``fetch-007``, ``import-03``, ``job-cleanup``): ``<directory>/<name>.lock``
+        or the Redis key ``<prefix>lock:<name>``."""
+        if self.backend is not None:
+            return self.backend.lock(name)
+        return FileLock(self.directory / f"{name}.lock")
+
+
+def as_locks(locks: Locks | str | Path) -> Locks:
+    """``locks`` itself, or flock files in the directory ``locks``."""
+    return locks if isinstance(locks, Locks) else Locks(locks)

@@ -11,6 +11,10 @@ the database, the cache or an upstream client. The data dir holds::
     <data dir>/gate/           the upstream gates' shared state (in flight, rate, 429 pause, breaker)
     <data dir>/ratelimit.table the inbound rate limits' counters, shared by the workers (512 KiB)
     <data dir>/metrics/        Prometheus multiprocess files of the workers (emptied at every start)
+
+With ``[cache] url`` on Redis (:func:`redis_backend`), the cache, the locks, the gates' state and the
+inbound rate limits live in Redis instead (``cache/``, ``locks/``, ``gate/``, ``ratelimit.table``
+and ``scheduler.lock`` are then unused), shared by every host using that Redis.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chessstats.cache import TTLCache
+from chessstats.cache_redis import RedisTTLCache
 from chessstats.config import Config
-from chessstats.locks import SharedLock
+from chessstats.locks import Locks, SharedLock
+from chessstats.redisconn import RedisBackend
 from chessstats.services.chesscom import ChesscomService
 from chessstats.services.imports import ImportService
 from chessstats.services.players import PlayerService
@@ -117,12 +123,31 @@ class DataDir:
         data dir by default (see :func:`database_for`)."""
         return database_for(config, self)
 
-    def cache(self, config: Config, memory_entries: int | None = None) -> TTLCache:
-        """The cache of this data dir; ``memory_entries`` None: ``[cache] memory_entries``."""
-        return TTLCache(
-            self.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
-            memory_entries=config.cache.memory_entries if memory_entries is None else memory_entries,
-        )
+    def cache(self, config: Config, memory_entries: int | None = None,
+              backend: RedisBackend | None = None) -> TTLCache | RedisTTLCache:
+        """The cache of this data dir (on Redis when ``backend`` is given); ``memory_entries`` None:
+        ``[cache] memory_entries``."""
+        entries = config.cache.memory_entries if memory_entries is None else memory_entries
+        if backend is not None:
+            return RedisTTLCache(backend, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
+                                 memory_entries=entries)
+        return TTLCache(self.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
+                        memory_entries=entries)
+
+    def locks(self, backend: RedisBackend | None = None) -> Locks:
+        """The named locks: flock files in :attr:`locks_dir`, or leases in Redis when ``backend`` is given."""
+        return Locks(self.locks_dir, backend)
+
+
+def redis_backend(config: Config) -> RedisBackend | None:
+    """The process's Redis connection when ``[cache] url`` names one (not connected yet), else None.
+
+    Raises:
+        ValueError: the URL is not one redis-py understands.
+    """
+    if not config.cache.url:
+        return None
+    return RedisBackend(config.cache.url, prefix=config.cache.redis_prefix, lease_s=config.cache.lock_lease_s)
 
 
 def database_for(config: Config, paths: DataDir) -> Database:
@@ -155,13 +180,14 @@ class Resources:
 
     Open with ``await Resources.open(config)`` and close with :meth:`aclose` (in reverse order).
     Jobs receive this object (``config db cache lichess fide tournaments imports players chesscom
-    chesscom_players now``).
+    chesscom_players now``). ``redis`` is the Redis connection when ``[cache] url`` names one;
+    ``locks`` the named cross-process locks (files in the data dir, or Redis leases).
     """
 
     config: Config
     paths: DataDir
     db: Database
-    cache: TTLCache
+    cache: TTLCache | RedisTTLCache
     lichess: LichessClient
     fide: FideClient
     read: ReadThrough
@@ -173,6 +199,8 @@ class Resources:
     now: Callable[[], datetime] = field(default=utc_now)
     background: bool = False
     in_use: SharedLock | None = None
+    locks: Locks | None = None
+    redis: RedisBackend | None = None
 
     @classmethod
     async def open(cls, config: Config, *, background: bool = True, memory_entries: int | None = None,
@@ -198,21 +226,24 @@ class Resources:
             if in_use is not None:
                 in_use.release()
             raise
-        cache = paths.cache(config, memory_entries)
-        lichess = open_lichess(config, paths.root)  # gate state in <data dir>/gate
-        fide = open_fide(config, paths.root)
-        chesscom = open_chesscom(config, paths.root)
+        backend = redis_backend(config)
+        cache = paths.cache(config, memory_entries, backend)
+        locks = paths.locks(backend)
+        lichess = open_lichess(config, paths.root, redis=backend)  # gate state in <data dir>/gate or Redis
+        fide = open_fide(config, paths.root, redis=backend)
+        chesscom = open_chesscom(config, paths.root, redis=backend)
         tcfg = config.tournaments
         read = ReadThrough(
-            cache, paths.locks_dir, stale_s=config.cache.stale_s, wait_s=config.cache.client_wait_s,
+            cache, locks, stale_s=config.cache.stale_s, wait_s=config.cache.client_wait_s,
             failure_base_s=config.cache.failure_base_s, failure_max_s=config.cache.failure_max_s,
             not_found_ttl_s=tcfg.not_found_ttl_s, lock_wait_s=tcfg.import_lock_timeout_s,
         )
-        imports = ImportService(db, cache, lichess, tcfg, paths.locks_dir)
+        imports = ImportService(db, cache, lichess, tcfg, locks)
         tournaments = TournamentService(db, cache, lichess, tcfg, read, imports)
         players = PlayerService(db, cache, lichess, fide, read)
         res = cls(config, paths, db, cache, lichess, fide, read, imports, tournaments, players, chesscom,
-                  ChesscomService(db, chesscom, read), background=background, in_use=in_use)
+                  ChesscomService(db, chesscom, read), background=background, in_use=in_use, locks=locks,
+                  redis=backend)
         if background:
             imports.start()
         return res
@@ -225,6 +256,8 @@ class Resources:
         await self.chesscom.aclose()
         await self.lichess.aclose()
         self.cache.close()
+        if self.redis is not None:
+            self.redis.close()
         await self.db.close()
         if self.in_use is not None:
             self.in_use.release()

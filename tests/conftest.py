@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.redis_server import ON_REDIS, RedisServer, redis_server
 from tests.replay import ReplayUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,8 @@ def upstream(replay: ReplayUpstream) -> Iterator[ReplayUpstream]:
 def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
     """Start servers on fresh (or given) data dirs, pointed at the replay upstream; all stopped after."""
     servers: list[Server] = []
+    if ON_REDIS:
+        redis_server().flush()
 
     def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
               command: list[str] | None = None) -> Server:
@@ -111,6 +114,9 @@ def start_server(tmp_path: Path, replay: ReplayUpstream) -> Iterator[object]:
         # hundreds of requests from one address
         server_env.setdefault("CHESSSTATS_RATELIMIT_ENABLED", "false")
         server_env.setdefault("CHESSSTATS_CHESSCOM_RATE", "100000/1s")
+        if ON_REDIS:  # TEST_CACHE=redis: cache, locks, gates and rate limits on the test Redis
+            server_env.setdefault("REDIS_URL", redis_server().url)
+            server_env.setdefault("CHESSSTATS_CACHE_LOCK_LEASE_S", "3")  # a kill -9 holder's locks free in 3 s
         server = Server(data_dir or tmp_path / "data", server_env, list(args) or ["--no-jobs"], command)
         servers.append(server)
         return server
@@ -166,6 +172,8 @@ from tests.pg_store import store_engine_env  # noqa: E402,F401
 
 def pytest_configure(config: pytest.Config) -> None:
     _store_configure(config)
+    config.addinivalue_line("markers", "files_only(reason): tests the data dir's own files (diskcache dir, "
+                            "lock files, gate files); skipped when TEST_CACHE=redis")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -174,3 +182,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _stop_pg_server()
+
+
+# --- Redis (issue 12): TEST_CACHE=redis runs the cache and route tests on Redis --------
+
+# (the files_only marker is registered in pytest_configure above)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("files_only")
+    if ON_REDIS and marker is not None:
+        pytest.skip("on Redis (TEST_CACHE=redis): " + (marker.args[0] if marker.args else
+                    "tests the data dir's own files, which Redis replaces"))
+
+
+@pytest.fixture
+def redis() -> RedisServer:
+    """The session's throwaway redis-server (unix socket, no persistence), emptied for this test;
+    the test is skipped when redis-server is not installed."""
+    try:
+        server = redis_server()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server.flush()
+    return server

@@ -1,11 +1,14 @@
-"""The TTL cache on a real diskcache directory: TTL, permanence, no pickle, cross-process invalidation."""
+"""The TTL cache on a real diskcache directory and on a real Redis (``make`` builds both): TTL,
+permanence, no pickle, cross-process invalidation. The storage-fault tests are diskcache's own."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import diskcache
 import msgspec
@@ -13,16 +16,61 @@ import pytest
 
 import chessstats.cache as cache_module
 from chessstats.cache import CacheEntry, TTLCache
+from chessstats.cache_redis import RedisTTLCache
 from chessstats.payload import Payload, encode_fields
+from chessstats.redisconn import RedisBackend
 from tests.fsfault import fill, remount, tmpfs
+from tests.redis_server import redis_server
+
+Make = Callable[..., Any]
+
+
+@pytest.fixture(params=["diskcache", "redis"])
+def make(request: pytest.FixtureRequest) -> Iterator[Make]:
+    """``make(directory, **kw)``: a cache on the backend of the parameter. diskcache: ``TTLCache(directory)``
+    (two caches on one dir are two workers); redis: a ``RedisTTLCache`` with its own connection on the
+    test Redis (two caches are two processes or hosts; ``directory`` is ignored)."""
+    if request.param == "diskcache":
+        yield TTLCache
+        return
+    try:
+        server = redis_server()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server.flush()
+    backends: list[RedisBackend] = []
+
+    def build(directory: Path, **kwargs: Any) -> RedisTTLCache:
+        backend = RedisBackend(server.url)
+        backends.append(backend)
+        return RedisTTLCache(backend, **kwargs)
+
+    yield build
+    for backend in backends:
+        backend.close()
+
+
+def stored(cache: Any, key: str) -> bytes | None:
+    """The raw bytes the backend holds under ``key`` (diskcache file or Redis key)."""
+    if isinstance(cache, RedisTTLCache):
+        return cache.client.get(cache.backend.key("c:" + key))
+    return diskcache.Cache(str(cache.directory)).get(key)
+
+
+def plant(cache: Any, key: str, raw: bytes) -> None:
+    """Store raw bytes under ``key`` behind the cache's back."""
+    if isinstance(cache, RedisTTLCache):
+        cache.client.set(cache.backend.key("c:" + key), raw)
+    else:
+        diskcache.Cache(str(cache.directory)).set(key, raw)
 
 
 def payload(data: object) -> Payload:
     return Payload(encode_fields(data), source="api", fetched_at=1_700_000_000.0)
 
 
-def test_miss_set_hit_and_ttl(tmp_path: Path) -> None:
-    cache = TTLCache(tmp_path / "c")
+def test_miss_set_hit_and_ttl(tmp_path: Path, make: Make) -> None:
+    cache = make(tmp_path / "c")
     assert cache.get("k") is None
     cache.set("k", payload({"a": 1}), ttl_s=300)
     hit = cache.get("k")
@@ -32,18 +80,18 @@ def test_miss_set_hit_and_ttl(tmp_path: Path) -> None:
     assert (cache.hits, cache.misses) == (1, 2)
 
 
-def test_permanent_entries_and_values_are_msgpack_not_pickle(tmp_path: Path) -> None:
-    cache = TTLCache(tmp_path / "c")
+def test_permanent_entries_and_values_are_msgpack_not_pickle(tmp_path: Path, make: Make) -> None:
+    cache = make(tmp_path / "c")
     cache.set("k", payload([1, 2]), ttl_s=None)
     assert cache.get("k", now=time.time() + 10 * 365 * 86400) is not None
-    raw = diskcache.Cache(str(tmp_path / "c")).get("k")
+    raw = stored(cache, "k")
     assert isinstance(raw, bytes)
     entry = msgspec.msgpack.decode(raw, type=CacheEntry)
     assert entry.expires_at is None and entry.fields == b'"data":[1,2]'
 
 
-def test_clear_in_one_process_drops_memory_copies_in_another(tmp_path: Path) -> None:
-    worker_a, worker_b = TTLCache(tmp_path / "c"), TTLCache(tmp_path / "c")
+def test_clear_in_one_process_drops_memory_copies_in_another(tmp_path: Path, make: Make) -> None:
+    worker_a, worker_b = make(tmp_path / "c"), make(tmp_path / "c")
     worker_a.set("k", payload(1), ttl_s=None)
     assert worker_b.get("k") is not None  # now in b's memory layer
     time.sleep(0.11)
@@ -61,28 +109,28 @@ def test_clear_in_one_process_drops_memory_copies_in_another(tmp_path: Path) -> 
     assert worker_b.get("k3").fields == b'"data":"new"'  # type: ignore[union-attr]
 
 
-def test_pattern_invalidation_and_disabled_cache(tmp_path: Path) -> None:
-    cache = TTLCache(tmp_path / "c")
+def test_pattern_invalidation_and_disabled_cache(tmp_path: Path, make: Make) -> None:
+    cache = make(tmp_path / "c")
     for key in ("tournament:lichess:a", "tournament:lichess:b", "results:lichess:a:1:100"):
         cache.set(key, payload(key), ttl_s=None)
     assert cache.delete_pattern("tournament:*") == 2
     assert cache.get("results:lichess:a:1:100") is not None
-    off = TTLCache(tmp_path / "off", enabled=False)
+    off = make(tmp_path / "off", enabled=False)
     off.set("k", payload(1), ttl_s=None)
     assert off.get("k") is None
 
 
-def test_undecodable_entry_is_a_miss(tmp_path: Path) -> None:
-    diskcache.Cache(str(tmp_path / "c")).set("k", b"\xc1 not msgpack")
-    cache = TTLCache(tmp_path / "c")
+def test_undecodable_entry_is_a_miss(tmp_path: Path, make: Make) -> None:
+    cache = make(tmp_path / "c")
+    plant(cache, "k", b"\xc1 not msgpack")
     assert cache.get("k") is None
 
 
 # --- stale window, tags, add ---------------------------------------------------------------------
 
 
-def test_stale_window_get_stale_and_permanent(tmp_path: Path) -> None:
-    cache = TTLCache(tmp_path / "c")
+def test_stale_window_get_stale_and_permanent(tmp_path: Path, make: Make) -> None:
+    cache = make(tmp_path / "c")
     p = payload({"a": 1})
     cache.set("k", p, ttl_s=1, stale_s=60)
     assert p.expires_at is not None and abs(p.expires_at - (time.time() + 1)) < 1
@@ -95,7 +143,7 @@ def test_stale_window_get_stale_and_permanent(tmp_path: Path) -> None:
     assert (stale.stale, stale.cached, stale.source, stale.fields) == (True, True, "cache", b'"data":{"a":1}')
     assert stale.fetched_at == 1_700_000_000.0 and stale.expires_at == p.expires_at
     assert "k" not in cache._memory  # a stale payload never enters the memory layer
-    assert diskcache.Cache(str(tmp_path / "c")).get("k") is not None  # kept on disk for ttl + stale
+    assert stored(cache, "k") is not None  # kept on disk (in Redis) for ttl + stale
     # past ttl + stale the entry is gone from disk too
     cache.set("short", payload(1), ttl_s=0.05, stale_s=0.1)
     time.sleep(0.2)
@@ -106,14 +154,15 @@ def test_stale_window_get_stale_and_permanent(tmp_path: Path) -> None:
     assert cache.get_stale("absent") is None
 
 
-def test_evict_tag_removes_tagged_entries_in_every_worker(tmp_path: Path) -> None:
-    worker_a, worker_b = TTLCache(tmp_path / "c"), TTLCache(tmp_path / "c")
+def test_evict_tag_removes_tagged_entries_in_every_worker(tmp_path: Path, make: Make) -> None:
+    worker_a, worker_b = make(tmp_path / "c"), make(tmp_path / "c")
     worker_a.set("t:1", payload(1), ttl_s=None, tag="tournament:x")
     worker_a.set("t:2", payload(2), ttl_s=300, stale_s=60, tag="tournament:x")
     worker_a.set("t:3", payload(3), ttl_s=None, tag="tournament:y")
     worker_a.set("t:4", payload(4), ttl_s=None)
-    assert diskcache.Cache(str(tmp_path / "c")).get("t:1", tag=True) == (
-        diskcache.Cache(str(tmp_path / "c")).get("t:1"), "tournament:x")
+    if isinstance(worker_a, TTLCache):
+        assert diskcache.Cache(str(tmp_path / "c")).get("t:1", tag=True) == (
+            diskcache.Cache(str(tmp_path / "c")).get("t:1"), "tournament:x")
     assert worker_b.get("t:1") is not None  # in b's memory layer
     time.sleep(0.11)
     assert worker_a.evict_tag("tournament:x") == 2
@@ -122,8 +171,8 @@ def test_evict_tag_removes_tagged_entries_in_every_worker(tmp_path: Path) -> Non
     assert worker_a.evict_tag("tournament:x") == 0 and worker_a.evict_tag("nothing") == 0
 
 
-def test_add_first_writer_wins_across_workers(tmp_path: Path) -> None:
-    worker_a, worker_b = TTLCache(tmp_path / "c"), TTLCache(tmp_path / "c")
+def test_add_first_writer_wins_across_workers(tmp_path: Path, make: Make) -> None:
+    worker_a, worker_b = make(tmp_path / "c"), make(tmp_path / "c")
     first = payload("a")
     assert worker_a.add("marker", first, ttl_s=0.2) is True
     assert first.expires_at is not None
@@ -132,12 +181,13 @@ def test_add_first_writer_wins_across_workers(tmp_path: Path) -> None:
     time.sleep(0.25)  # expired: the next writer wins
     assert worker_b.add("marker", payload("b"), ttl_s=None) is True
     assert worker_a.get("marker").fields == b'"data":"b"'  # type: ignore[union-attr]
-    assert TTLCache(tmp_path / "off", enabled=False).add("m", payload(1), ttl_s=1) is False
+    assert make(tmp_path / "off", enabled=False).add("m", payload(1), ttl_s=1) is False
 
 
 # --- storage faults: the cache never raises -----------------------------------------------------
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_corrupt_db_at_open_is_recreated(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     TTLCache(directory).set("k", payload(1), ttl_s=None)
@@ -151,6 +201,7 @@ def test_corrupt_db_at_open_is_recreated(tmp_path: Path) -> None:
     assert TTLCache(directory, memory_entries=0).get("k") is not None
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_corrupt_db_while_running_is_rebuilt(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     cache = TTLCache(directory, memory_entries=0)
@@ -166,6 +217,7 @@ def test_corrupt_db_while_running_is_rebuilt(tmp_path: Path) -> None:
     assert TTLCache(directory, memory_entries=0).get("after") is not None  # a sound db on disk
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_deleted_dir_while_running(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     cache, other = TTLCache(directory), TTLCache(directory)
@@ -189,6 +241,7 @@ def test_deleted_dir_while_running(tmp_path: Path) -> None:
     assert cache.get("k3") is not None and (directory / "cache.db").exists()
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_timeout_is_a_counted_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = TTLCache(tmp_path / "c", memory_entries=0)
     cache.set("k", payload(1), ttl_s=None)
@@ -207,6 +260,7 @@ def test_timeout_is_a_counted_miss(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert cache.stats()["errors"] == 40
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_module, "REOPEN_INTERVAL_S", 0.05)
     with tmpfs(tmp_path / "mnt", "2m") as mnt:
@@ -232,6 +286,7 @@ def test_full_disk(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
         cache.close()
 
 
+@pytest.mark.files_only("diskcache's own files and faults")
 def test_read_only_file_system(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", "2m") as mnt:
         cache = TTLCache(mnt / "c")

@@ -117,7 +117,12 @@ def test_validators_survive_a_restart(start_server: object, upstream: ReplayUpst
     ok(first.client.get("/api/players/chesscom/fabianocaruana"))
     first.stop()
     import shutil
-    shutil.rmtree(tmp_path / "data" / "cache")
+
+    from tests.redis_server import ON_REDIS, redis_server
+    if ON_REDIS:  # the cache is in Redis (TEST_CACHE=redis): empty it there
+        redis_server().flush()
+    else:
+        shutil.rmtree(tmp_path / "data" / "cache")
     upstream.reset()
     second = start_server()  # type: ignore[operator]
     ok(second.client.get("/api/players/chesscom/fabianocaruana"))

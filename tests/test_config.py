@@ -206,3 +206,14 @@ def test_bad_rate_in_a_file_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert err.value.message.startswith("chesscom.rate: ")
+
+
+def test_cache_url_is_empty_or_redis_and_redis_url_is_its_alias() -> None:
+    assert load_config(env={}).cache.url == ""
+    config = load_config(env={"REDIS_URL": "redis://:secret@10.0.0.5:6379/2"})
+    assert config.cache.url == "redis://:secret@10.0.0.5:6379/2"
+    assert load_config(env={"CHESSSTATS_CACHE_URL": "unix:///run/redis.sock?db=1"}).cache.url.startswith("unix://")
+    with pytest.raises(ConfigError, match=r"REDIS_URL=http://x: .*redis://.*\(sets cache.url\)"):
+        load_config(env={"REDIS_URL": "http://x"})
+    with pytest.raises(ConfigError, match="cache.lock_lease_s"):
+        load_config(env={"CHESSSTATS_CACHE_LOCK_LEASE_S": "0"})

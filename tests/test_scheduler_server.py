@@ -96,6 +96,7 @@ def test_exactly_once_with_four_workers(start_server: StartServer, upstream: Rep
           f"{len(cleanup)} times, rankings-updater (every 2 s) {len(rankings)} times")
 
 
+@pytest.mark.files_only("reads scheduler.lock; tests/test_redis_hosts.py has the Redis takeover")
 def test_two_processes_one_data_dir_and_takeover_after_kill9(start_server: StartServer, tmp_path: Path) -> None:
     env = jobs_env(cleanup="* * * * * *")
     data_dir = tmp_path / "shared"

@@ -93,6 +93,7 @@ def test_full_disk_answers_503_then_recovers_without_restart(
               f"/health ok {waited_s:.2f} s later")
 
 
+@pytest.mark.files_only("the diskcache dir itself")
 def test_corrupt_cache_db_at_start(start_server: object, upstream: ReplayUpstream, tmp_path: Path) -> None:
     generate(upstream, WARM, games=20)
     data = tmp_path / "data"
@@ -107,6 +108,7 @@ def test_corrupt_cache_db_at_start(start_server: object, upstream: ReplayUpstrea
     assert (data / "cache" / "cache.db").read_bytes()[:16] == b"SQLite format 3\x00"
 
 
+@pytest.mark.files_only("the diskcache dir itself")
 def test_cache_dir_deleted_while_running(start_server: object, upstream: ReplayUpstream, tmp_path: Path) -> None:
     generate(upstream, WARM, games=20)
     server: Server = start_server()  # type: ignore[operator]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 
 import httpx
@@ -241,10 +242,12 @@ def test_cache_clear_command_empties_the_cache_of_a_data_dir(server: Server, ups
     import sys
 
     from tests.conftest import ROOT
+    from tests.redis_server import ON_REDIS, redis_server
 
     imported(server, SWISS, states=("failed",))  # the recorded swiss exports are partial: refused, cached
+    env = {**os.environ, "REDIS_URL": redis_server().url} if ON_REDIS else None  # the cache every host shares
     proc = subprocess.run([sys.executable, "-m", "chessstats", "cache", "clear", "--data-dir", str(server.data_dir)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
     assert proc.returncode == 0 and proc.stdout.startswith("cleared ") and not proc.stdout.startswith("cleared 0")
     upstream.reset()
     again = envelope_ok(server.client.get("/api/tournaments/YxwjQGYu"))  # the running server sees it at once

@@ -43,6 +43,7 @@ from chessstats.api.envelope import EnvelopeResponse, error_response, header_pai
 from chessstats.config import Config
 from chessstats.metrics import UNMATCHED, record_request
 from chessstats.ratelimit import RateLimiter, Refusal, header_lines, worker_column
+from chessstats.ratelimit_redis import open_limiter
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,9 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
     @app.before_server_start
     async def _open(app: Sanic) -> None:
         if limits_on:
-            app.ctx.ratelimiter = RateLimiter(config.ratelimit, paths.ratelimit_table, column=worker_column(),
-                                              workers=config.server.workers)
+            # on Redis when [cache] url names one (chessstats.ratelimit_redis)
+            app.ctx.ratelimiter = open_limiter(config, paths.ratelimit_table, column=worker_column(),
+                                               workers=config.server.workers)
         if metrics_on:
             try:
                 if not os.environ.get("SANIC_WORKER_NAME"):  # one process (no main_process_start): empty it here

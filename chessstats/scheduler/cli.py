@@ -69,9 +69,20 @@ async def _run(config: Config, name: str) -> int:
     if job.unavailable:
         print(f"chessstats: job {name} cannot run: {job.unavailable}", file=sys.stderr)
         return 1
-    lock = job_lock(config.data_dir, name)
-    if not lock.acquire():
-        print(f"chessstats: job {name} is running in another process; try again when it ends", file=sys.stderr)
+    from chessstats.resources import DataDir, redis_backend
+
+    backend = redis_backend(config)  # [cache] url on Redis: the job lock is shared by every host
+    lock = job_lock(config.data_dir, name, DataDir(config.data_dir).locks(backend))
+    try:
+        taken = lock.acquire()
+    except OSError as exc:
+        print(f"chessstats: the lock of job {name} cannot be taken: {exc}", file=sys.stderr)
+        taken = None
+    if not taken:
+        if taken is not None:
+            print(f"chessstats: job {name} is running in another process; try again when it ends", file=sys.stderr)
+        if backend is not None:
+            backend.close()
         return 1
     try:
         ctx = await open_context(config)
@@ -87,6 +98,8 @@ async def _run(config: Config, name: str) -> int:
             await ctx.close()
     finally:
         lock.release()
+        if backend is not None:
+            backend.close()
     assert done is not None
     outcome = done.summary if ok else done.error
     print(f"{name}: run {done.id} {done.state} in {done.duration_ms} ms: {outcome}")

@@ -1,9 +1,10 @@
 """The scheduler: one per data dir, every run recorded in ``job_runs``.
 
 * **One holder.** Each process runs a :class:`Scheduler`; only the one holding
-  ``<data dir>/scheduler.lock`` (``flock``, released by the kernel when the process dies)
-  schedules and executes runs. The others retry the lock every ``poll_s`` seconds, so when the
-  holder dies another takes over.
+  ``<data dir>/scheduler.lock`` (``flock``, released by the kernel when the process dies; with
+  ``[cache] url`` on Redis, a leased Redis lock shared by every host, free ``lock_lease_s``
+  seconds after its holder died) schedules and executes runs. The others retry the lock every
+  ``poll_s`` seconds, so when the holder dies another takes over (and marks its run interrupted).
 * **Ticks.** ``scheduler_jobs.last_tick`` marks, per job, the last cron tick accounted for.
   A due tick moves the mark and queues a ``waiting`` run in one transaction (a unique index on
   ``(job, scheduled_for)`` forbids a second run for one tick). Ticks missed while nobody held
@@ -84,7 +85,8 @@ class Scheduler:
                 log.error("job %s is not scheduled: %s", name, eff.schedule_error)
         self._broken: set[str] = set()  # jobs whose next tick failed to compute (reported once)
         self.rng = rng or random.Random()
-        self.lock = scheduler_lock(data_dir)
+        self.locks = getattr(ctx, "locks", None)  # Redis leases when [cache] url is Redis
+        self.lock = scheduler_lock(data_dir, self.locks)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.counts: dict[str, int] = dict.fromkeys(runs.STATES, 0)
         self.catch_up = True
@@ -92,6 +94,10 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.acquired_at: datetime | None = None
+        #: an ``active`` run's job lock was held when recovery looked (its holder may be dead: a
+        #: Redis lease outlives it by up to ``lock_lease_s``): recovery looks again every poll
+        self._recheck_active = False
+        self._lock_error = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -104,6 +110,8 @@ class Scheduler:
             delay = self.settings.poll_s
             try:
                 if await self.try_acquire():
+                    if self._recheck_active:  # a run whose job lock was still held at takeover
+                        await self.recover_interrupted()
                     delay = min(delay, await self.step())
                 self.counts = await runs.count_by_state(self.db)
             except asyncio.CancelledError:
@@ -122,7 +130,18 @@ class Scheduler:
         """Take the scheduler lock if free; on taking it, recover interrupted runs. True if held."""
         if self.lock.held:
             return True
-        if self.stopping or not self.lock.acquire():
+        if self.stopping:
+            return False
+        try:
+            taken = self.lock.acquire()
+        except OSError as exc:  # the lock cannot be asked for (Redis down, lock file not creatable)
+            if not self._lock_error:
+                log.warning("scheduler lock %s unavailable (%s): no jobs run until it can be taken",
+                            self.lock.path, exc)
+            self._lock_error = True
+            return False
+        self._lock_error = False
+        if not taken:
             return False
         self.acquired_at = self.now()
         self.catch_up = True
@@ -170,11 +189,18 @@ class Scheduler:
         """Mark runs left ``active`` by a dead process as failed ("interrupted") and queue their
         retry; a run whose job lock is held (running elsewhere) is left alone. Returns the count."""
         count = 0
+        self._recheck_active = False
         for run in await runs.active_runs(self.db):
             if run.job in self.tasks:
                 continue
-            lock = job_lock(self.data_dir, run.job)
-            if not lock.acquire():
+            lock = job_lock(self.data_dir, run.job, self.locks)
+            try:
+                taken = lock.acquire()
+            except OSError as exc:  # Redis down (or no lock file): look again at the next poll
+                log.warning("run %d of %s: its job lock cannot be asked for (%s)", run.id, run.job, exc)
+                taken = False
+            if not taken:
+                self._recheck_active = True
                 continue
             try:
                 now = self.now()
@@ -260,9 +286,14 @@ class Scheduler:
     # --- one run ---------------------------------------------------------------------------
 
     async def _execute(self, run: runs.RunRow, job: Job) -> None:
-        lock = job_lock(self.data_dir, run.job)
+        lock = job_lock(self.data_dir, run.job, self.locks)
         try:
-            if not lock.acquire():  # running in another process (``jobs run``): try again later
+            try:
+                taken = lock.acquire()
+            except OSError as exc:  # Redis down (or no lock file): the run stays waiting, tried again later
+                log.warning("run %d of %s not started: its job lock cannot be asked for (%s)", run.id, run.job, exc)
+                return
+            if not taken:  # running in another process (``jobs run``): try again later
                 return
             if not await runs.claim_run(self.db, run.id, self.now()):
                 return

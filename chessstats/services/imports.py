@@ -31,9 +31,10 @@ from chessstats import keys, metrics
 from chessstats.cache import TTLCache
 from chessstats.config import TournamentsConfig
 from chessstats.errors import ChessstatsError, NotFound, UpstreamError
-from chessstats.locks import FileLock
+from chessstats.locks import FileLock, Locks, as_locks
 from chessstats.models import TournamentPlayer
 from chessstats.models.common import now_iso
+from chessstats.redisconn import RedisLock
 from chessstats.store import Database
 from chessstats.store import imports as istore
 from chessstats.store import players as pstore
@@ -99,16 +100,18 @@ class ImportService:
     * **db**, **cache**, **lichess** - the process's resources.
     * **config** - ``[tournaments]``: ``import_wait_s``, ``import_poll_s``, ``import_retry_base_s``,
       ``import_max_attempts``, ``pending_refresh_s``, ``max_standings``.
-    * **locks_dir** - where the striped import locks live (``<data dir>/locks``).
+    * **locks_dir** - the striped import locks: a :class:`~chessstats.locks.Locks` (flock files or Redis
+      leases) or the directory of their files (``<data dir>/locks``).
     """
 
     def __init__(self, db: Database, cache: TTLCache, lichess: LichessClient, config: TournamentsConfig,
-                 locks_dir: Path) -> None:
+                 locks_dir: Locks | Path) -> None:
         self.db = db
         self.cache = cache
         self.lichess = lichess
         self.config = config
-        self.locks_dir = locks_dir
+        self.locks = as_locks(locks_dir)
+        self.locks_dir = self.locks.directory
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self.completed = 0
@@ -168,9 +171,9 @@ class ImportService:
                 await asyncio.wait_for(self._wake.wait(), self.config.import_poll_s)
             self._wake.clear()
 
-    def _lock(self, platform: str, tid: str) -> FileLock:
+    def _lock(self, platform: str, tid: str) -> FileLock | RedisLock:
         digest = hashlib.blake2b(f"{platform}:{tid}".encode(), digest_size=4).digest()
-        return FileLock(self.locks_dir / f"import-{int.from_bytes(digest, 'big') % IMPORT_LOCK_STRIPES:02d}.lock")
+        return self.locks.lock(f"import-{int.from_bytes(digest, 'big') % IMPORT_LOCK_STRIPES:02d}")
 
     async def run_due(self) -> int:
         """Run every import that is due and not taken by another worker; returns how many ran.

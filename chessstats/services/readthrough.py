@@ -44,7 +44,7 @@ from chessstats.errors import (
     UpstreamError,
     UpstreamRateLimited,
 )
-from chessstats.locks import FileLock
+from chessstats.locks import Locks, as_locks
 from chessstats.payload import Payload
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ class ReadThrough:
 
     **Parameters:**
     * **cache** - the TTL cache (shared by every worker through its directory).
-    * **locks_dir** - where the striped cross-process fetch locks live (``<data dir>/locks``).
+    * **locks_dir** - the striped cross-process fetch locks: a :class:`~chessstats.locks.Locks` (flock
+      files or Redis leases) or the directory of their files (``<data dir>/locks``).
     * **stale_s** - seconds an expired entry is kept and served stale while it is revalidated.
     * **wait_s** - seconds a client waits for the upstream when a stored copy exists.
     * **failure_base_s** / **failure_max_s** - the remembered-failure interval: doubles from the
@@ -114,11 +115,12 @@ class ReadThrough:
       fetches itself (the other worker is presumed stuck).
     """
 
-    def __init__(self, cache: TTLCache, locks_dir: Path, *, stale_s: float = 86_400.0, wait_s: float = 2.0,
+    def __init__(self, cache: TTLCache, locks_dir: Locks | Path, *, stale_s: float = 86_400.0, wait_s: float = 2.0,
                  failure_base_s: float = 5.0, failure_max_s: float = 300.0, not_found_ttl_s: float = 60.0,
                  lock_wait_s: float = 60.0) -> None:
         self.cache = cache
-        self.locks_dir = locks_dir
+        self.locks = as_locks(locks_dir)
+        self.locks_dir = self.locks.directory
         self.stale_s = stale_s
         self.wait_s = wait_s
         self.failure_base_s = failure_base_s
@@ -128,7 +130,7 @@ class ReadThrough:
         self._inflight: dict[str, asyncio.Task[Payload]] = {}
         #: stripes this process holds: a fetch nested in another (standings need the detail) on the
         #: same stripe must not wait for its own process
-        self._held: set[Path] = set()
+        self._held: set[str] = set()
         self.revalidations = 0
         self.stale_served = 0
 
@@ -241,13 +243,13 @@ class ReadThrough:
             if exc is not None and not isinstance(exc, ChessstatsError):
                 log.error("fetch of %s failed", key, exc_info=exc)
 
-    def _lock_path(self, key: str) -> Path:
+    def _lock_name(self, key: str) -> str:
         stripe = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big") % LOCK_STRIPES
-        return self.locks_dir / f"fetch-{stripe:03d}.lock"
+        return f"fetch-{stripe:03d}"
 
     async def _load(self, key: str, fetch: Fetch, *, background: bool, force: bool) -> Payload:
-        path = self._lock_path(key)
-        lock = FileLock(path)
+        path = self._lock_name(key)
+        lock = self.locks.lock(path)
         deadline = time.monotonic() + self.lock_wait_s
         held = False
         if path in self._held:  # this process holds the stripe already (a nested fetch): go ahead

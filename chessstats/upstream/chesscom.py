@@ -27,6 +27,7 @@ import msgspec
 from chessstats.errors import UpstreamError
 from chessstats.models.common import utc_iso
 from chessstats.models.game import Game, GamePlayer, Opening
+from chessstats.redisconn import RedisBackend
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate
 from chessstats.upstream.http import GatedClient, build_client, check_response
 
@@ -117,12 +118,13 @@ class ChesscomClient(GatedClient):
 
 
 def open_chesscom(config: Config, data_dir: str | Path | None,
-                  transport: httpx.AsyncBaseTransport | None = None) -> ChesscomClient:
+                  transport: httpx.AsyncBaseTransport | None = None,
+                  redis: RedisBackend | None = None) -> ChesscomClient:
     """The Chess.com client of ``config`` (``[chesscom]``, ``[upstream] contact``) whose gate shares its
     slot (one request in flight) and state with every process using ``<data_dir>/gate``."""
     table = config.chesscom
     return ChesscomClient(table.url, contact=config.upstream.contact, timeout_s=table.timeout_s,
-                          transport=transport, gate=open_gate(UPSTREAM, table, data_dir))
+                          transport=transport, gate=open_gate(UPSTREAM, table, data_dir, redis))
 
 
 # --- shapes -------------------------------------------------------------------------------------

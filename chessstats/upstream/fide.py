@@ -26,6 +26,7 @@ import msgspec
 
 from chessstats.errors import UpstreamError
 from chessstats.models.player import FidePlayer
+from chessstats.redisconn import RedisBackend
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate
 from chessstats.upstream.http import GatedClient, build_client, gated_stream
 
@@ -201,7 +202,8 @@ async def _fetch_player(client: FideClient, fide_id: int, max_wait_s: float | No
 
 
 def open_fide(config: Config, data_dir: str | Path | None,
-              transport: httpx.AsyncBaseTransport | None = None) -> FideClient:
+              transport: httpx.AsyncBaseTransport | None = None,
+              redis: RedisBackend | None = None) -> FideClient:
     """The FIDE client of ``config`` (``[fide]``, ``[upstream] contact``) whose gate shares its slots
     and state with every process using ``<data_dir>/gate`` (None: this process only).
 
@@ -212,4 +214,4 @@ def open_fide(config: Config, data_dir: str | Path | None,
     site = config.players.fide_site_url or (
         OFFICIAL_SITE if table.url.rstrip("/") == DEFAULT_URL else table.url.rstrip("/") + "/site")
     return FideClient(table.url, contact=config.upstream.contact, timeout_s=table.timeout_s, transport=transport,
-                      gate=open_gate(UPSTREAM, table, data_dir), site_url=site)
+                      gate=open_gate(UPSTREAM, table, data_dir, redis), site_url=site)

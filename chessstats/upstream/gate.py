@@ -45,10 +45,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chessstats.config import Rate, parse_rate
 from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, UpstreamRateLimited
+
+if TYPE_CHECKING:
+    from chessstats.redisconn import RedisBackend
 
 __all__ = ["GateCall", "GateSettings", "Rate", "UpstreamGate", "open_gate", "parse_rate"]
 
@@ -277,7 +280,7 @@ class UpstreamGate:
         ``status``: ``paused`` (after a 429), ``open`` (breaker open or probing), ``degraded`` (the
         last outcome, in any process, was a failure), ``ok`` (a success), ``unknown`` (no call yet).
         """
-        state, now = self._peek(), time.time()
+        state, now = self._peek(), self._clock()
         paused_for = max(0.0, state.paused_until - now)
         if state.open_until == 0:
             breaker = "closed"
@@ -299,6 +302,11 @@ class UpstreamGate:
         return {"status": status, "pausedForS": round(paused_for, 1), "breaker": breaker,
                 "failures": state.failures, "openForS": round(max(0.0, state.open_until - now), 1),
                 "lastOutcomeAgoS": round(max(0.0, now - last), 1) if last > 0 else None}
+
+    def _clock(self) -> float:
+        """The clock the shared state's times are in (epoch seconds): this host's; Redis's for
+        :class:`~chessstats.upstream.gate_redis.RedisGate`."""
+        return time.time()
 
     @property
     def requests(self) -> int:
@@ -615,11 +623,16 @@ class UpstreamGate:
         return state or self._mem
 
 
-def open_gate(name: str, table: Any, data_dir: str | Path | None) -> UpstreamGate:
+def open_gate(name: str, table: Any, data_dir: str | Path | None, redis: RedisBackend | None = None) -> UpstreamGate:
     """The gate of upstream ``name`` configured by ``table`` (a ``[lichess]``/``[chesscom]``/``[fide]``
-    config table), sharing its state in ``<data_dir>/gate`` (None: this process only).
+    config table), sharing its state in ``<data_dir>/gate`` (None: this process only), or in Redis
+    with every host using it when ``redis`` is given (``[cache] url``).
 
     Raises:
         ValueError: the table's ``rate`` does not parse (the config loader checks it first).
     """
+    if redis is not None:
+        from chessstats.upstream.gate_redis import RedisGate  # it subclasses UpstreamGate
+
+        return RedisGate(name, GateSettings.from_config(table), redis)
     return UpstreamGate(name, GateSettings.from_config(table), None if data_dir is None else Path(data_dir) / "gate")

@@ -32,6 +32,7 @@ from chessstats.errors import NotFound, UpstreamError
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
 from chessstats.models.common import utc_iso
 from chessstats.models.game import ParsedGame
+from chessstats.redisconn import RedisBackend
 from chessstats.upstream.gate import GateSettings, UpstreamGate, open_gate, parse_rate
 from chessstats.upstream.http import GatedClient, build_client, gated_stream, iter_ndjson
 
@@ -466,7 +467,8 @@ class LichessClient(GatedClient):
 
 
 def open_lichess(config: Config, data_dir: str | Path | None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> LichessClient:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 redis: RedisBackend | None = None) -> LichessClient:
     """The Lichess client of ``config`` (``[lichess]``, ``[upstream] contact``) whose gate shares its
     slots and state with every process using ``<data_dir>/gate`` (None: this process only).
 
@@ -476,7 +478,7 @@ def open_lichess(config: Config, data_dir: str | Path | None,
     table = config.lichess
     return LichessClient(
         table.url, token=table.token, contact=config.upstream.contact, timeout_s=table.timeout_s,
-        transport=transport, gate=open_gate(UPSTREAM, table, data_dir),
+        transport=transport, gate=open_gate(UPSTREAM, table, data_dir, redis),
     )
 
 

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", parents=[common], help="apply pending database migrations")
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    config_sub.add_parser("check", parents=[common], help="validate the configuration and print it as TOML")
+    config_sub.add_parser("check", parents=[common], help="validate the configuration and print it as JSON")
     cache = sub.add_parser("cache", help="cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     cache_sub.add_parser("clear", parents=[common], help="empty the cache (the database is untouched)")

@@ -343,10 +343,10 @@ def config_check(config: Config, args: argparse.Namespace) -> int:
     for table, key in (("admin", "token"), ("lichess", "token")):
         if raw[table][key]:
             raw[table][key] = "********"
-    if raw["store"]["url"]:  # the password of a postgresql:// URL
+    if raw["store"]["url"] or raw["cache"]["url"]:  # the password of a postgresql:// or redis:// URL
         from chessstats.store.postgres import redact
 
-        raw["store"]["url"] = redact(raw["store"]["url"])
+        raw["store"]["url"], raw["cache"]["url"] = redact(raw["store"]["url"]), redact(raw["cache"]["url"])
     print(msgspec.json.format(msgspec.json.encode(raw)).decode())
     print("configuration is valid", file=sys.stderr)
     return 0

@@ -1116,6 +1116,8 @@ def engines_probe(tmp: Path, replay_url: str, workers: int, pairs: int, duration
     from tests.pg_server import PgServer
     from tests.redis_server import RedisServer
 
+    if os.geteuid() == 0:  # PostgreSQL runs as the postgres user: it must traverse the run's 0700 temp dir
+        os.chmod(tmp, os.stat(tmp).st_mode | 0o011)
     pg = PgServer.start(parent=tmp)
     rds: RedisServer | None = None
     started: list[Proc] = []
@@ -1126,7 +1128,8 @@ def engines_probe(tmp: Path, replay_url: str, workers: int, pairs: int, duration
         pg_v = subprocess.run([str(pg.bin_dir / "postgres"), "--version"], capture_output=True, text=True).stdout
         redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
         m = re.search(r"v=(\S+)", redis_v)
-        out["versions"] = {"postgresql": pg_v.split()[-1] if pg_v else "?", "redis": m.group(1) if m else "?"}
+        m_pg = re.search(r"PostgreSQL\)\s+(\S+)", pg_v)
+        out["versions"] = {"postgresql": m_pg.group(1) if m_pg else "?", "redis": m.group(1) if m else "?"}
         srv, srv_url = start_server(tmp, replay_url, workers, name=f"pg-w{workers}", extra_env=env)
         started.append(srv)
         client = httpx.Client(timeout=300, headers={"Accept-Encoding": "identity"})
@@ -1727,8 +1730,15 @@ def main() -> int:
                 res["engines"] = []
                 for workers in worker_counts:
                     log(f"engines section ({workers} worker(s)): PostgreSQL + Redis, {pairs} pairs ...")
-                    res["engines"].append(engines_probe(tmp, replay_url, workers, pairs, duration,
-                                                        args.db_tournaments))
+                    try:
+                        res["engines"].append(engines_probe(tmp, replay_url, workers, pairs, duration,
+                                                            args.db_tournaments))
+                    except (RuntimeError, AssertionError, OSError, httpx.HTTPError) as exc:
+                        import traceback
+
+                        log(traceback.format_exc())
+                        res["engines_skipped"] = f"failed ({workers} worker(s)): {str(exc)[:300]} (see the log above)"
+                        break
 
         if args.db_only or args.engines_only:
             client.close()
@@ -1818,6 +1828,8 @@ def main() -> int:
     res["config"]["loadavg_at_end"] = os.getloadavg()
     runs = [r for p in (res.get("load") or {}).values() for pr in p["pairs"] for r in (pr["ceiling"], pr["product"])]
     runs += [r for pr in (res.get("import_p99") or {}).get("pairs", []) for r in (pr["baseline"], pr["during_import"])]
+    runs += [r for eng in res.get("engines") or [] for row in eng["rows"].values() for pr in row["pairs"]
+             for r in (pr["ceiling"], pr["product"])]
     others = [r["unexplained_cpu_s"] for r in runs if r.get("unexplained_cpu_s") is not None]
     if others:
         res["other_cpu_s_per_run_median"] = round(median(others), 2)

@@ -1245,7 +1245,8 @@ def engines_lines(res: dict) -> list[str]:
             if s["errors"]:
                 proof += f"; {s['errors']} errors"
             lines.append(
-                f"| {eng['workers']} | {row['label']} | {fmt(sq['body_bytes'] if sq else None)} / {row['body_bytes']:,} "
+                f"| {eng['workers']} | {row['label']} | {fmt(sq['body_bytes'] if sq else None)} "
+                f"/ {row['body_bytes']:,} "
                 f"| {fmt(ss.get('ratio_median'), '.2f')} "
                 f"| **{s['ratio_median']:.2f}** ({' '.join(f'{r:.2f}' for r in s['ratios'])}) "
                 f"| {fmt(ss.get('p99_x_median'), '.2f')}× / {fmt(s['p99_x_median'], '.2f')}× "

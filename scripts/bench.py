@@ -217,7 +217,8 @@ def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server",
     e.g. ``CHESSSTATS_CACHE_ENABLED=false`` for the database-served rows.
     """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHESSSTATS_", "LICHESS_"))
+           and k not in ("DATABASE_URL", "REDIS_URL")}  # the SQLite + diskcache rows stay so; engines rows set them
     env.update({
         "PYTHONPATH": str(ROOT), "LICHESS_API_URL": replay_url + "/lichess/api",
         "CHESSSTATS_LICHESS_RATE": "100000/1s", "CHESSSTATS_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -1042,6 +1043,219 @@ def reference_lines(res: dict) -> list[str]:
     return lines
 
 
+# --- engines: the same rows on PostgreSQL + Redis ---------------------------------------------
+
+#: The engines section's rows, in the SQLite rows' names (cached ones on the cached server, DB-served
+#: ones on the server with the cache disabled).
+ENGINE_ROWS = {
+    "cached_tournament": "cached GET tournament (recorded sH24g2zH)",
+    "cached_leaderboard": "cached GET standings page, 100 entries (recorded)",
+    "db_tournament": "DB-served GET tournament (cache disabled, rotating)",
+    "db_standings": "DB-served GET standings page, 100 entries (cache disabled, rotating)",
+}
+
+
+def _repo_on_path() -> None:
+    """Put the repo root on ``sys.path``: the engines section reuses the tests' server helpers
+    (``tests/pg_server.py``, ``tests/redis_server.py``)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def engines_missing() -> str | None:
+    """Why the engines section cannot run (PostgreSQL or redis-server not installed), or None."""
+    _repo_on_path()
+    from tests.pg_server import find_bin_dir
+
+    missing = ([] if find_bin_dir() is not None else ["postgresql (initdb, pg_ctl)"]) + \
+        ([] if shutil.which("redis-server") else ["redis-server"])
+    if not missing:
+        return None
+    return (f"skipped: {', '.join(missing)} missing; install with: sudo apt-get install -y postgresql redis-server "
+            "(scripts/bench does it when run as root)")
+
+
+class _Pids:
+    """A process tree given by a callable returning its root pid (PostgreSQL's postmaster daemonises)."""
+
+    def __init__(self, root: object) -> None:
+        self.root = root
+
+    def tree(self) -> list[int]:
+        pid = self.root() if callable(self.root) else self.root
+        return process_tree(pid) if pid else []
+
+
+def _run_wrk_engines(url: str, duration_s: float, server: Proc, pg: _Pids, rds: _Pids, script: Path | None) -> dict:
+    """:func:`run_wrk` plus the CPU of PostgreSQL's and redis-server's process trees over the run
+    (``pg_cpu_us_per_req``, ``redis_cpu_us_per_req``; taken out of ``unexplained_cpu_s``)."""
+    pg_pids, rds_pids = pg.tree(), rds.tree()
+    pg0, r0 = cpu_seconds(pg_pids), cpu_seconds(rds_pids)
+    res = run_wrk(url, duration_s, server, script=script)
+    pg_s, r_s = cpu_seconds(pg_pids) - pg0, cpu_seconds(rds_pids) - r0
+    n = res["requests"] or 0
+    res.update(pg_cpu_us_per_req=round(1e6 * pg_s / n, 1) if n else None,
+               redis_cpu_us_per_req=round(1e6 * r_s / n, 1) if n else None,
+               unexplained_cpu_s=round(res["unexplained_cpu_s"] - pg_s - r_s, 2))
+    return res
+
+
+def engines_probe(tmp: Path, replay_url: str, workers: int, pairs: int, duration: float, n_db: int) -> dict:
+    """The cached and DB-served rows on PostgreSQL + Redis, against the same bare-Sanic ceiling.
+
+    Starts a throwaway PostgreSQL (``tests/pg_server.py``: initdb + pg_ctl, unix socket) and a
+    redis-server (``tests/redis_server.py``, unix socket) under ``tmp``; ``chessstats serve --no-jobs``
+    with ``DATABASE_URL`` and ``REDIS_URL`` imports the recorded sH24g2zH and ``n_db`` generated arenas
+    (as the SQLite rows do); a second server on the same database with ``CHESSSTATS_CACHE_ENABLED=false``
+    answers the DB-served rows (rotating over the stored ids; every answer must be MISS, source database).
+    Each pair: ceiling run, product run (the load rows' wrk flags). Server CPU counts the chessstats
+    tree; PostgreSQL's (postmaster and backends) and redis-server's CPU per request are reported apart.
+    Returns ``{"workers", "rows": {name: {..., "pairs", "summary"}}, "versions"}``.
+    """
+    _repo_on_path()
+    from tests.pg_server import PgServer
+    from tests.redis_server import RedisServer
+
+    if os.geteuid() == 0:  # PostgreSQL runs as the postgres user: it must traverse the run's 0700 temp dir
+        os.chmod(tmp, os.stat(tmp).st_mode | 0o011)
+    pg = PgServer.start(parent=tmp)
+    rds: RedisServer | None = None
+    started: list[Proc] = []
+    out: dict = {"workers": workers, "rows": {}}
+    try:
+        rds = RedisServer(parent=tmp)
+        env = {"DATABASE_URL": pg.new_database(), "REDIS_URL": rds.url}
+        pg_v = subprocess.run([str(pg.bin_dir / "postgres"), "--version"], capture_output=True, text=True).stdout
+        redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"v=(\S+)", redis_v)
+        m_pg = re.search(r"PostgreSQL\)\s+(\S+)", pg_v)
+        out["versions"] = {"postgresql": m_pg.group(1) if m_pg else "?", "redis": m.group(1) if m else "?"}
+        srv, srv_url = start_server(tmp, replay_url, workers, name=f"pg-w{workers}", extra_env=env)
+        started.append(srv)
+        client = httpx.Client(timeout=300, headers={"Accept-Encoding": "identity"})
+        r, _ = import_via_get(client, srv_url, RECORDED_ID)
+        assert r.status_code == 200 and r.json()["data"].get("importState") == "complete", r.text[:300]
+        t0 = time.perf_counter()
+        db_ids = store_db_tournaments(client, srv_url, replay_url, n_db)
+        log(f"engines w{workers}: PostgreSQL + Redis server up; stored {RECORDED_ID} and {len(db_ids)} generated "
+            f"tournaments in {time.perf_counter() - t0:.1f} s")
+        nc, nc_url = start_server(tmp, replay_url, workers, name=f"pg-db-w{workers}",
+                                  extra_env={**env, "CHESSSTATS_CACHE_ENABLED": "false"})
+        started.append(nc)
+        bodies_dir = tmp / f"bodies-pg-w{workers}"
+        bodies_dir.mkdir()
+        sizes: dict[str, int] = {}
+        specs: dict[str, tuple] = {}
+        for name, path in (("cached_tournament", f"/api/tournaments/{RECORDED_ID}"),
+                           ("cached_leaderboard", f"/api/tournaments/{RECORDED_ID}/results?limit=100")):
+            client.get(srv_url + path)
+            r = client.get(srv_url + path)
+            assert r.status_code == 200 and r.headers.get("x-cache") == "HIT", (name, r.status_code, r.headers)
+            (bodies_dir / name).write_bytes(r.content)
+            sizes[name] = len(r.content)
+            specs[name] = (srv, srv_url + path, None, f"/c/{name}", None)
+        for name, suffix in (("db_tournament", ""), ("db_standings", f"/results?limit={DB_STANDINGS_LIMIT}")):
+            paths = [f"/api/tournaments/{tid}{suffix}" for tid in db_ids]
+            total = 0
+            for i, path in enumerate(paths):  # the database-served bodies, byte for byte
+                r = client.get(nc_url + path)
+                assert r.status_code == 200 and r.headers.get("x-cache") == "MISS", (path, r.headers)
+                assert r.json()["source"] == "database", r.text[:300]
+                (bodies_dir / f"{name}_{i:04d}").write_bytes(r.content)
+                total += len(r.content)
+            sizes[name] = round(total / len(paths))
+            specs[name] = (nc, nc_url + "/", rotation_script(tmp / f"rotate-pg-{name}-w{workers}.lua", paths), "/",
+                           rotation_script(tmp / f"rotate-pg-{name}-w{workers}-ceiling.lua",
+                                           [f"/c/{name}_{i:04d}" for i in range(len(db_ids))]))
+        client.close()
+        ceiling, ceiling_url = start_ceiling(tmp, bodies_dir, workers)
+        started.append(ceiling)
+        pg_pids, rds_pids = _Pids(pg.postmaster_pid), _Pids(rds.proc.pid if rds.proc else None)
+        for name, (proc, url, script, c_path, c_script) in specs.items():  # warm both sides
+            run_wrk(ceiling_url + c_path, 1, ceiling, script=c_script)
+            run_wrk(url, 1, proc, script=script)
+            out["rows"][name] = {"name": name, "workers": workers, "label": ENGINE_ROWS[name],
+                                 "body_bytes": sizes[name], "pairs": []}
+        for i in range(pairs):
+            for name, (proc, url, script, c_path, c_script) in specs.items():
+                busy = wait_idle(5.0)
+                c = run_wrk(ceiling_url + c_path, duration, ceiling, script=c_script)
+                c["busy_before_cores"] = round(busy, 2)
+                busy = wait_idle(5.0)
+                p = _run_wrk_engines(url, duration, proc, pg_pids, rds_pids, script)
+                p["busy_before_cores"] = round(busy, 2)
+                ratio = p["rps"] / c["rps"] if c["rps"] else 0.0
+                out["rows"][name]["pairs"].append({"ceiling": c, "product": p, "ratio": ratio})
+                log(f"engines w{workers} pair {i + 1}/{pairs} {name}: ceiling {c['rps']:,.0f} req/s | PostgreSQL + "
+                    f"Redis {p['rps']:,.0f} req/s p99 {p['p99_ms']} ms | ratio {ratio:.2f} | CPU µs/req server "
+                    f"{p['server_cpu_us_per_req']} postgres {p['pg_cpu_us_per_req']} redis "
+                    f"{p['redis_cpu_us_per_req']} | wrk counts {p.get('counts', '-')}")
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        if rds is not None:
+            rds.stop()
+        pg.stop()
+    for row in out["rows"].values():
+        row["summary"] = s = summarise(row)
+        q = [pr["product"] for pr in row["pairs"]]
+        s["pg_cpu_us_median"] = median([r.get("pg_cpu_us_per_req") for r in q])
+        s["redis_cpu_us_median"] = median([r.get("redis_cpu_us_per_req") for r in q])
+        s["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in q)
+        if row["name"].startswith("db_"):
+            counts = [r.get("counts") or {} for r in q]
+            s["requests"] = sum(r["requests"] for r in q)
+            s["x_miss"] = sum(cn.get("x_miss", 0) for cn in counts)
+            s["src_db"] = sum(cn.get("src_db", 0) for cn in counts)
+            s["proof_ok"] = s["x_miss"] == s["src_db"] == s["requests"]
+    return out
+
+
+def engines_lines(res: dict) -> list[str]:
+    """The table "engines: SQLite + diskcache vs PostgreSQL + Redis" (the SQLite rows of the same run
+    beside each PostgreSQL + Redis row), or the reason the section was skipped."""
+    if res.get("engines_skipped"):
+        return ["", f"engines (PostgreSQL + Redis): {res['engines_skipped']}"]
+    engines = res.get("engines") or []
+    if not engines:
+        return []
+    v = engines[0].get("versions", {})
+    lines = [
+        "",
+        f"engines: SQLite + diskcache vs PostgreSQL {v.get('postgresql', '?')} + Redis {v.get('redis', '?')} "
+        "(unix sockets, same host), each against its own bare-Sanic ceiling in the same run",
+        "",
+        "| workers | path | body B SQLite / PG | ratio median SQLite | ratio median PG + Redis (per pair) "
+        "| p99 × ceiling SQLite / PG | CPU µs/req ceiling SQLite / PG | CPU µs/req server SQLite / PG "
+        "| PG + Redis µs/req: postgres / redis-server / stack total | proof (PG rows) |",
+        "|---:|---|---|---:|---|---|---|---|---|---|",
+    ]
+    for eng in engines:
+        for name, row in eng["rows"].items():
+            s = row["summary"]
+            sq = (res.get("load") or {}).get(f"{name}@w{eng['workers']}")
+            ss = sq["summary"] if sq else {}
+            total = None
+            if s["product_cpu_us_median"] is not None:
+                total = s["product_cpu_us_median"] + (s["pg_cpu_us_median"] or 0) + (s["redis_cpu_us_median"] or 0)
+            proof = "-"
+            if "x_miss" in s:
+                proof = (f"{s['x_miss']:,} MISS, {s['src_db']:,} source database of {s['requests']:,}"
+                         + ("" if s["proof_ok"] else " — NOT all"))
+            if s["errors"]:
+                proof += f"; {s['errors']} errors"
+            lines.append(
+                f"| {eng['workers']} | {row['label']} | {fmt(sq['body_bytes'] if sq else None)} "
+                f"/ {row['body_bytes']:,} "
+                f"| {fmt(ss.get('ratio_median'), '.2f')} "
+                f"| **{s['ratio_median']:.2f}** ({' '.join(f'{r:.2f}' for r in s['ratios'])}) "
+                f"| {fmt(ss.get('p99_x_median'), '.2f')}× / {fmt(s['p99_x_median'], '.2f')}× "
+                f"| {fmt(ss.get('ceiling_cpu_us_median'))} / {fmt(s['ceiling_cpu_us_median'])} "
+                f"| {fmt(ss.get('product_cpu_us_median'))} / {fmt(s['product_cpu_us_median'])} "
+                f"| {fmt(s['pg_cpu_us_median'])} / {fmt(s['redis_cpu_us_median'])} / {fmt(total)} | {proof} |")
+    return lines
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def median(xs: list[float]) -> float | None:
@@ -1113,6 +1327,7 @@ def print_report(res: dict) -> None:
             f"| {p['target']} | {p['met']} |"
         )
     lines += reference_lines(res)
+    lines += engines_lines(res)
     for ov in res.get("overhead") or []:
         lines += overhead_lines(ov)
     if res["oneshot_rows"]:
@@ -1224,6 +1439,10 @@ def main() -> int:
                     help="build the executable (scripts/build) first, for the executable's idle-RSS rows")
     ap.add_argument("--no-idle-rss", action="store_true",
                     help="skip the idle RSS per process rows (source and executable, 1 and 2 workers)")
+    ap.add_argument("--engines-only", action="store_true",
+                    help="only the engines section: the cached and DB-served rows on SQLite + diskcache, then "
+                         "the same rows on a throwaway PostgreSQL + Redis, each against the ceiling")
+    ap.add_argument("--no-engines", action="store_true", help="skip the PostgreSQL + Redis engines section")
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the reference row (the original design: Node.js Express + Redis)")
     args = ap.parse_args()
@@ -1260,7 +1479,7 @@ def main() -> int:
         log(f"temp dir {tmp}")
         replay, replay_url = start_replay(tmp)
         procs.append(replay)
-        if not (args.overhead_only or args.db_only or args.import_only):
+        if not (args.overhead_only or args.db_only or args.import_only or args.engines_only):
             run_idle_rss(res, tmp, replay_url, args)
         data_dir = tmp / "data-server"
         server, server_url = start_server(tmp, replay_url, primary, data_dir=data_dir)
@@ -1310,7 +1529,10 @@ def main() -> int:
             print("\n".join(import_only_report(res)), flush=True)
             return 0
         client = httpx.Client(timeout=300, headers={"Accept-Encoding": "identity"})
-        if not args.db_only:
+        if args.engines_only:  # the cached rows need the recorded tournament stored (no cold/coalescing rows)
+            r, _ = import_via_get(client, server_url, RECORDED_ID)
+            assert r.status_code == 200, r.text[:300]
+        elif not args.db_only:
             # cold misses through the upstream (recorded data): first request of each route
             httpx.post(replay_url + "/_replay/reset")
             r2, cold_list_ms = get(client, f"{server_url}/api/tournaments?limit=100")
@@ -1450,7 +1672,8 @@ def main() -> int:
                         f"| steal {c['steal_s']}+{p['steal_s']} s | other CPU {c['unexplained_cpu_s']}+"
                         f"{p['unexplained_cpu_s']} s | cache hits/misses {p.get('cache_hits', 'n/a')}/"
                         f"{p.get('cache_misses', 'n/a')} | wrk counts {p.get('counts', '-')}")
-            if (not args.no_reference and not args.db_only and not res.get("reference_skipped")
+            if (not args.no_reference and not args.db_only and not args.engines_only
+                    and not res.get("reference_skipped")
                     and workers in (1, 2)):
                 log(f"reference row ({workers} worker(s)): Express + Redis against the ceiling, {pairs} pairs ...")
                 res.setdefault("reference", []).append(reference_probe(
@@ -1498,7 +1721,27 @@ def main() -> int:
                                 f"{s['ratio_median']:.2f}", verdict(ok)])
         res["load"] = load
 
-        if args.db_only:
+        # the same cached and DB-served rows on PostgreSQL + Redis (issue 12)
+        if not (args.no_engines or args.db_only):
+            why = engines_missing()
+            if why:
+                res["engines_skipped"] = why
+                log(f"engines section {why}")
+            else:
+                res["engines"] = []
+                for workers in worker_counts:
+                    log(f"engines section ({workers} worker(s)): PostgreSQL + Redis, {pairs} pairs ...")
+                    try:
+                        res["engines"].append(engines_probe(tmp, replay_url, workers, pairs, duration,
+                                                            args.db_tournaments))
+                    except (RuntimeError, AssertionError, OSError, httpx.HTTPError) as exc:
+                        import traceback
+
+                        log(traceback.format_exc())
+                        res["engines_skipped"] = f"failed ({workers} worker(s)): {str(exc)[:300]} (see the log above)"
+                        break
+
+        if args.db_only or args.engines_only:
             client.close()
             res["oneshot_rows"] = []
         else:
@@ -1586,6 +1829,8 @@ def main() -> int:
     res["config"]["loadavg_at_end"] = os.getloadavg()
     runs = [r for p in (res.get("load") or {}).values() for pr in p["pairs"] for r in (pr["ceiling"], pr["product"])]
     runs += [r for pr in (res.get("import_p99") or {}).get("pairs", []) for r in (pr["baseline"], pr["during_import"])]
+    runs += [r for eng in res.get("engines") or [] for row in eng["rows"].values() for pr in row["pairs"]
+             for r in (pr["ceiling"], pr["product"])]
     others = [r["unexplained_cpu_s"] for r in runs if r.get("unexplained_cpu_s") is not None]
     if others:
         res["other_cpu_s_per_run_median"] = round(median(others), 2)

@@ -73,8 +73,9 @@ class PgServer:
         return ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
 
     @classmethod
-    def start(cls) -> PgServer:
-        """Initialise and start a server in a new temporary dir.
+    def start(cls, parent: Path | None = None) -> PgServer:
+        """Initialise and start a server in a new temporary dir (under ``parent`` if given, e.g. the
+        bench's run dir; else the system's temp dir).
 
         Raises:
             RuntimeError: PostgreSQL is not installed, or initdb / pg_ctl failed (with their output).
@@ -82,7 +83,7 @@ class PgServer:
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or on PATH)")
-        root = Path(tempfile.mkdtemp(prefix="chessstats-pg-"))
+        root = Path(tempfile.mkdtemp(prefix="chessstats-pg-", dir=parent))
         user = _run_as()
         server = cls(bin_dir, root, user)
         server.socket_dir.mkdir()
@@ -140,6 +141,13 @@ class PgServer:
         thread.join()
         if errors:
             raise errors[0]
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid (first line of ``postmaster.pid``; its backends are its children), or None."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def stop(self) -> None:
         """Stop the server (immediate mode) and remove its directory."""

@@ -27,12 +27,13 @@ class RedisServer:
     """One ``redis-server`` on a unix socket: ``url`` (``unix://...``), ``client()``, ``flush()``, ``stop()``,
     ``kill()``/``restart()`` (for the fault tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Path | None = None) -> None:
+        """Start it in a new temporary dir (under ``parent`` if given, e.g. the bench's run dir)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="chessstats-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="chessstats-redis-", dir=parent))
         self.socket = self.dir / "redis.sock"
         self.url = f"unix://{self.socket}?db=0"
         self.proc: subprocess.Popen[bytes] | None = None

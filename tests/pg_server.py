@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 ENV_VAR = "TEST_STORE"  # not CHESSSTATS_*: the config would call it an unknown key
 
@@ -55,6 +56,24 @@ def _run_as() -> str | None:
         except KeyError:
             continue
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
+
+
+def run_in_thread(make: Any) -> None:
+    """``asyncio.run(make())`` in a thread of its own (callable from a running event loop, as async
+    tests are); an exception is re-raised in the caller's thread."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(make())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 class PgServer:
@@ -128,19 +147,7 @@ class PgServer:
             finally:
                 await conn.close()
 
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                asyncio.run(run())
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
+        run_in_thread(run)
 
     def postmaster_pid(self) -> int | None:
         """The postmaster's pid (first line of ``postmaster.pid``; its backends are its children), or None."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.pg_server import PgServer, engine, find_bin_dir
+from tests.pg_server import PgServer, engine, find_bin_dir, run_in_thread
 
 SQLITE_ONLY_REASON = "about SQLite itself (its file, WAL, pragmas or disk faults): not run on PostgreSQL"
 _server: PgServer | None = None
@@ -124,8 +124,6 @@ class PgSyncConnection:
         self.row_factory: Any = None
 
     def execute(self, sql: str, params: Any = ()) -> _Result:
-        import asyncio
-        import threading
 
         import asyncpg
 
@@ -143,19 +141,7 @@ class PgSyncConnection:
             finally:
                 await conn.close()
 
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                asyncio.run(run())
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
+        run_in_thread(run)
         rows = _Result()
         for record in out:
             row = _Row(tuple(record))

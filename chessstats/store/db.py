@@ -29,14 +29,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from chessstats.errors import StorageUnavailable
-from chessstats.store.migrations import MIGRATIONS
+from chessstats.store.migrations import MIGRATIONS, apply_pending
 
 log = logging.getLogger(__name__)
 
@@ -351,24 +350,8 @@ class Database:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in order; returns the versions applied now."""
-        applied_now: list[int] = []
         async with self.transaction() as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {row[0] for row in await conn.execute_fetchall("SELECT version FROM schema_migrations")}
-            for version, name, statements in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, datetime.now(UTC).isoformat()),
-                )
-                applied_now.append(version)
-        return applied_now
+            return await apply_pending(conn)
 
     async def migration_status(self) -> list[tuple[int, str, str | None]]:
         """Every known migration as ``(version, name, applied_at or None)``."""

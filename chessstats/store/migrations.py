@@ -7,7 +7,8 @@ order, each in its own transaction. Never edit a released migration: add a new o
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import UTC, datetime
+from typing import Any, Final
 
 Migration = tuple[int, str, tuple[str, ...]]
 
@@ -274,3 +275,28 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
 )
+
+
+#: The table of applied versions (SQLite's DDL; translated on PostgreSQL).
+SCHEMA_MIGRATIONS_DDL: Final[str] = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
+async def apply_pending(conn: Any) -> list[int]:
+    """Apply the migrations not yet recorded in ``schema_migrations``, in order, on ``conn`` (a write
+    connection inside a transaction, of either engine: ``execute`` / ``execute_fetchall`` taking SQLite's
+    SQL); returns the versions applied now."""
+    await conn.execute(SCHEMA_MIGRATIONS_DDL)
+    done = {row[0] for row in await conn.execute_fetchall("SELECT version FROM schema_migrations")}
+    applied_now: list[int] = []
+    for version, name, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                           (version, name, datetime.now(UTC).isoformat()))
+        applied_now.append(version)
+    return applied_now

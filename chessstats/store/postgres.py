@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,7 +34,7 @@ import msgspec
 
 from chessstats.errors import StorageUnavailable
 from chessstats.store.dialect import translate
-from chessstats.store.migrations import MIGRATIONS
+from chessstats.store.migrations import MIGRATIONS, apply_pending
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 STORAGE_RETRY_AFTER_S = 30
 #: The advisory lock key every write transaction holds (``"chessstats"`` as an int64).
 WRITE_LOCK_KEY = 0x63686573_73737461
-
-_SCHEMA_MIGRATIONS = ("CREATE TABLE IF NOT EXISTS schema_migrations "
-                      "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-
 
 def redact(url: str) -> str:
     """``url`` without its password (for logs and ``/health``)."""
@@ -357,20 +352,8 @@ class PostgresDatabase:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in order (translated; one transaction); returns the versions applied now."""
-        applied_now: list[int] = []
         async with self.transaction() as conn:
-            await conn.execute(_SCHEMA_MIGRATIONS)
-            done = {row[0] for row in await conn.execute_fetchall("SELECT version FROM schema_migrations")}
-            for version, name, statements in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, datetime.now(UTC).isoformat()))
-                applied_now.append(version)
-        return applied_now
+            return await apply_pending(conn)
 
     async def migration_status(self) -> list[tuple[int, str, str | None]]:
         """Every known migration as ``(version, name, applied_at or None)``."""

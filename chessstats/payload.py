@@ -8,12 +8,43 @@ re-encoding the data.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 _encoder = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=4096)
+def iso_of(epoch: float) -> str:
+    """An epoch time (seconds, UTC) as the envelope's ``fetchedAt`` text: ISO 8601 UTC to the second
+    (``2026-11-30T05:33:20Z``). Memoised: a stored answer's ``fetchedAt`` repeats on every read."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=4096)
+def epoch_of(iso: str) -> float:
+    """An ISO 8601 time as stored in the database (``2026-11-30T05:33:20Z``, or with an offset) as
+    epoch seconds (UTC). Memoised like :func:`iso_of`.
+
+    Raises:
+        ValueError: ``iso`` is not an ISO 8601 time.
+    """
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def envelope_etag(fields: bytes, fetched_iso: str) -> str:
+    """The strong ``ETag`` of a success envelope (quoted): a 128-bit BLAKE2b of its ``fields`` and its
+    ``fetchedAt`` (the envelope's ``cached``/``source``/``stale`` members are left out, so a cache hit
+    and the miss that filled it share one tag). The one definition: the HTTP layer computes it for
+    a payload that carries none, the store precomputes it for the answers it keeps encoded."""
+    digest = hashlib.blake2b(fields, digest_size=16)
+    digest.update(b':"' + fetched_iso.encode() + b'"}')  # the envelope's last bytes, as it always hashed them
+    return '"' + digest.hexdigest() + '"'
 
 
 def encode_fields(data: Any, **extra: Any) -> bytes:
@@ -37,10 +68,12 @@ class Payload:
         stale: True when an expired entry is served (stale-while-revalidate / stale-if-error).
         fetched_at: when the payload was last fetched from its upstream (epoch seconds, UTC).
         expires_at: when the payload stops being fresh (epoch seconds), None for never.
+        etag: its ``ETag`` when its producer knows it already (:func:`envelope_etag` of these
+            ``fields`` and ``fetched_at``: a stored document's), else None (computed when rendered).
         rendered: a slot where the HTTP layer memoises the encoded response of a cached payload.
     """
 
-    __slots__ = ("fields", "source", "cached", "stale", "fetched_at", "expires_at", "rendered")
+    __slots__ = ("fields", "source", "cached", "stale", "fetched_at", "expires_at", "etag", "rendered")
 
     def __init__(
         self,
@@ -51,6 +84,7 @@ class Payload:
         expires_at: float | None = None,
         cached: bool = False,
         stale: bool = False,
+        etag: str | None = None,
     ) -> None:
         self.fields = fields
         self.source = source
@@ -58,6 +92,7 @@ class Payload:
         self.stale = stale
         self.fetched_at = fetched_at
         self.expires_at = expires_at
+        self.etag = etag
         self.rendered: Any = None
 
     def max_age_s(self, now: float | None = None) -> int:

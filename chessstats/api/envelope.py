@@ -17,13 +17,12 @@ import functools
 import gzip
 import hashlib
 import time
-from datetime import UTC, datetime
 
 import msgspec
 from sanic import HTTPResponse, Request
 from sanic.compat import Header
 
-from chessstats.payload import Payload
+from chessstats.payload import Payload, envelope_etag, iso_of
 
 JSON = "application/json"
 GZIP_MIN_BYTES = 1024
@@ -122,10 +121,6 @@ def etag_matches(if_none_match: str | None, *etags: str) -> bool:
     return if_none_match.strip() == "*" or any(tag in if_none_match for tag in etags)
 
 
-def _raw(**headers: str) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((name.replace("_", "-").encode(), value.encode()) for name, value in headers.items())
-
-
 _PERMANENT = (b"cache-control", b"public, max-age=31536000")
 _STALE = (b"cache-control", b"public, max-age=0")
 
@@ -133,13 +128,13 @@ _STALE = (b"cache-control", b"public, max-age=0")
 class Rendered:
     """A payload's encoded response: body, ETag, pre-encoded headers and (lazily) its gzip body.
 
-    ``plain`` / ``gzip``: the headers of the identity / gzip body, as ``(raw pairs, block)`` (see
-    :class:`EnvelopeResponse`), without Cache-Control; ``permanent_plain`` / ``permanent_gzip``: the
-    same with the Cache-Control of a payload that never expires.
+    :meth:`headers` gives the headers of the identity or gzip body, with or without the
+    Cache-Control of a payload that never expires, as ``(raw pairs, block)`` (see
+    :class:`EnvelopeResponse`); each variant is built on first use and kept (a cache hit reuses it,
+    an uncached answer builds only the one it sends).
     """
 
-    __slots__ = ("body", "etag", "gzipped", "x_cache", "result", "plain", "gzip", "permanent_plain",
-                 "permanent_gzip")
+    __slots__ = ("body", "etag", "gzipped", "x_cache", "result", "_headers")
 
     def __init__(self, body: bytes, etag: str, x_cache: str) -> None:
         self.body = body
@@ -147,14 +142,16 @@ class Rendered:
         self.gzipped: bytes | None = None
         self.x_cache = x_cache
         self.result = x_cache.lower()
-        # CORS headers are added when the request has an Origin: every envelope depends on it
-        vary = {"vary": "Accept-Encoding, Origin" if len(body) > GZIP_MIN_BYTES else "Origin"}
-        raw_plain = _raw(etag=etag, x_cache=x_cache, **vary)
-        raw_gzip = _raw(etag=gzip_etag(etag), x_cache=x_cache, content_encoding="gzip", **vary)
-        self.plain = (raw_plain, header_block(raw_plain))
-        self.gzip = (raw_gzip, header_block(raw_gzip))
-        self.permanent_plain = ((_PERMANENT, *raw_plain), header_block((_PERMANENT, *raw_plain)))
-        self.permanent_gzip = ((_PERMANENT, *raw_gzip), header_block((_PERMANENT, *raw_gzip)))
+        self._headers: list[tuple[tuple[tuple[bytes, bytes], ...], bytes] | None] = [None, None, None, None]
+
+    def headers(self, use_gzip: bool, permanent: bool) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+        """``(raw pairs, block)`` of ETag, X-Cache, Vary (and Content-Encoding with ``use_gzip``,
+        Cache-Control for a year with ``permanent``)."""
+        i = use_gzip + 2 * permanent
+        built = self._headers[i]
+        if built is None:
+            built = self._headers[i] = _header_variant(self.body, self.etag, self.x_cache, use_gzip, permanent)
+        return built
 
     def gzip_body(self) -> bytes:
         if self.gzipped is None:
@@ -162,25 +159,38 @@ class Rendered:
         return self.gzipped
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# CORS headers are added when the request has an Origin: every envelope depends on it
+_VARY_LARGE = (b"vary", b"Accept-Encoding, Origin")
+_VARY_SMALL = (b"vary", b"Origin")
+
+
+def _header_variant(body: bytes, etag: str, x_cache: str, use_gzip: bool, permanent: bool
+                    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    pairs: tuple[tuple[bytes, bytes], ...] = (
+        (b"etag", (gzip_etag(etag) if use_gzip else etag).encode()), (b"x-cache", x_cache.encode()),
+        *(((b"content-encoding", b"gzip"),) if use_gzip else ()),
+        _VARY_LARGE if len(body) > GZIP_MIN_BYTES else _VARY_SMALL,
+    )
+    if permanent:
+        pairs = (_PERMANENT, *pairs)
+    return pairs, header_block(pairs)
 
 
 def render(payload: Payload) -> Rendered:
-    """Encode a payload's envelope (memoised on cached payloads)."""
+    """Encode a payload's envelope (memoised on cached payloads); its ETag is
+    :func:`~chessstats.payload.envelope_etag` (precomputed by a stored document's producer)."""
     if payload.rendered is not None:
         return payload.rendered  # type: ignore[no-any-return]
+    fetched = iso_of(payload.fetched_at)
     body = b"".join((
         b'{"success":true,', payload.fields,
         b',"cached":', b"true" if payload.cached else b"false",
         b',"source":"', payload.source.encode(),
         b'","stale":', b"true" if payload.stale else b"false",
-        b',"fetchedAt":"', _iso(payload.fetched_at).encode(), b'"}',
+        b',"fetchedAt":"', fetched.encode(), b'"}',
     ))
     x_cache = "STALE" if payload.stale else ("HIT" if payload.cached else "MISS")
-    digest = hashlib.blake2b(payload.fields, digest_size=16)
-    digest.update(body[-24:])  # fetchedAt
-    rendered = Rendered(body, '"' + digest.hexdigest() + '"', x_cache)
+    rendered = Rendered(body, payload.etag or envelope_etag(payload.fields, fetched), x_cache)
     if payload.cached:
         payload.rendered = rendered
     return rendered
@@ -265,13 +275,13 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
     request_headers = request.headers
     use_gzip = len(rendered.body) > GZIP_MIN_BYTES and wants_gzip(request_headers.get("accept-encoding", ""))
     if payload.expires_at is None and not payload.stale:
-        raw, block = rendered.permanent_gzip if use_gzip else rendered.permanent_plain
+        raw, block = rendered.headers(use_gzip, True)
     else:
         if payload.stale:
             cache_control = _STALE
         else:
             cache_control = (b"cache-control", b"public, max-age=%d" % payload.max_age_s(time.time()))
-        raw, block = rendered.gzip if use_gzip else rendered.plain
+        raw, block = rendered.headers(use_gzip, False)
         raw, block = (cache_control, *raw), b"%b: %b\r\n%b" % (*cache_control, block)
     headers: dict[str, str] | None = None
     if "origin" in request_headers:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 
 import msgspec
 
@@ -35,7 +34,7 @@ from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
 from chessstats.models import Game, Pagination, Tournament
 from chessstats.models.common import now_iso
-from chessstats.payload import Payload, encode_fields
+from chessstats.payload import Payload, encode_fields, epoch_of
 from chessstats.services.imports import ImportService, invalidate_tournament
 from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
@@ -53,9 +52,7 @@ UPSTREAM = "lichess"
 
 
 def _epoch(iso: str | None) -> float:
-    if not iso:
-        return time.time()
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return epoch_of(iso) if iso else time.time()
 
 
 class TournamentService:
@@ -132,7 +129,7 @@ class TournamentService:
     def _doc_fresh(self, doc: store.StoredDoc, platform: str, tid: str, fields: bytes) -> Fresh:
         """A stored document of an imported tournament as a fetch result: source ``database``, cached
         like :meth:`_imported_detail` (permanent unless some of its games were not final)."""
-        payload = Payload(fields, source="database", fetched_at=_epoch(doc.fetched_at))
+        payload = Payload(fields, source="database", fetched_at=_epoch(doc.fetched_at), etag=doc.etag)
         ttl = self.config.ongoing_ttl_s if doc.pending_games else None
         return Fresh(payload, ttl, tag=keys.tournament_tag(platform, tid))
 
@@ -234,7 +231,7 @@ class TournamentService:
         if platform == UPSTREAM:
             doc = await store.get_standings_doc(self.db, platform, tid, offset=(page - 1) * limit, limit=limit)
             if doc is not None:
-                fields = encode_fields(msgspec.Raw(doc.data), pagination=Pagination.of(page, limit, doc.total))
+                fields = store.standings_fields(doc.data, page, limit, doc.total)
                 return self.read.keep(key, self._doc_fresh(doc, platform, tid, fields))
         return await self.read.get(key, lambda: self._fetch_results(tid, page, limit, platform), upstream=UPSTREAM)
 

@@ -274,6 +274,35 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    (
+        7,
+        "read_docs_rowid_etags",
+        (
+            # standings_docs as a rowid table. WITHOUT ROWID kept each 13-14 KB chunk in an index
+            # b-tree, whose cells keep at most ~1 KB in the page: reading a chunk (even only its
+            # ``ends``) walked the overflow chain through the key's cell, 12.5 µs a page against 5.2
+            # for a rowid table behind a unique index (docs/bench.md, 2026-11-30). Copied, not dropped:
+            # the stored documents stay valid.
+            "ALTER TABLE standings_docs RENAME TO standings_docs_v6",
+            """CREATE TABLE standings_docs (
+                id INTEGER PRIMARY KEY,
+                tournament_id INTEGER NOT NULL REFERENCES tournaments (id) ON DELETE CASCADE,
+                chunk INTEGER NOT NULL,
+                etag TEXT,
+                ends BLOB NOT NULL,
+                body BLOB NOT NULL,
+                UNIQUE (tournament_id, chunk)
+            )""",
+            "INSERT INTO standings_docs (tournament_id, chunk, ends, body) "
+            "SELECT tournament_id, chunk, ends, body FROM standings_docs_v6 ORDER BY tournament_id, chunk",
+            "DROP TABLE standings_docs_v6",
+            # The answers' ETags, computed when the documents are written (chessstats.payload.envelope_etag):
+            # ``detail_etag`` of GET /api/tournaments/{id}; ``standings_docs.etag`` of the standings
+            # page that is exactly chunk c (``?page=c+1&limit=100``, the default limit). NULL for
+            # documents written before: computed per answer, as before.
+            "ALTER TABLE tournaments ADD COLUMN detail_etag TEXT",
+        ),
+    ),
 )
 
 

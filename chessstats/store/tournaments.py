@@ -25,8 +25,9 @@ import aiosqlite
 import msgspec
 
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
-from chessstats.models.common import now_iso
+from chessstats.models.common import Pagination, now_iso
 from chessstats.models.game import ParsedGame
+from chessstats.payload import encode_fields, envelope_etag, epoch_of, iso_of
 from chessstats.store.db import Database
 
 #: Standings rows embedded in a tournament detail (its first page).
@@ -269,17 +270,21 @@ async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
     Must run inside the transaction that writes its standings (see the module docstring): the
     detail ``data`` with the first :data:`DETAIL_STANDINGS` standings and ``importState``
     ``complete``, the standings count, and every standing encoded in chunks of :data:`DOC_CHUNK`
-    (``body``: rows joined by commas; ``ends``: the end offset of each row, uint32 little endian).
-    The event loop gets a turn between two chunks.
+    (``body``: rows joined by commas; ``ends``: the end offset of each row, uint32 little endian),
+    with the ETags of the detail and of each chunk's own page (``?page=c+1&limit=100``; see
+    :func:`chessstats.payload.envelope_etag`). The event loop gets a turn between two chunks.
     """
-    rows = await conn.execute_fetchall(f"SELECT {_T_COLS} FROM tournaments WHERE id = ?", (pk,))
-    tournament = _row_to_tournament(next(iter(rows)))
+    rows = await conn.execute_fetchall(f"SELECT {_T_COLS}, fetched_at FROM tournaments WHERE id = ?", (pk,))
+    row = next(iter(rows))
+    tournament = _row_to_tournament(row)
+    fetched = iso_of(epoch_of(row[-1]))  # as the envelope shows it
     srows = list(await conn.execute_fetchall(
         f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,)))
     first_page = [_row_to_standing(r) for r in srows[:DETAIL_STANDINGS]]
-    detail = msgspec.structs.replace(tournament, standings=first_page, import_state="complete")
-    await conn.execute("UPDATE tournaments SET detail = ?, standings_count = ?, docs_imported_at = imported_at "
-                       "WHERE id = ?", (_encode(detail), len(srows), pk))
+    detail = _encode(msgspec.structs.replace(tournament, standings=first_page, import_state="complete"))
+    await conn.execute("UPDATE tournaments SET detail = ?, detail_etag = ?, standings_count = ?, "
+                       "docs_imported_at = imported_at WHERE id = ?",
+                       (detail, envelope_etag(b'"data":' + detail, fetched), len(srows), pk))
     await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
     docs = []
     for first in range(0, len(srows), DOC_CHUNK):
@@ -288,9 +293,19 @@ async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
         for item in encoded:
             end += 1 + len(item)
             ends.append(end)
-        docs.append((pk, first // DOC_CHUNK, b",".join(encoded), struct.pack(f"<{len(ends)}I", *ends)))
+        body = b",".join(encoded)
+        page = first // DOC_CHUNK + 1
+        etag = envelope_etag(standings_fields(b"[" + body + b"]", page, DOC_CHUNK, len(srows)), fetched)
+        docs.append((pk, page - 1, etag, struct.pack(f"<{len(ends)}I", *ends), body))
         await asyncio.sleep(0)
-    await conn.executemany("INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES (?, ?, ?, ?)", docs)
+    await conn.executemany("INSERT INTO standings_docs (tournament_id, chunk, etag, ends, body) "
+                           "VALUES (?, ?, ?, ?, ?)", docs)
+
+
+def standings_fields(data: bytes, page: int, limit: int, total: int) -> bytes:
+    """The envelope fields of a standings page: ``"data":<data>,"pagination":{…}`` (``data``: the
+    page's rows as a JSON array)."""
+    return encode_fields(msgspec.Raw(data), pagination=Pagination.of(page, limit, total))
 
 
 @dataclass(slots=True)
@@ -299,22 +314,26 @@ class StoredDoc:
 
     ``data``: the JSON of the answer's ``data`` (the detail object, or a standings page as an array);
     ``total``: its standings count; ``fetched_at``: when its upstream data was fetched (ISO 8601
-    UTC); ``pending_games``: games of its import not final yet (None: no import record).
+    UTC); ``pending_games``: games of its import not final yet (None: no import record); ``etag``:
+    the answer's ETag when it was stored with the document (the detail; a page that is exactly one
+    chunk), else None.
     """
 
     data: bytes
     total: int
     fetched_at: str
     pending_games: int | None
+    etag: str | None = None
 
 
 _DOC_FROM = (
     "FROM tournaments t LEFT JOIN imports i ON i.platform = t.platform AND i.external_id = t.external_id "
 )
 _DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ? AND t.docs_imported_at = t.imported_at"
-_DETAIL_DOC = f"SELECT t.detail, t.standings_count, t.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE}"
+_DETAIL_DOC = (f"SELECT t.detail, t.standings_count, t.fetched_at, i.pending_games, t.detail_etag "
+               f"{_DOC_FROM}{_DOC_WHERE}")
 _PAGE_DOC = (
-    f"SELECT t.standings_count, t.fetched_at, i.pending_games, d.chunk, d.body, d.ends {_DOC_FROM}"
+    f"SELECT t.standings_count, t.fetched_at, i.pending_games, d.chunk, d.body, d.ends, d.etag {_DOC_FROM}"
     "LEFT JOIN standings_docs d ON d.tournament_id = t.id AND d.chunk BETWEEN ? AND ? "
     f"{_DOC_WHERE} ORDER BY d.chunk"
 )
@@ -328,8 +347,8 @@ async def get_detail_doc(db: Database, platform: str, external_id: str) -> Store
     rows = await db.fetchall(_DETAIL_DOC, (platform, external_id), quick=True)
     if not rows:
         return None
-    detail, total, fetched_at, pending = rows[0]
-    return StoredDoc(bytes(detail), int(total or 0), fetched_at, pending)
+    detail, total, fetched_at, pending, etag = rows[0]
+    return StoredDoc(bytes(detail), int(total or 0), fetched_at, pending, etag)
 
 
 async def get_standings_doc(db: Database, platform: str, external_id: str, *, offset: int,
@@ -341,6 +360,9 @@ async def get_standings_doc(db: Database, platform: str, external_id: str, *, of
     rows = await db.fetchall(_PAGE_DOC, (first, last, platform, external_id), quick=True)
     if not rows:
         return None
+    total, fetched_at, pending = rows[0][0], rows[0][1], rows[0][2]
+    if limit == DOC_CHUNK and offset % DOC_CHUNK == 0 and len(rows) == 1 and rows[0][3] is not None:
+        return StoredDoc(b"[" + rows[0][4] + b"]", int(total or 0), fetched_at, pending, rows[0][6])  # one chunk
     parts: list[bytes] = []
     stop_at = offset + limit
     for row in rows:
@@ -356,7 +378,6 @@ async def get_standings_doc(db: Database, platform: str, external_id: str, *, of
         else:
             start = 0 if a == 0 else _END.unpack_from(ends, 4 * (a - 1))[0] + 1
             parts.append(body[start: _END.unpack_from(ends, 4 * (b - 1))[0]])
-    total, fetched_at, pending = rows[0][0], rows[0][1], rows[0][2]
     return StoredDoc(b"[" + b",".join(parts) + b"]", int(total or 0), fetched_at, pending)
 
 

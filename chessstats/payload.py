@@ -37,6 +37,30 @@ def epoch_of(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+#: How every success envelope starts (its ``fields`` follow).
+ENVELOPE_HEAD = b'{"success":true,'
+#: What separates an envelope's ``fields`` from its metadata members.
+_META = b',"cached":'
+
+
+def envelope_body(fields: bytes, *, cached: bool, source: str, stale: bool, fetched_iso: str) -> bytes:
+    """The success envelope's bytes: ``{"success":true,<fields>,"cached":…,"source":…,"stale":…,
+    "fetchedAt":…}`` (the one definition: the HTTP layer wraps a payload with it, the store keeps
+    database-served answers built by it)."""
+    return b"".join((
+        ENVELOPE_HEAD, fields,
+        _META, b"true" if cached else b"false",
+        b',"source":"', source.encode(),
+        b'","stale":', b"true" if stale else b"false",
+        b',"fetchedAt":"', fetched_iso.encode(), b'"}',
+    ))
+
+
+def envelope_fields(body: bytes) -> bytes:
+    """The ``fields`` of an envelope built by :func:`envelope_body` (the inverse of it)."""
+    return body[len(ENVELOPE_HEAD): body.rindex(_META)]
+
+
 def envelope_etag(fields: bytes, fetched_iso: str) -> str:
     """The strong ``ETag`` of a success envelope (quoted): a 128-bit BLAKE2b of its ``fields`` and its
     ``fetchedAt`` (the envelope's ``cached``/``source``/``stale`` members are left out, so a cache hit
@@ -70,10 +94,12 @@ class Payload:
         expires_at: when the payload stops being fresh (epoch seconds), None for never.
         etag: its ``ETag`` when its producer knows it already (:func:`envelope_etag` of these
             ``fields`` and ``fetched_at``: a stored document's), else None (computed when rendered).
+        body: its whole envelope when its producer has it already (:func:`envelope_body` of these
+            fields and metadata: a database-served answer stored whole), else None.
         rendered: a slot where the HTTP layer memoises the encoded response of a cached payload.
     """
 
-    __slots__ = ("fields", "source", "cached", "stale", "fetched_at", "expires_at", "etag", "rendered")
+    __slots__ = ("fields", "source", "cached", "stale", "fetched_at", "expires_at", "etag", "body", "rendered")
 
     def __init__(
         self,
@@ -85,6 +111,7 @@ class Payload:
         cached: bool = False,
         stale: bool = False,
         etag: str | None = None,
+        body: bytes | None = None,
     ) -> None:
         self.fields = fields
         self.source = source
@@ -93,6 +120,7 @@ class Payload:
         self.fetched_at = fetched_at
         self.expires_at = expires_at
         self.etag = etag
+        self.body = body
         self.rendered: Any = None
 
     def max_age_s(self, now: float | None = None) -> int:

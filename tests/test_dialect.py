@@ -88,3 +88,11 @@ def test_blob_literals_and_collations() -> None:
     assert sql("SELECT k FROM t ORDER BY k COLLATE BINARY").startswith('SELECT k FROM t ORDER BY k COLLATE "C"')
     with pytest.raises(UnsupportedSQL, match="NOCASE"):
         translate("CREATE TABLE q (k TEXT COLLATE NOCASE)")
+
+
+def test_indexed_by_is_dropped() -> None:
+    """SQLite's ``INDEXED BY`` (a covering index the store asks for) has no PostgreSQL form: the planner picks."""
+    out = sql("SELECT t.id FROM tournaments t INDEXED BY tournaments_docs_key "
+              "LEFT JOIN imports i INDEXED BY imports_docs_key ON i.platform = t.platform WHERE t.platform = ?")
+    assert out == ("SELECT t.id FROM tournaments AS t LEFT JOIN imports AS i ON i.platform = t.platform "
+                   "WHERE t.platform = $1")

@@ -1,6 +1,7 @@
-"""Read documents (migration 6): an imported tournament's detail and standings pages stored encoded
-by its import and served by one quick indexed read, byte for byte what building the models from
-the rows gives (the read path before them, still used for tournaments imported without them)."""
+"""Read documents (``read_docs``, migration 7): an imported tournament's detail and standings pages
+stored whole by its import (envelope and ETag) and served by one quick indexed read, byte for byte
+what building the models from the rows gives (the read path before them, still used for
+tournaments imported without them)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 
 from chessstats.models import Clock, Pagination, Standing, Tournament, TournamentPlayer
-from chessstats.payload import encode_fields
+from chessstats.payload import encode_fields, envelope_body, envelope_etag, envelope_fields
 from chessstats.store import Database
 from chessstats.store import tournaments as store
 from tests.conftest import imported
@@ -37,29 +38,47 @@ def _standings(n: int, tag: str = "") -> list[Standing]:
                      team="team-α" if i % 3 else None) for i in range(n)]
 
 
+def _page_data(doc: store.StoredDoc, page: int, limit: int) -> bytes:
+    """The standings array of a page document: sliced (``data``) or stored whole (``body``, checked
+    against the envelope, pagination and ETag built from its own fields)."""
+    if doc.body is None:
+        assert doc.etag is None
+        return doc.data
+    fields = envelope_fields(doc.body)
+    data, _, pagination = fields.removeprefix(b'"data":').rpartition(b',"pagination":')
+    assert fields == store.standings_fields(data, page, limit, doc.total)
+    assert msgspec.json.decode(pagination) == msgspec.to_builtins(Pagination.of(page, limit, doc.total))
+    assert doc.body == envelope_body(fields, cached=False, source="database", stale=False, fetched_iso=FETCHED)
+    assert doc.etag == envelope_etag(fields, FETCHED)
+    return data
+
+
 def test_standings_pages_and_detail_equal_the_rows_encoded(tmp_path: Path) -> None:
-    """Every page cut (aligned, across chunks, past the end) equals the rows read and encoded."""
+    """Every page cut (aligned, across chunks, past the end) equals the rows read and encoded; a page
+    of 100 aligned on a chunk is the stored envelope itself, with its ETag."""
     async def run() -> None:
         async with Database(tmp_path / "x.db") as db:
             pk = await store.import_tournament(db, _arena(), b"{}", _standings(250), [], FETCHED)
-            assert await db.fetchval("SELECT count(*) FROM standings_docs WHERE tournament_id = ?", (pk,)) == 3
-            checked = 0
+            assert await db.fetchval("SELECT count(*) FROM read_docs WHERE tournament_id = ?", (pk,)) == 4
+            checked = whole = 0
             for limit in (1, 7, 10, 99, 100, 101, 250, 500):
                 for offset in (0, 1, 9, 10, 93, 99, 100, 101, 150, 199, 200, 249, 250, 251, 900):
                     doc = await store.get_standings_doc(db, "lichess", "docs0001", offset=offset, limit=limit)
                     assert doc is not None
                     rows, total = await store.get_standings(db, pk, offset=offset, limit=limit)
-                    assert doc.data == msgspec.json.encode(rows), (offset, limit)
+                    assert _page_data(doc, offset // limit + 1, limit) == msgspec.json.encode(rows), (offset, limit)
                     assert (doc.total, doc.fetched_at, doc.pending_games) == (total, FETCHED, None)
+                    whole += doc.body is not None
                     checked += 1
-            assert checked == 8 * 15
+            assert checked == 8 * 15 and whole == 3  # offsets 0, 100, 200 with limit 100
             stored = await store.get_tournament(db, "lichess", "docs0001")
             assert stored is not None
             first, _ = await store.get_standings(db, pk, offset=0, limit=10)
             detail = await store.get_detail_doc(db, "lichess", "docs0001")
             assert detail is not None
             model = msgspec.structs.replace(stored.tournament, standings=first, import_state="complete")
-            assert detail.data == msgspec.json.encode(model)
+            assert detail.body is not None and envelope_fields(detail.body) == b'"data":' + msgspec.json.encode(model)
+            assert detail.etag == envelope_etag(b'"data":' + msgspec.json.encode(model), FETCHED)
             assert await store.get_detail_doc(db, "lichess", "unknown1") is None
             assert await store.get_standings_doc(db, "lichess", "unknown1", offset=0, limit=10) is None
     asyncio.run(run())
@@ -80,17 +99,19 @@ def test_reimport_rewrites_the_documents_in_its_transaction(tmp_path: Path) -> N
                 await store.import_tournament(db, _arena(), b"{}", _standings(40, "x"), [], FETCHED, after=boom)
             after_failure = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
             assert after_failure is not None and after_failure.data == before.data and after_failure.total == 250
+            assert before.data.count(b'"rank":') == 250
 
             again = await store.import_tournament(db, _arena(), b"{}", _standings(40, "x"), [], "2026-02-01T00:00:00Z")
             assert again == pk
-            assert await db.fetchval("SELECT count(*) FROM standings_docs WHERE tournament_id = ?", (pk,)) == 1
+            assert await db.fetchval("SELECT count(*) FROM read_docs WHERE tournament_id = ?", (pk,)) == 2
             doc = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
             rows, total = await store.get_standings(db, pk, offset=0, limit=500)
             assert doc is not None and doc.data == msgspec.json.encode(rows) and "user0x" in doc.data.decode()
             assert (doc.total, total, doc.fetched_at) == (40, 40, "2026-02-01T00:00:00Z")
             detail = await store.get_detail_doc(db, "lichess", "docs0001")
-            assert detail is not None
-            assert msgspec.json.decode(detail.data)["standings"] == msgspec.json.decode(msgspec.json.encode(rows[:10]))
+            assert detail is not None and detail.body is not None
+            assert msgspec.json.decode(detail.body)["data"]["standings"] == msgspec.to_builtins(rows[:10])
+            assert msgspec.json.decode(detail.body)["fetchedAt"] == "2026-02-01T00:00:00Z"
             # a discovery upsert or a status update never touches an imported tournament, so never its documents
             await store.upsert_tournaments(db, [(msgspec.structs.replace(_arena(), name="other"), None)], FETCHED)
             assert await store.set_status(db, "lichess", "docs0001", "ongoing") is False
@@ -161,13 +182,14 @@ def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object,
         return out
 
     db = connect_store(server.data_dir, isolation_level=None)
-    assert tuple(db.execute("SELECT detail IS NOT NULL, standings_count FROM tournaments WHERE external_id = ?",
-                            (TEAM_BATTLE,)).fetchone()) == (1, 191)
+    key = "(SELECT id FROM tournaments WHERE external_id = ?)"
+    assert [tuple(r) for r in db.execute(f"SELECT part, total FROM read_docs WHERE tournament_id = {key} ORDER BY part",
+                                         (TEAM_BATTLE,)).fetchall()] == [(-1, 191), (0, 191), (1, 191)]
     from_docs = fetch_all()
-    saved = db.execute("SELECT detail, docs_imported_at FROM tournaments WHERE external_id = ?",
-                       (TEAM_BATTLE,)).fetchone()
-    db.execute("UPDATE tournaments SET detail = NULL, docs_imported_at = NULL WHERE external_id = ?",
-               (TEAM_BATTLE,))  # as imported before migration 6
+    saved = db.execute(f"SELECT imported_at FROM read_docs WHERE tournament_id = {key} AND part = -1",
+                       (TEAM_BATTLE,)).fetchone()[0]
+    db.execute(f"UPDATE read_docs SET imported_at = 'x' WHERE tournament_id = {key}",
+               (TEAM_BATTLE,))  # as imported without them (before migration 7, or re-imported by such a version)
     from_rows = fetch_all()
     for path, (docs_body, docs_etag), (rows_body, rows_etag) in zip(paths, from_docs, from_rows, strict=True):
         assert docs_body == rows_body, path
@@ -179,7 +201,7 @@ def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object,
     assert [r["rank"] for r in page["data"]] == list(range(1, 101))
     assert msgspec.json.decode(from_docs[6][0])["data"] == []  # past the end
     assert [r["rank"] for r in msgspec.json.decode(from_docs[5][0])["data"]] == [191]  # the last, alone
-    db.execute("UPDATE tournaments SET detail = ?, docs_imported_at = ? WHERE external_id = ?", (*saved, TEAM_BATTLE))
+    db.execute(f"UPDATE read_docs SET imported_at = ? WHERE tournament_id = {key}", (saved, TEAM_BATTLE))
     assert fetch_all() == from_docs
     db.close()
 
@@ -190,3 +212,30 @@ def test_encode_fields_of_raw_document_is_encode_fields_of_models() -> None:
     raw = msgspec.Raw(msgspec.json.encode(rows))
     assert encode_fields(raw, pagination=Pagination.of(1, 3, 3)) == encode_fields(rows,
                                                                                   pagination=Pagination.of(1, 3, 3))
+
+
+def test_migration_7_rewrites_the_documents_of_tournaments_imported_before(tmp_path: Path) -> None:
+    """A database whose tournaments were imported before ``read_docs`` existed (migration 6's
+    documents, or none) gets theirs written by migration 7's data step, in its transaction: the
+    answers are the same bytes, and migration 6's copies are dropped."""
+    async def run() -> None:
+        path = tmp_path / "x.db"
+        async with Database(path) as db:
+            pk = await store.import_tournament(db, _arena(), b"{}", _standings(150), [], FETCHED)
+            await store.import_tournament(db, _arena("docs0002"), b"{}", _standings(3), [], FETCHED)
+            want = [await store.get_standings_doc(db, "lichess", "docs0001", offset=o, limit=100) for o in (0, 100)]
+            want_detail = await store.get_detail_doc(db, "lichess", "docs0001")
+        raw = sqlite3.connect(path, isolation_level=None)  # back to version 6, with a migration-6 document
+        raw.executescript(f"""DROP TABLE read_docs; DROP INDEX tournaments_docs_key; DROP INDEX imports_docs_key;
+            DELETE FROM schema_migrations WHERE version = 7;
+            UPDATE tournaments SET detail = x'7b7d', standings_count = 150, docs_imported_at = imported_at;
+            INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES ({pk}, 0, x'7b7d', x'00000000');""")
+        raw.close()
+        async with Database(path) as db:
+            assert [v for v, _, at in await db.migration_status() if at is not None][-1] == 7
+            assert await db.fetchval("SELECT count(*) FROM read_docs") == 3 + 2
+            assert await db.fetchval("SELECT count(*) FROM standings_docs") == 0
+            assert await db.fetchval("SELECT count(*) FROM tournaments WHERE detail IS NOT NULL") == 0
+            got = [await store.get_standings_doc(db, "lichess", "docs0001", offset=o, limit=100) for o in (0, 100)]
+            assert got == want and (await store.get_detail_doc(db, "lichess", "docs0001")) == want_detail
+    asyncio.run(run())

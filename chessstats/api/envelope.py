@@ -17,12 +17,13 @@ import functools
 import gzip
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 
 import msgspec
 from sanic import HTTPResponse, Request
 from sanic.compat import Header
 
-from chessstats.payload import Payload, envelope_etag, iso_of
+from chessstats.payload import Payload, envelope_body, envelope_etag, iso_of
 
 JSON = "application/json"
 GZIP_MIN_BYTES = 1024
@@ -121,7 +122,6 @@ def etag_matches(if_none_match: str | None, *etags: str) -> bool:
     return if_none_match.strip() == "*" or any(tag in if_none_match for tag in etags)
 
 
-_PERMANENT = (b"cache-control", b"public, max-age=31536000")
 _STALE = (b"cache-control", b"public, max-age=0")
 
 
@@ -142,9 +142,9 @@ class Rendered:
         self.gzipped: bytes | None = None
         self.x_cache = x_cache
         self.result = x_cache.lower()
-        self._headers: list[tuple[tuple[tuple[bytes, bytes], ...], bytes] | None] = [None, None, None, None]
+        self._headers: list[tuple[Iterable[tuple[bytes, bytes]], bytes] | None] = [None, None, None, None]
 
-    def headers(self, use_gzip: bool, permanent: bool) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    def headers(self, use_gzip: bool, permanent: bool) -> tuple[Iterable[tuple[bytes, bytes]], bytes]:
         """``(raw pairs, block)`` of ETag, X-Cache, Vary (and Content-Encoding with ``use_gzip``,
         Cache-Control for a year with ``permanent``)."""
         i = use_gzip + 2 * permanent
@@ -159,21 +159,40 @@ class Rendered:
         return self.gzipped
 
 
+#: The header lines of an envelope by ``(gzip, permanent)``: filled with the ETag, X-Cache and Vary values.
+_LINES = {
+    (use_gzip, permanent): b"\r\n".join((
+        *((b"cache-control: public, max-age=31536000",) if permanent else ()),
+        b"etag: %b", b"x-cache: %b", *((b"content-encoding: gzip",) if use_gzip else ()), b"vary: %b",
+    ))
+    for use_gzip in (False, True) for permanent in (False, True)
+}
 # CORS headers are added when the request has an Origin: every envelope depends on it
-_VARY_LARGE = (b"vary", b"Accept-Encoding, Origin")
-_VARY_SMALL = (b"vary", b"Origin")
+_VARY_LARGE = b"Accept-Encoding, Origin"
+_VARY_SMALL = b"Origin"
+
+
+class _Pairs:
+    """The ``(name, value)`` pairs of a header block, split on first use (:func:`header_pairs`): an
+    answer sent through :class:`EnvelopeResponse`'s joined block never needs them."""
+
+    __slots__ = ("block", "pairs")
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        self.pairs: tuple[tuple[bytes, bytes], ...] | None = None
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        if self.pairs is None:
+            self.pairs = header_pairs(self.block)
+        return iter(self.pairs)
 
 
 def _header_variant(body: bytes, etag: str, x_cache: str, use_gzip: bool, permanent: bool
-                    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
-    pairs: tuple[tuple[bytes, bytes], ...] = (
-        (b"etag", (gzip_etag(etag) if use_gzip else etag).encode()), (b"x-cache", x_cache.encode()),
-        *(((b"content-encoding", b"gzip"),) if use_gzip else ()),
-        _VARY_LARGE if len(body) > GZIP_MIN_BYTES else _VARY_SMALL,
-    )
-    if permanent:
-        pairs = (_PERMANENT, *pairs)
-    return pairs, header_block(pairs)
+                    ) -> tuple[Iterable[tuple[bytes, bytes]], bytes]:
+    block = _LINES[use_gzip, permanent] % ((gzip_etag(etag) if use_gzip else etag).encode(), x_cache.encode(),
+                                           _VARY_LARGE if len(body) > GZIP_MIN_BYTES else _VARY_SMALL)
+    return _Pairs(block), block
 
 
 def render(payload: Payload) -> Rendered:
@@ -182,13 +201,8 @@ def render(payload: Payload) -> Rendered:
     if payload.rendered is not None:
         return payload.rendered  # type: ignore[no-any-return]
     fetched = iso_of(payload.fetched_at)
-    body = b"".join((
-        b'{"success":true,', payload.fields,
-        b',"cached":', b"true" if payload.cached else b"false",
-        b',"source":"', payload.source.encode(),
-        b'","stale":', b"true" if payload.stale else b"false",
-        b',"fetchedAt":"', fetched.encode(), b'"}',
-    ))
+    body = payload.body or envelope_body(payload.fields, cached=payload.cached, source=payload.source,
+                                         stale=payload.stale, fetched_iso=fetched)
     x_cache = "STALE" if payload.stale else ("HIT" if payload.cached else "MISS")
     rendered = Rendered(body, payload.etag or envelope_etag(payload.fields, fetched), x_cache)
     if payload.cached:

@@ -34,7 +34,7 @@ from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
 from chessstats.models import Game, Pagination, Tournament
 from chessstats.models.common import now_iso
-from chessstats.payload import Payload, encode_fields, epoch_of
+from chessstats.payload import Payload, encode_fields, envelope_fields, epoch_of
 from chessstats.services.imports import ImportService, invalidate_tournament
 from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
@@ -115,7 +115,7 @@ class TournamentService:
         if platform == UPSTREAM:
             doc = await store.get_detail_doc(self.db, platform, tid)
             if doc is not None:
-                return self.read.keep(key, self._doc_fresh(doc, platform, tid, b'"data":' + doc.data))
+                return self.read.keep(key, self._doc_fresh(doc, platform, tid))
         return await self.read.get(key, lambda: self._fetch_detail(tid, platform),
                                    fallback=lambda: self._stored_detail(tid, platform), upstream=UPSTREAM)
 
@@ -126,10 +126,15 @@ class TournamentService:
         """
         return await self.read.refresh(keys.tournament(platform, tid), lambda: self._fetch_detail(tid, platform))
 
-    def _doc_fresh(self, doc: store.StoredDoc, platform: str, tid: str, fields: bytes) -> Fresh:
+    def _doc_fresh(self, doc: store.StoredDoc, platform: str, tid: str, fields: bytes | None = None) -> Fresh:
         """A stored document of an imported tournament as a fetch result: source ``database``, cached
-        like :meth:`_imported_detail` (permanent unless some of its games were not final)."""
-        payload = Payload(fields, source="database", fetched_at=_epoch(doc.fetched_at), etag=doc.etag)
+        like :meth:`_imported_detail` (permanent unless some of its games were not final). ``fields``:
+        the envelope's fields when the document is not a whole stored answer (``doc.body`` None)."""
+        if doc.body is not None:
+            payload = Payload(envelope_fields(doc.body), source="database", fetched_at=_epoch(doc.fetched_at),
+                              etag=doc.etag, body=doc.body)
+        else:
+            payload = Payload(fields or b"", source="database", fetched_at=_epoch(doc.fetched_at))
         ttl = self.config.ongoing_ttl_s if doc.pending_games else None
         return Fresh(payload, ttl, tag=keys.tournament_tag(platform, tid))
 
@@ -231,7 +236,7 @@ class TournamentService:
         if platform == UPSTREAM:
             doc = await store.get_standings_doc(self.db, platform, tid, offset=(page - 1) * limit, limit=limit)
             if doc is not None:
-                fields = store.standings_fields(doc.data, page, limit, doc.total)
+                fields = None if doc.body is not None else store.standings_fields(doc.data, page, limit, doc.total)
                 return self.read.keep(key, self._doc_fresh(doc, platform, tid, fields))
         return await self.read.get(key, lambda: self._fetch_results(tid, page, limit, platform), upstream=UPSTREAM)
 

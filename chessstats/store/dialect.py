@@ -219,6 +219,8 @@ def _rewrite(node: exp.Expression, facts: SchemaFacts) -> exp.Expression:
             and not any(isinstance(c.args.get("kind"), exp.CollateColumnConstraint) for c in node.constraints):
         collate = exp.ColumnConstraint(kind=exp.CollateColumnConstraint(this=exp.to_identifier("C", quoted=True)))
         node.set("constraints", [collate, *node.constraints])
+    if isinstance(node, exp.Table) and node.args.get("indexed") is not None:
+        node.set("indexed", None)  # SQLite's INDEXED BY: PostgreSQL's planner picks its index itself
     if isinstance(node, exp.Like):  # SQLite's LIKE ignores (ASCII) case
         return exp.ILike(**node.args)  # the same operands and flags (NOT)
     if isinstance(node, exp.Ordered) and isinstance(node.this, exp.Column) and node.this.name in facts.not_null_columns:

@@ -7,6 +7,7 @@ order, each in its own transaction. Never edit a released migration: add a new o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -276,31 +277,36 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     (
         7,
-        "read_docs_rowid_etags",
+        "read_docs",
         (
-            # standings_docs as a rowid table. WITHOUT ROWID kept each 13-14 KB chunk in an index
-            # b-tree, whose cells keep at most ~1 KB in the page: reading a chunk (even only its
-            # ``ends``) walked the overflow chain through the key's cell, 12.5 µs a page against 5.2
-            # for a rowid table behind a unique index (docs/bench.md, 2026-11-30). Copied, not dropped:
-            # the stored documents stay valid.
-            "ALTER TABLE standings_docs RENAME TO standings_docs_v6",
-            """CREATE TABLE standings_docs (
+            # An imported tournament's database-served answers, whole: ``body`` is the complete JSON
+            # envelope of GET /api/tournaments/{id} (``part`` -1) or of its standings page ``part + 1``
+            # with ``limit=100`` (``part`` c >= 0: positions 100c..100c+99), as a cache miss sends it
+            # (``cached`` false, ``source`` database), with its ``etag``; ``ends``: where each standing
+            # ends, counted from the first standing of the page (uint32 little endian), so that any
+            # other page is sliced out of one or a few parts. ``total``: the standings count;
+            # ``fetched_at`` / ``imported_at``: the tournament's, when written: a part is served only
+            # while ``imported_at`` is still the tournament's (a re-import by a version without this
+            # table changes it). A narrow rowid table read through ``tournaments_docs_key`` (which
+            # covers the lookup of the tournament), so that a read never touches the tournament's
+            # row (its upstream body overflows its page) nor walks a chunk's overflow pages through an
+            # index b-tree (migration 6's WITHOUT ROWID chunks: 12.5 µs a page against 5.2).
+            # Written by the import's own transaction (chessstats.store.tournaments.write_docs);
+            # migration 6's documents are rewritten into it once, right after these statements.
+            """CREATE TABLE read_docs (
                 id INTEGER PRIMARY KEY,
                 tournament_id INTEGER NOT NULL REFERENCES tournaments (id) ON DELETE CASCADE,
-                chunk INTEGER NOT NULL,
-                etag TEXT,
-                ends BLOB NOT NULL,
+                part INTEGER NOT NULL,
+                imported_at TEXT NOT NULL,
+                fetched_at TEXT NOT NULL,
+                total INTEGER NOT NULL,
+                etag TEXT NOT NULL,
+                ends BLOB,
                 body BLOB NOT NULL,
-                UNIQUE (tournament_id, chunk)
+                UNIQUE (tournament_id, part)
             )""",
-            "INSERT INTO standings_docs (tournament_id, chunk, ends, body) "
-            "SELECT tournament_id, chunk, ends, body FROM standings_docs_v6 ORDER BY tournament_id, chunk",
-            "DROP TABLE standings_docs_v6",
-            # The answers' ETags, computed when the documents are written (chessstats.payload.envelope_etag):
-            # ``detail_etag`` of GET /api/tournaments/{id}; ``standings_docs.etag`` of the standings
-            # page that is exactly chunk c (``?page=c+1&limit=100``, the default limit). NULL for
-            # documents written before: computed per answer, as before.
-            "ALTER TABLE tournaments ADD COLUMN detail_etag TEXT",
+            "CREATE INDEX tournaments_docs_key ON tournaments (platform, external_id, imported_at)",
+            "CREATE INDEX imports_docs_key ON imports (platform, external_id, pending_games)",
         ),
     ),
 )
@@ -311,6 +317,18 @@ SCHEMA_MIGRATIONS_DDL: Final[str] = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "
     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
 )
+
+
+async def _rewrite_docs(conn: Any) -> None:
+    """Migration 7's data step: rewrite every imported tournament's read documents (from its rows)
+    into ``read_docs``, and drop migration 6's copies."""
+    from chessstats.store.tournaments import rewrite_all_docs  # the store imports this module
+
+    await rewrite_all_docs(conn)
+
+
+#: Data steps run after a migration's statements, in the same transaction, by version.
+AFTER: Final[dict[int, Callable[[Any], Awaitable[None]]]] = {7: _rewrite_docs}
 
 
 async def apply_pending(conn: Any) -> list[int]:
@@ -325,6 +343,9 @@ async def apply_pending(conn: Any) -> list[int]:
             continue
         for statement in statements:
             await conn.execute(statement)
+        after = AFTER.get(version)
+        if after is not None:
+            await after(conn)
         await conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                            (version, name, datetime.now(UTC).isoformat()))
         applied_now.append(version)

@@ -4,13 +4,14 @@ Verbs: ``get_*``/``list_*`` read, ``upsert_*``/``import_*`` write. :func:`import
 writes a finished tournament whole (info, every standing, every game) in one transaction: a
 failure leaves nothing half-written.
 
-Read documents (migration 6): the same transaction stores the imported tournament's answers
-already encoded, from the rows it just wrote: the detail's ``data`` (``tournaments.detail``) and
-its standings in chunks of :data:`DOC_CHUNK` encoded rows (``standings_docs``). A database-served
-detail or standings page is then one quick indexed query returning JSON bytes
-(:func:`get_detail_doc`, :func:`get_standings_doc`), byte for byte what building the models from
-the rows gives. Nothing else writes an imported tournament's row or standings (the upserts and
-status updates skip imported rows), so the documents change only with a (re-)import.
+Read documents (``read_docs``, migration 7): the same transaction stores the imported tournament's
+answers whole, from the rows it just wrote: the envelope of its detail and of each standings page
+of :data:`DOC_CHUNK` rows, with their ETags (:func:`write_docs`). A database-served detail or
+default-size standings page is then one quick indexed query returning the bytes to send
+(:func:`get_detail_doc`, :func:`get_standings_doc`; other page sizes are sliced out of the stored
+pages), byte for byte what building the models from the rows gives. Nothing else writes an imported
+tournament's row or standings (the upserts and status updates skip imported rows), so the
+documents change only with a (re-)import.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import msgspec
 from chessstats.models import Clock, Game, GamePlayer, Opening, Standing, Tournament, TournamentPlayer
 from chessstats.models.common import Pagination, now_iso
 from chessstats.models.game import ParsedGame
-from chessstats.payload import encode_fields, envelope_etag, epoch_of, iso_of
+from chessstats.payload import ENVELOPE_HEAD, envelope_body, envelope_etag, epoch_of, iso_of
 from chessstats.store.db import Database
 
 #: Standings rows embedded in a tournament detail (its first page).
@@ -265,120 +266,142 @@ def _row_to_standing(r: Sequence[object]) -> Standing:
 
 
 async def write_docs(conn: aiosqlite.Connection, pk: int) -> None:
-    """(Re)write the read documents of imported tournament ``pk`` from its stored row and standings.
+    """(Re)write the read documents of imported tournament ``pk`` from its stored row and standings
+    (``read_docs``, migration 7).
 
-    Must run inside the transaction that writes its standings (see the module docstring): the
-    detail ``data`` with the first :data:`DETAIL_STANDINGS` standings and ``importState``
-    ``complete``, the standings count, and every standing encoded in chunks of :data:`DOC_CHUNK`
-    (``body``: rows joined by commas; ``ends``: the end offset of each row, uint32 little endian),
-    with the ETags of the detail and of each chunk's own page (``?page=c+1&limit=100``; see
-    :func:`chessstats.payload.envelope_etag`). The event loop gets a turn between two chunks.
+    Must run inside the transaction that writes its standings (see the module docstring). Part -1:
+    the whole envelope of its detail (the first :data:`DETAIL_STANDINGS` standings, ``importState``
+    ``complete``); part c: the whole envelope of standings page c + 1 with ``limit`` :data:`DOC_CHUNK`,
+    with ``ends`` (where each standing ends, from the page's first standing, uint32 little endian).
+    Each with its ETag, as a cache miss would send it (``cached`` false, ``source`` database). The
+    event loop gets a turn between two parts. Migration 6's copies of the tournament are dropped.
     """
-    rows = await conn.execute_fetchall(f"SELECT {_T_COLS}, fetched_at FROM tournaments WHERE id = ?", (pk,))
+    rows = await conn.execute_fetchall(f"SELECT {_T_COLS}, fetched_at, imported_at FROM tournaments WHERE id = ?",
+                                       (pk,))
     row = next(iter(rows))
-    tournament = _row_to_tournament(row)
-    fetched = iso_of(epoch_of(row[-1]))  # as the envelope shows it
+    tournament, fetched_at, imported_at = _row_to_tournament(row), row[-2], row[-1]
+    fetched = iso_of(epoch_of(fetched_at))  # as the envelope shows it
     srows = list(await conn.execute_fetchall(
         f"SELECT {_S_COLS} FROM standings WHERE tournament_id = ? ORDER BY position", (pk,)))
+    total = len(srows)
     first_page = [_row_to_standing(r) for r in srows[:DETAIL_STANDINGS]]
-    detail = _encode(msgspec.structs.replace(tournament, standings=first_page, import_state="complete"))
-    await conn.execute("UPDATE tournaments SET detail = ?, detail_etag = ?, standings_count = ?, "
-                       "docs_imported_at = imported_at WHERE id = ?",
-                       (detail, envelope_etag(b'"data":' + detail, fetched), len(srows), pk))
-    await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
-    docs = []
-    for first in range(0, len(srows), DOC_CHUNK):
+    fields = b'"data":' + _encode(msgspec.structs.replace(tournament, standings=first_page, import_state="complete"))
+    docs = [(pk, -1, imported_at, fetched_at, total, envelope_etag(fields, fetched), None, _db_body(fields, fetched))]
+    for first in range(0, total, DOC_CHUNK):
         encoded = [_encode(_row_to_standing(r)) for r in srows[first: first + DOC_CHUNK]]
         ends, end = [], -1
         for item in encoded:
             end += 1 + len(item)
             ends.append(end)
-        body = b",".join(encoded)
-        page = first // DOC_CHUNK + 1
-        etag = envelope_etag(standings_fields(b"[" + body + b"]", page, DOC_CHUNK, len(srows)), fetched)
-        docs.append((pk, page - 1, etag, struct.pack(f"<{len(ends)}I", *ends), body))
+        part = first // DOC_CHUNK
+        fields = standings_fields(b"[" + b",".join(encoded) + b"]", part + 1, DOC_CHUNK, total)
+        docs.append((pk, part, imported_at, fetched_at, total, envelope_etag(fields, fetched),
+                     struct.pack(f"<{len(ends)}I", *ends), _db_body(fields, fetched)))
         await asyncio.sleep(0)
-    await conn.executemany("INSERT INTO standings_docs (tournament_id, chunk, etag, ends, body) "
-                           "VALUES (?, ?, ?, ?, ?)", docs)
+    await conn.execute("DELETE FROM read_docs WHERE tournament_id = ?", (pk,))
+    await conn.executemany("INSERT INTO read_docs (tournament_id, part, imported_at, fetched_at, total, etag, ends, "
+                           "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", docs)
+    # migration 6's documents: an older version reading this file again builds answers from the rows
+    await conn.execute("DELETE FROM standings_docs WHERE tournament_id = ?", (pk,))
+    await conn.execute("UPDATE tournaments SET detail = NULL, standings_count = NULL, docs_imported_at = NULL "
+                       "WHERE id = ? AND detail IS NOT NULL", (pk,))
+
+
+async def rewrite_all_docs(conn: aiosqlite.Connection) -> int:
+    """Write the read documents of every imported tournament (migration 7's data step, inside its
+    transaction); returns how many tournaments."""
+    rows = await conn.execute_fetchall("SELECT id FROM tournaments WHERE imported_at IS NOT NULL ORDER BY id")
+    pks = [int(r[0]) for r in rows]
+    for pk in pks:
+        await write_docs(conn, pk)
+    return len(pks)
+
+
+def _db_body(fields: bytes, fetched: str) -> bytes:
+    return envelope_body(fields, cached=False, source="database", stale=False, fetched_iso=fetched)
 
 
 def standings_fields(data: bytes, page: int, limit: int, total: int) -> bytes:
     """The envelope fields of a standings page: ``"data":<data>,"pagination":{…}`` (``data``: the
     page's rows as a JSON array)."""
-    return encode_fields(msgspec.Raw(data), pagination=Pagination.of(page, limit, total))
+    return b'"data":%b,"pagination":%b' % (data, _encode(Pagination.of(page, limit, total)))
+
+
+#: Where a read document's first standing starts in its body: ``{"success":true,"data":[``.
+_ROWS_AT = len(ENVELOPE_HEAD) + len(b'"data":[')
 
 
 @dataclass(slots=True)
 class StoredDoc:
-    """A database-served answer of an imported tournament, already encoded.
+    """A database-served answer of an imported tournament (``read_docs``).
 
-    ``data``: the JSON of the answer's ``data`` (the detail object, or a standings page as an array);
-    ``total``: its standings count; ``fetched_at``: when its upstream data was fetched (ISO 8601
-    UTC); ``pending_games``: games of its import not final yet (None: no import record); ``etag``:
-    the answer's ETag when it was stored with the document (the detail; a page that is exactly one
-    chunk), else None.
+    ``body``: the whole envelope when the answer is one stored part (the detail, or a page that is
+    exactly one chunk), with its ``etag``; else None, and ``data`` is the page's standings as a JSON
+    array (sliced out of the parts). ``total``: the standings count; ``fetched_at``: when its upstream
+    data was fetched (ISO 8601 UTC); ``pending_games``: games of its import not final yet (None: no
+    import record).
     """
 
+    body: bytes | None
+    etag: str | None
     data: bytes
     total: int
     fetched_at: str
     pending_games: int | None
-    etag: str | None = None
 
 
+#: The covering indexes (migration 7) keep the lookup off the tournament's and the import's rows;
+#: SQLite's planner would take the unique keys' indexes and read both rows.
 _DOC_FROM = (
-    "FROM tournaments t LEFT JOIN imports i ON i.platform = t.platform AND i.external_id = t.external_id "
+    "FROM tournaments t INDEXED BY tournaments_docs_key "
+    "JOIN read_docs d ON d.tournament_id = t.id AND d.imported_at = t.imported_at "
+    "LEFT JOIN imports i INDEXED BY imports_docs_key ON i.platform = t.platform AND i.external_id = t.external_id "
 )
-_DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ? AND t.docs_imported_at = t.imported_at"
-_DETAIL_DOC = (f"SELECT t.detail, t.standings_count, t.fetched_at, i.pending_games, t.detail_etag "
-               f"{_DOC_FROM}{_DOC_WHERE}")
-_PAGE_DOC = (
-    f"SELECT t.standings_count, t.fetched_at, i.pending_games, d.chunk, d.body, d.ends, d.etag {_DOC_FROM}"
-    "LEFT JOIN standings_docs d ON d.tournament_id = t.id AND d.chunk BETWEEN ? AND ? "
-    f"{_DOC_WHERE} ORDER BY d.chunk"
-)
+_DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ?"
+_DETAIL_DOC = f"SELECT d.body, d.etag, d.total, d.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE} AND d.part = -1"
+_PAGE_DOC = (f"SELECT d.part, d.body, d.ends, d.etag, d.total, d.fetched_at, i.pending_games {_DOC_FROM}"
+             f"{_DOC_WHERE} AND d.part BETWEEN ? AND ? ORDER BY d.part")
+#: Whether a tournament has read documents at all (a page past its last standing).
+_HAS_DOCS = f"SELECT d.total, d.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE} AND d.part = -1"
 _END = struct.Struct("<I")
 
 
 async def get_detail_doc(db: Database, platform: str, external_id: str) -> StoredDoc | None:
-    """The stored detail ``data`` of imported tournament ``(platform, external_id)`` (one quick
-    indexed read), or None when it is not imported or its last import wrote no documents (one
-    before migration 6, or by a version without them)."""
+    """The stored detail envelope of imported tournament ``(platform, external_id)`` (one quick
+    indexed read), or None when it is not imported or its last import wrote no documents."""
     rows = await db.fetchall(_DETAIL_DOC, (platform, external_id), quick=True)
     if not rows:
         return None
-    detail, total, fetched_at, pending, etag = rows[0]
-    return StoredDoc(bytes(detail), int(total or 0), fetched_at, pending, etag)
+    body, etag, total, fetched_at, pending = rows[0]
+    return StoredDoc(bytes(body), etag, b"", int(total), fetched_at, pending)
 
 
 async def get_standings_doc(db: Database, platform: str, external_id: str, *, offset: int,
                             limit: int) -> StoredDoc | None:
     """Standings ``offset .. offset + limit - 1`` (rank order) of imported tournament ``(platform,
-    external_id)`` as a JSON array (one quick indexed read of at most ``limit / 100 + 2`` chunks),
-    or None like :func:`get_detail_doc`. ``total`` is the standings count (for the pagination)."""
+    external_id)`` (one quick indexed read of at most ``limit / 100 + 2`` parts): the stored envelope
+    when the page is exactly one part, else the rows as a JSON array; None like :func:`get_detail_doc`.
+    ``total`` is the standings count (for the pagination)."""
     first, last = offset // DOC_CHUNK, (offset + max(limit, 1) - 1) // DOC_CHUNK
-    rows = await db.fetchall(_PAGE_DOC, (first, last, platform, external_id), quick=True)
-    if not rows:
-        return None
-    total, fetched_at, pending = rows[0][0], rows[0][1], rows[0][2]
-    if limit == DOC_CHUNK and offset % DOC_CHUNK == 0 and len(rows) == 1 and rows[0][3] is not None:
-        return StoredDoc(b"[" + rows[0][4] + b"]", int(total or 0), fetched_at, pending, rows[0][6])  # one chunk
+    rows = await db.fetchall(_PAGE_DOC, (platform, external_id, first, last), quick=True)
+    if not rows:  # past the last standing (or no documents)
+        rows = await db.fetchall(_HAS_DOCS, (platform, external_id), quick=True)
+        if not rows:
+            return None
+        return StoredDoc(None, None, b"[]", int(rows[0][0]), rows[0][1], rows[0][2])
+    total, fetched_at, pending = int(rows[0][4]), rows[0][5], rows[0][6]
+    if limit == DOC_CHUNK and offset == first * DOC_CHUNK and len(rows) == 1:
+        return StoredDoc(bytes(rows[0][1]), rows[0][3], b"", total, fetched_at, pending)  # one whole part
     parts: list[bytes] = []
     stop_at = offset + limit
-    for row in rows:
-        chunk, body, ends = row[3], row[4], row[5]
-        if chunk is None:  # past the last standing
-            break
-        base, n = chunk * DOC_CHUNK, len(ends) // 4
+    for part, body, ends, _, _, _, _ in rows:
+        base, n = part * DOC_CHUNK, len(ends) // 4
         a, b = max(offset - base, 0), min(stop_at - base, n)
         if a >= b:
             continue
-        if a == 0 and b == n:
-            parts.append(body)
-        else:
-            start = 0 if a == 0 else _END.unpack_from(ends, 4 * (a - 1))[0] + 1
-            parts.append(body[start: _END.unpack_from(ends, 4 * (b - 1))[0]])
-    return StoredDoc(b"[" + b",".join(parts) + b"]", int(total or 0), fetched_at, pending)
+        start = 0 if a == 0 else _END.unpack_from(ends, 4 * (a - 1))[0] + 1
+        parts.append(body[_ROWS_AT + start: _ROWS_AT + _END.unpack_from(ends, 4 * (b - 1))[0]])
+    return StoredDoc(None, None, b"[" + b",".join(parts) + b"]", total, fetched_at, pending)
 
 
 async def update_games(db: Database, pk: int, games: Sequence[ParsedGame],

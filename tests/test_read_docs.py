@@ -17,7 +17,7 @@ from chessstats.payload import encode_fields, envelope_body, envelope_etag, enve
 from chessstats.store import Database
 from chessstats.store import tournaments as store
 from tests.conftest import imported
-from tests.pg_store import connect_store
+from tests.pg_store import connect_store, store_db
 from tests.replay import ReplayUpstream
 
 TEAM_BATTLE = "sH24g2zH"  # recorded finished arena: 191 standings rows
@@ -57,7 +57,7 @@ def test_standings_pages_and_detail_equal_the_rows_encoded(tmp_path: Path) -> No
     """Every page cut (aligned, across chunks, past the end) equals the rows read and encoded; a page
     of 100 aligned on a chunk is the stored envelope itself, with its ETag."""
     async def run() -> None:
-        async with Database(tmp_path / "x.db") as db:
+        async with store_db(tmp_path) as db:
             pk = await store.import_tournament(db, _arena(), b"{}", _standings(250), [], FETCHED)
             assert await db.fetchval("SELECT count(*) FROM read_docs WHERE tournament_id = ?", (pk,)) == 4
             checked = whole = 0
@@ -88,7 +88,7 @@ def test_reimport_rewrites_the_documents_in_its_transaction(tmp_path: Path) -> N
     """The documents follow the standings: a re-import replaces them (fewer chunks too); a failed
     re-import leaves the previous standings and documents, together."""
     async def run() -> None:
-        async with Database(tmp_path / "x.db") as db:
+        async with store_db(tmp_path) as db:
             pk = await store.import_tournament(db, _arena(), b"{}", _standings(250), [], FETCHED)
             before = await store.get_standings_doc(db, "lichess", "docs0001", offset=0, limit=500)
             assert before is not None and before.total == 250
@@ -217,21 +217,22 @@ def test_encode_fields_of_raw_document_is_encode_fields_of_models() -> None:
 def test_migration_7_rewrites_the_documents_of_tournaments_imported_before(tmp_path: Path) -> None:
     """A database whose tournaments were imported before ``read_docs`` existed (migration 6's
     documents, or none) gets theirs written by migration 7's data step, in its transaction: the
-    answers are the same bytes, and migration 6's copies are dropped."""
+    answers are the same bytes, and migration 6's copies are dropped (both engines)."""
     async def run() -> None:
-        path = tmp_path / "x.db"
-        async with Database(path) as db:
+        async with store_db(tmp_path) as db:
             pk = await store.import_tournament(db, _arena(), b"{}", _standings(150), [], FETCHED)
             await store.import_tournament(db, _arena("docs0002"), b"{}", _standings(3), [], FETCHED)
             want = [await store.get_standings_doc(db, "lichess", "docs0001", offset=o, limit=100) for o in (0, 100)]
             want_detail = await store.get_detail_doc(db, "lichess", "docs0001")
-        raw = sqlite3.connect(path, isolation_level=None)  # back to version 6, with a migration-6 document
-        raw.executescript(f"""DROP TABLE read_docs; DROP INDEX tournaments_docs_key; DROP INDEX imports_docs_key;
-            DELETE FROM schema_migrations WHERE version = 7;
-            UPDATE tournaments SET detail = x'7b7d', standings_count = 150, docs_imported_at = imported_at;
-            INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES ({pk}, 0, x'7b7d', x'00000000');""")
-        raw.close()
-        async with Database(path) as db:
+            for statement in (  # back to version 6, with a migration-6 document
+                "DROP TABLE read_docs", "DROP INDEX tournaments_docs_key", "DROP INDEX imports_docs_key",
+                "DELETE FROM schema_migrations WHERE version = 7",
+                "UPDATE tournaments SET detail = x'7b7d', standings_count = 150, docs_imported_at = imported_at",
+                f"INSERT INTO standings_docs (tournament_id, chunk, body, ends) VALUES ({pk}, 0, x'7b7d', x'00000000')",
+            ):
+                await db.execute_write(statement)
+            assert await db.fetchval("SELECT count(*) FROM standings_docs") == 1
+        async with store_db(tmp_path) as db:
             assert [v for v, _, at in await db.migration_status() if at is not None][-1] == 7
             assert await db.fetchval("SELECT count(*) FROM read_docs") == 3 + 2
             assert await db.fetchval("SELECT count(*) FROM standings_docs") == 0

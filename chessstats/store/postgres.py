@@ -34,7 +34,7 @@ import msgspec
 
 from chessstats.errors import StorageUnavailable
 from chessstats.store.dialect import translate
-from chessstats.store.migrations import MIGRATIONS, apply_pending
+from chessstats.store.migrations import migrate_db, migration_status_of
 
 log = logging.getLogger(__name__)
 
@@ -352,14 +352,11 @@ class PostgresDatabase:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in order (translated; one transaction); returns the versions applied now."""
-        async with self.transaction() as conn:
-            return await apply_pending(conn)
+        return await migrate_db(self)
 
     async def migration_status(self) -> list[tuple[int, str, str | None]]:
         """Every known migration as ``(version, name, applied_at or None)``."""
-        rows = await self.fetchall("SELECT version, applied_at FROM schema_migrations")
-        applied = {row[0]: row[1] for row in rows}
-        return [(v, n, applied.get(v)) for v, n, _ in MIGRATIONS]
+        return await migration_status_of(self)
 
     async def size_bytes(self) -> int:
         """Size of the database (``pg_database_size``), in bytes."""

@@ -89,9 +89,7 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-# The space before the bases keeps tests/test_layers.py's text rule (a cache class name followed by a
-# parenthesis outside resources.py is read as a construction) from taking this class statement for one.
-class RedisTTLCache (CacheBase):
+class RedisTTLCache(CacheBase):
     """TTL cache in Redis with an in-process LRU of ``memory_entries`` payloads (see the module docstring).
 
     **Parameters:**

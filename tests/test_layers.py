@@ -72,13 +72,18 @@ def test_the_scheduler_reaches_the_services_only_through_its_registry() -> None:
 def test_resources_are_opened_only_by_the_resources_object() -> None:
     """Database, cache and upstream clients are built in chessstats/resources.py alone (and the
     upstream modules' own factories), so the data-dir layout has one owner."""
+    built = {"Database", "TTLCache", "RedisTTLCache", "PostgresDatabase", "LichessClient", "FideClient"}
     offenders = []
     for path, text in _sources():
         rel = str(path.relative_to(PACKAGE))
-        for ctor in ("Database(", "TTLCache(", "LichessClient(", "FideClient("):
-            if ctor in text and rel != "resources.py" and f"class {ctor[:-1]}" not in text \
-                    and not rel.startswith("upstream/"):
-                offenders.append(f"{rel}: {ctor}")
+        if rel == "resources.py" or rel.startswith("upstream/"):
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if name in built:
+                    offenders.append(f"{rel}:{node.lineno}: {name}(...)")
     assert offenders == []
 
 

@@ -365,7 +365,7 @@ class RateLimiter:
         self._key_cache: dict[str, str] = {}
         self._route_cache: dict[str, bool] = {}
         self._clients: dict[str, list[Any]] = {}
-        self._peers: dict[str, list[Any]] = {}
+        self._peers: dict[str | tuple[str, ...], list[Any]] = {}
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
                                    columns_read=workers)
         self.refused = 0
@@ -490,8 +490,12 @@ class RateLimiter:
             nonlocal until, g_idx, head, tail, refused
             if now is None:
                 now = _time()
-            if forwarded_for and trusted:
-                entry = entry_of(client_of(peer, forwarded_for), now)
+            if forwarded_for and trusted:  # kept per (peer, X-Forwarded-For values) too, for the inlined path
+                entry = peers.get((peer, *forwarded_for))
+                if entry is None:
+                    if len(peers) > 65536:
+                        peers.clear()
+                    entry = peers[(peer, *forwarded_for)] = entry_of(client_of(peer, forwarded_for), now)
             else:
                 entry = peers.get(peer)
                 if entry is None:
@@ -547,7 +551,9 @@ class RateLimiter:
         and runs ``fallback`` (which must call :meth:`admit`).
 
         Args:
-            peer: an expression for the peer's address (evaluated once; None: take the fallback).
+            peer: an expression (evaluated once) for the peer's address, or, for a request carrying
+                ``X-Forwarded-For`` when proxies are trusted, the tuple ``(peer address, *the header's
+                values)`` (:meth:`admit` keeps the client of each such tuple it has seen).
             now: the name of a local holding ``time.time()``.
             count: statements (not indented) run after counting (they should return).
             fallback: statements (not indented) run instead when the fast path does not apply.

@@ -15,19 +15,22 @@ from chessstats.config import load_config
 from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows
 from chessstats.ratelimit_redis import RedisRateLimiter
 from chessstats.redisconn import RedisBackend
-from tests.test_ratelimit import limited, remaining, settle, worker_requests
+from tests.test_ratelimit import fresh_get, limited, remaining, settle, worker_requests
 
 
 def inlined(limiter: RateLimiter) -> tuple[Any, list[int]]:
     """``guard(peer, now)``: the inlined request path as a function (its verdict), and the list of the
-    peers' calls that fell back to ``admit`` (one entry per fallback)."""
+    peers' calls that fell back to ``admit`` (one entry per fallback). ``peer`` is an address, or
+    ``(address, *X-Forwarded-For values)`` (as the route wrappers pass it)."""
     fallbacks: list[int] = []
 
-    def admit(*args: Any) -> Any:
+    def admit(peer: Any, now: float) -> Any:
         fallbacks.append(1)
-        return limiter.admit(*args)
+        if type(peer) is str:
+            return limiter.admit(peer, None, False, now)
+        return limiter.admit(peer[0], list(peer[1:]), False, now)
 
-    source = limiter.inline_source("peer", "now", "return raw", "return _rl_admit(peer, None, False, now)")
+    source = limiter.inline_source("peer", "now", "return raw", "return _rl_admit(peer, now)")
     assert source is not None
     scope = limiter.fast
     scope["_rl_admit"] = admit
@@ -81,6 +84,24 @@ def test_the_inlined_path_never_counts_into_a_slot_taken_over(tmp_path: Path) ->
     other.close()
 
 
+def test_the_inlined_path_counts_forwarded_clients_apart(tmp_path: Path) -> None:
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "3"})  # 127.0.0.1 is a trusted proxy
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, fell = inlined(limiter)
+    settle(60)
+    now = time.time()
+    a, b = ("127.0.0.1", "203.0.113.5"), ("127.0.0.1", "203.0.113.6")
+    assert [remaining(guard(a, now)) for _ in range(3)] == [b"2", b"1", b"0"]
+    assert type(guard(a, now)) is Refusal
+    assert remaining(guard(b, now)) == b"2" and remaining(guard("127.0.0.1", now)) == b"2"  # each its own count
+    # a client that forges the start of the chain is the address the proxy appended: a's count
+    assert type(guard(("127.0.0.1", "198.51.100.7, 203.0.113.5"), now)) is Refusal
+    # the same header from an untrusted peer is that peer's request
+    assert remaining(guard(("192.0.2.50", "203.0.113.6"), now)) == b"2"
+    assert len(fell) == 6  # a: first and refused; b, the proxy, the forged chain, the untrusted peer: first
+    limiter.close()
+
+
 def test_a_limiter_counting_elsewhere_is_not_inlined() -> None:
     config = load_config(None, env={})
     limiter = RedisRateLimiter(config.ratelimit, RedisBackend("redis://127.0.0.1:1/0"))  # never connected
@@ -102,6 +123,10 @@ def test_a_route_keeps_the_limit_across_two_workers(start_server) -> None:
     assert [r.status_code for r in seen] == [200] * 30 + [429], [r.text[:200] for r in seen if r.status_code != 200]
     assert [int(r.headers["ratelimit-remaining"]) for r in seen] == [*range(29, -1, -1), 0]
     assert all(r.headers["ratelimit-limit"] == "30" for r in seen) and "retry-after" in seen[-1].headers
+    # behind the trusted proxy (127.0.0.1 by default) each forwarded client has its own count
+    behind = [fresh_get(server.url + "/api/tournaments?limit=5", headers={"X-Forwarded-For": ip})
+              for ip in ("203.0.113.5", "203.0.113.5", "203.0.113.6", "198.51.100.7, 203.0.113.5")]
+    assert [int(r.headers["ratelimit-remaining"]) for r in behind] == [29, 28, 29, 27]
     deadline = time.monotonic() + 10
     while True:  # both workers answered some of them (their metrics flush every second)
         served = worker_requests(server)

@@ -4,8 +4,10 @@
 
 * wraps every route's handler (``before_server_start``, once the limiter is open) in a plain
   function that, on ``/api`` routes, counts the request against the client's windows
-  (:mod:`chessstats.ratelimit`) and, past a limit, answers 429 ``rate_limited`` with
-  ``Retry-After`` without running the route; it also stamps the start time (metrics);
+  (:mod:`chessstats.ratelimit`; its common case, a known peer under the limit on a general route,
+  is written into the wrapper itself: :meth:`~chessstats.ratelimit.RateLimiter.inline_source`) and,
+  past a limit, answers 429 ``rate_limited`` with ``Retry-After`` without running the route; it
+  also stamps the start time (metrics);
 * makes the app's request class :class:`ObservedRequest`, whose ``respond`` (the one place every
   answer passes: a route's, an error handler's, a 304, a 429) adds ``RateLimit-Limit``,
   ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
@@ -274,7 +276,8 @@ def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None
         assert limiter is not None
         expensive = limiter.expensive(path)
         slow = _SLOW.format(expensive=expensive, arguments=arguments)
-        peer = "None if _rl_xff in request.headers else request.conn_info.client_ip" if limiter.trusts_proxies \
+        peer = ("request.conn_info.client_ip if _rl_xff not in request.headers else "
+                "(request.conn_info.client_ip, *request.headers.getall(_rl_xff))") if limiter.trusts_proxies \
             else "request.conn_info.client_ip"
         count = None if expensive else limiter.inline_source(
             peer, "now", f"request.obs = (now, label, raw)\nreturn handler(request{arguments})", slow)

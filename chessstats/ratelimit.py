@@ -455,8 +455,8 @@ class RateLimiter:
         peer address the client's slot is located once per process and re-checked by its tag on every
         request; the window index and the headers around the remaining count are recomputed only when
         the whole seconds left in the window change (and published in :attr:`fast`, the state
-        :meth:`inline_source`'s code reads). Expensive routes and forwarded clients take the general
-        path (:meth:`SharedWindows.hit_key`, :meth:`client_address`).
+        :meth:`inline_source`'s code reads). A forwarded client is found once per (peer, header values)
+        (:meth:`client_address`); expensive routes take the general path (:meth:`SharedWindows.hit_key`).
         """
         table = self.table
         words, find, columns, own_at = table._words, table._find, table._columns, table._own

@@ -365,13 +365,26 @@ class RateLimiter:
         self._key_cache: dict[str, str] = {}
         self._route_cache: dict[str, bool] = {}
         self._clients: dict[str, list[Any]] = {}
-        self._peers: dict[str, list[Any]] = {}
+        self._peers: dict[str | tuple[str, ...], list[Any]] = {}
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
                                    columns_read=workers)
         self.refused = 0
+        #: The state :meth:`inline_source`'s code reads, as the globals of the functions that inline it.
+        self.fast: dict[str, Any] = {
+            "_rl_peers": self._peers, "_rl_words": self.table._words, "_rl_mm": self.table._mm,
+            "_rl_unpack": struct.Struct("<I4x" + "II8x" * len(self.table._columns)).unpack_from,
+            "_rl_max": self.max_requests,
+            "_rl_cap": min(self.max_requests, _MAX_COUNT - 1), "_rl_until": 0.0, "_rl_g": -1,
+            "_rl_head": b"", "_rl_tail": b"",
+        }
         self.admit = self._request_path()
 
     # --- client address ----------------------------------------------------------------------
+
+    @property
+    def trusts_proxies(self) -> bool:
+        """Whether ``trusted_proxies`` names any (else ``X-Forwarded-For`` is never read)."""
+        return bool(self._trusted)
 
     def trusted(self, address: str) -> bool:
         """Whether ``address`` (a peer) is one of ``trusted_proxies``; not an IP address: False."""
@@ -441,8 +454,9 @@ class RateLimiter:
         one Python call for the limiter, and reads its state from closure cells, not attributes): per
         peer address the client's slot is located once per process and re-checked by its tag on every
         request; the window index and the headers around the remaining count are recomputed only when
-        the whole seconds left in the window change. Expensive routes and forwarded clients take the
-        general path (:meth:`SharedWindows.hit_key`, :meth:`client_address`).
+        the whole seconds left in the window change (and published in :attr:`fast`, the state
+        :meth:`inline_source`'s code reads). A forwarded client is found once per (peer, header values)
+        (:meth:`client_address`); expensive routes take the general path (:meth:`SharedWindows.hit_key`).
         """
         table = self.table
         words, find, columns, own_at = table._words, table._find, table._columns, table._own
@@ -451,6 +465,7 @@ class RateLimiter:
         trusted = bool(self._trusted)
         max_requests, window_s = self.max_requests, self.window_s
         admit_expensive = self._admit_expensive
+        fast = self.fast
         until, g_idx, head, tail = 0.0, -1, b"", b""
         refused = Refusal.of(max_requests, window_s, 1)
 
@@ -473,14 +488,18 @@ class RateLimiter:
                 too (a client that keeps trying does not get a fresh window sooner).
             """
             nonlocal until, g_idx, head, tail, refused
-            if forwarded_for and trusted:
-                entry = entry_of(client_of(peer, forwarded_for))
+            if now is None:
+                now = _time()
+            if forwarded_for and trusted:  # kept per (peer, X-Forwarded-For values) too, for the inlined path
+                entry = peers.get((peer, *forwarded_for))
+                if entry is None:
+                    if len(peers) > 65536:
+                        peers.clear()
+                    entry = peers[(peer, *forwarded_for)] = entry_of(client_of(peer, forwarded_for), now)
             else:
                 entry = peers.get(peer)
                 if entry is None:
-                    entry = peer_entry(peer)
-            if now is None:
-                now = _time()
+                    entry = peer_entry(peer, now)
             if expensive:
                 return admit_expensive(entry, now)
             if now >= until:  # the whole seconds left in the window changed: new headers (or a new window)
@@ -491,9 +510,12 @@ class RateLimiter:
                 head = b"ratelimit-limit: %d\r\nratelimit-remaining: " % max_requests
                 tail = b"\r\nratelimit-reset: %d" % reset
                 refused = Refusal.of(max_requests, window_s, reset)
+                # what the inlined fast path reads (until last: it may then use the others)
+                fast["_rl_g"], fast["_rl_head"], fast["_rl_tail"], fast["_rl_until"] = g_idx, head, tail, until
             t = entry[3]
-            if t < 0 or words[t] != entry[2]:  # not located yet, or the slot was taken over for another client
+            if words[t] != entry[2]:  # the slot was taken over for another client: find (or take) one again
                 t = entry[3] = find(entry[0], entry[1], entry[2], now)
+                entry[5] = 4 * t
             own = t + own_at
             if words[own] == g_idx:
                 n = words[own + 1] + 1
@@ -515,6 +537,62 @@ class RateLimiter:
 
         return admit
 
+    def inline_source(self, peer: str, now: str, count: str, fallback: str) -> str | None:
+        """Python source of the request path's common case, for a route wrapper to inline: a request
+        from a peer already seen, in this second of the window, on a general route, under the limit.
+
+        The code reads ``_rl_*`` globals: the wrapper must run with :attr:`fast` as its globals (the
+        window state :meth:`admit` publishes there once a second, the table, the peers' slots). It
+        reads the slot's tag and every column in one ``struct`` call and counts the request in this
+        process's column exactly as :meth:`admit` would (the same words, the same checks of the slot's
+        tag and of the window index), then runs ``count`` with the name ``raw`` bound to the verdict
+        (a ``(lines, remaining, lines)`` tuple, as :meth:`admit` returns). When it cannot decide (a new
+        peer or second, the slot taken over, a new window, at or past the limit) it counts nothing
+        and runs ``fallback`` (which must call :meth:`admit`).
+
+        Args:
+            peer: an expression (evaluated once) for the peer's address, or, for a request carrying
+                ``X-Forwarded-For`` when proxies are trusted, the tuple ``(peer address, *the header's
+                values)`` (:meth:`admit` keeps the client of each such tuple it has seen).
+            now: the name of a local holding ``time.time()``.
+            count: statements (not indented) run after counting (they should return).
+            fallback: statements (not indented) run instead when the fast path does not apply.
+
+        Returns:
+            Statements (not indented); None when this limiter's request path is not
+            :class:`RateLimiter`'s own (a subclass counting elsewhere, e.g. Redis): call :meth:`admit`.
+        """
+        if type(self)._request_path is not RateLimiter._request_path:
+            return None
+        table = self.table
+        own = table._own
+        cols = len(table._columns)
+        names = [f"g{c}, n{c}" for c in range(cols)]
+        mine = own // 4  # this column's number
+        others = [c for c in range(cols) if c != mine]
+        lines = [
+            f"e = _rl_peers.get({peer})",
+            f"if e is not None and {now} < _rl_until:",
+            f"    tag, {', '.join(names)} = _rl_unpack(_rl_mm, e[5])",
+            f"    if tag == e[2] and g{mine} == _rl_g:",
+            f"        n{mine} += 1",
+        ]
+        total = f"n{mine}"
+        if others:
+            lines.append(f"        n = n{mine}")
+            for c in others:
+                lines.append(f"        if g{c} == _rl_g:")
+                lines.append(f"            n += n{c}")
+            total = "n"
+        lines += [
+            f"        if {total} <= _rl_cap:",
+            f"            _rl_words[e[3] + {own + 1}] = n{mine}",
+            f"            raw = (_rl_head, _rl_max - {total}, _rl_tail)",
+        ]
+        lines += ["            " + line for line in count.strip("\n").splitlines()]
+        lines += fallback.strip("\n").splitlines()
+        return "".join(line + "\n" for line in lines)
+
     def _admit_expensive(self, entry: list[Any], now: float) -> Verdict:
         g_n, g_end, e_n, e_end = self.table.hit_key(entry[0], entry[1], entry[2], now, True)
         left, limit, end, window = self.max_requests - g_n, self.max_requests, g_end, self.window_s
@@ -526,20 +604,23 @@ class RateLimiter:
         self.refused += 1
         return Refusal.of(limit, window, reset)
 
-    def _peer_entry(self, peer: str) -> list[Any]:
+    def _peer_entry(self, peer: str, now: float) -> list[Any]:
         """:meth:`_entry` of a peer address, kept per peer."""
         if len(self._peers) > 65536:
             self._peers.clear()
-        entry = self._peers[peer] = self._entry(self.client_key(peer))
+        entry = self._peers[peer] = self._entry(self.client_key(peer), now)
         return entry
 
-    def _entry(self, client: str) -> list[Any]:
-        """``[slot key, first slot, tag, tag word (-1: not looked up yet), client]`` of a client key."""
+    def _entry(self, client: str, now: float) -> list[Any]:
+        """``[slot key, first slot, tag, tag word, client, tag word's byte offset]`` of a client key: its
+        slot located (or taken at ``now``) when first seen; the tag word is re-checked by every request."""
         entry = self._clients.get(client)
         if entry is None:
             if len(self._clients) > 65536:
                 self._clients.clear()
-            entry = self._clients[client] = [*self.table.locate(client), -1, client]
+            key, start, tag = self.table.locate(client)
+            t = self.table._find(key, start, tag, now)
+            entry = self._clients[client] = [key, start, tag, t, client, 4 * t]
         return entry
 
     def client_of(self, peer: str, forwarded_for: list[str] | None) -> str:

@@ -4,8 +4,10 @@
 
 * wraps every route's handler (``before_server_start``, once the limiter is open) in a plain
   function that, on ``/api`` routes, counts the request against the client's windows
-  (:mod:`chessstats.ratelimit`) and, past a limit, answers 429 ``rate_limited`` with
-  ``Retry-After`` without running the route; it also stamps the start time (metrics);
+  (:mod:`chessstats.ratelimit`; its common case, a known peer under the limit on a general route,
+  is written into the wrapper itself: :meth:`~chessstats.ratelimit.RateLimiter.inline_source`) and,
+  past a limit, answers 429 ``rate_limited`` with ``Retry-After`` without running the route; it
+  also stamps the start time (metrics);
 * makes the app's request class :class:`ObservedRequest`, whose ``respond`` (the one place every
   answer passes: a route's, an error handler's, a 304, a 429) adds ``RateLimit-Limit``,
   ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
@@ -30,12 +32,14 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import inspect
 import keyword
 import logging
 import os
 import time
 from typing import Any
 
+from multidict import istr
 from sanic import Blueprint, HTTPResponse, Request, Sanic
 
 from chessstats import metrics
@@ -78,36 +82,96 @@ class ObservedRequest(Request):
     (``time.time()``, epoch seconds), metrics route label, the ``RateLimit-*`` header lines or None)``,
     unset until a wrapper (or :func:`on_error`) ran. ``respond`` (which Sanic calls for every answer,
     a route's or the error handler's) adds the headers to the answer and tallies it, then returns
-    Sanic's own ``respond`` coroutine for Sanic to await."""
+    Sanic's own ``respond`` coroutine for Sanic to await. :func:`install` replaces ``respond`` by the
+    one of its configuration (:data:`_RESPOND`: limits, metrics or both), which does only that."""
 
     __slots__ = ("obs",)
     metrics_on = False
 
-    def respond(self, response: Any = None, *, status: int = 200, headers: Any = None,  # type: ignore[override]
+    def respond(self, response: Any = None, status: int = 200, headers: Any = None,  # type: ignore[override]
                 content_type: str | None = None) -> Any:
         """Sanic's ``respond`` (a coroutine, returned for Sanic to await), after adding the
         ``RateLimit-*`` headers to ``response`` and tallying it for the metrics."""
         if response is None:
             return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
-        try:
-            t0, label, raw = self.obs
-        except AttributeError:  # neither a route wrapper nor on_error saw it
-            t0, label, raw = _time(), UNMATCHED if self.route is None else route_label(self.route.path), None
-        if type(response) is EnvelopeResponse:
-            response.limits = raw
-            if self.metrics_on:
-                seconds = _time() - t0
-                record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0,
-                               response.x_cache)
-        else:
-            if raw is not None:
-                response_headers = response.headers
-                for name, value in header_pairs(header_lines(raw)):
-                    response_headers[name.decode()] = value.decode()
-            if self.metrics_on:
-                seconds = _time() - t0
-                record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, None)
+        t0, label, raw = _obs(self)
+        _add_limits(response, raw)
+        if self.metrics_on:
+            _record(self, response, t0, label)
         return _sanic_respond(self, response)  # Sanic ignores status, headers and content type given a response
+
+
+def _obs(request: ObservedRequest) -> tuple[float, str, Any]:
+    """``request.obs``, or what it is for a request that neither a wrapper nor :func:`on_error` saw."""
+    try:
+        return request.obs  # type: ignore[no-any-return]
+    except AttributeError:
+        return _time(), UNMATCHED if request.route is None else route_label(request.route.path), None
+
+
+def _add_limits(response: Any, raw: Any) -> None:
+    if type(response) is EnvelopeResponse:
+        response.limits = raw
+    elif raw is not None:
+        response_headers = response.headers
+        for name, value in header_pairs(header_lines(raw)):
+            response_headers[name.decode()] = value.decode()
+
+
+def _record(request: ObservedRequest, response: Any, t0: float, label: str) -> None:
+    seconds = _time() - t0
+    record_request(label, request.method, response.status, seconds if seconds > 0.0 else 0.0,
+                   response.x_cache if type(response) is EnvelopeResponse else None)
+
+
+# The three ``respond`` of :data:`_RESPOND` (see :class:`ObservedRequest`): the common case (an
+# envelope, a request a wrapper saw) in as few steps as possible, everything else through the helpers.
+
+def _respond_limits(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
+                    content_type: str | None = None) -> Any:
+    if type(response) is EnvelopeResponse:
+        try:
+            response.limits = self.obs[2]
+        except AttributeError:
+            pass
+        return _sanic_respond(self, response)
+    if response is None:
+        return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
+    _add_limits(response, _obs(self)[2])
+    return _sanic_respond(self, response)
+
+
+def _respond_timed(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
+                   content_type: str | None = None) -> Any:
+    if response is None:
+        return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
+    t0, label, _ = _obs(self)
+    if type(response) is EnvelopeResponse:
+        seconds = _time() - t0
+        record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, response.x_cache)
+    else:
+        _record(self, response, t0, label)
+    return _sanic_respond(self, response)
+
+
+def _respond_both(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
+                  content_type: str | None = None) -> Any:
+    if response is None:
+        return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
+    t0, label, raw = _obs(self)
+    if type(response) is EnvelopeResponse:
+        response.limits = raw
+        seconds = _time() - t0
+        record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, response.x_cache)
+    else:
+        _add_limits(response, raw)
+        _record(self, response, t0, label)
+    return _sanic_respond(self, response)
+
+
+#: ``respond`` by (limiter on, metrics on).
+_RESPOND = {(True, False): _respond_limits, (False, True): _respond_timed, (True, True): _respond_both,
+            (False, False): ObservedRequest.respond}
 
 
 _sanic_respond = Request.respond
@@ -146,30 +210,45 @@ def _refusal(request: Request, limiter: RateLimiter, refusal: Refusal, forwarded
 
 #: The route wrappers, written out per route with the route's own parameter names: Sanic passes a
 #: route's parameters by keyword, and a ``(request, *args, **kwargs)`` wrapper cost a request ~2,400
-#: instructions of packing and unpacking them (callgrind) against ~360 for an exact signature.
+#: instructions of packing and unpacking them (callgrind) against ~360 for an exact signature. A
+#: factory per route binds its handler and label (closure cells); the globals are the limiter's
+#: :attr:`~chessstats.ratelimit.RateLimiter.fast` namespace (shared window state, table words).
+#: ``{count}`` is the limiter's inlined fast path (:meth:`~chessstats.ratelimit.RateLimiter.inline_source`),
+#: whose fallback is ``_SLOW``; a limiter that cannot be inlined (Redis) and the expensive routes
+#: call ``admit`` (``_SLOW`` alone).
 _LIMITED = """
-def observed(request{params}):
-    now = _time()
-    forwarded = request.headers.getall("x-forwarded-for", None)
-    raw = admit(request.conn_info.client_ip, forwarded, expensive, now)
-    request.obs = (now, label, raw)
-    if type(raw) is Refusal:
-        return refuse(request, limiter, raw, forwarded)
-    return handler(request{arguments})
+def make(handler, label):
+    def observed(request{params}):
+        now = _time()
+{count}    return observed
+"""
+_SLOW = """
+forwarded = request.headers.getall(_rl_xff) if _rl_xff in request.headers else None
+raw = _rl_admit(request.conn_info.client_ip, forwarded, {expensive}, now)
+request.obs = (now, label, raw)
+if type(raw) is _rl_Refusal:
+    return _rl_refuse(request, _rl_limiter, raw, forwarded)
+return handler(request{arguments})
 """
 _TIMED = """
-def observed(request{params}):
-    request.obs = (_time(), label, None)
-    return handler(request{arguments})
+def make(handler, label):
+    def observed(request{params}):
+        request.obs = (_time(), label, None)
+        return handler(request{arguments})
+    return observed
 """
+#: ``X-Forwarded-For`` as a multidict ``istr``: ``istr in headers`` costs ~220 instructions, a ``str``
+#: key ~930 (its case folded on every lookup) and ``getall(str, None)`` of a missing header ~1,800.
+_XFF = istr("x-forwarded-for")
 
 
 #: Names the wrappers use: a route parameter of one of these names gets the generic signature.
-_RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "_time", "label", "handler", "limiter",
-                       "admit", "expensive", "Refusal", "refuse"})
+_RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "label", "handler", "make", "e", "n",
+                       "tag", *(f"{x}{c}" for x in "gn" for c in range(8))})
 
 
-def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool) -> Any:
+def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool,
+          scope: dict[str, Any]) -> Any:
     """``handler`` behind the limiter (``/api`` routes) and the metrics' start time.
 
     A plain function (not a coroutine): it returns the handler's coroutine for Sanic to await, or
@@ -181,23 +260,56 @@ def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None
         names: the route's parameter names (``["tid"]``).
         limiter: the rate limiter, None when off.
         timed: stamp the start time (metrics on).
+        scope: the wrappers' globals (:func:`_scope`).
     """
     on_api = limiter is not None and _on_api("/" + path.lstrip("/"))
     if not (on_api or timed):
         return handler
-    if all(name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED for name in names):
+    positional = _takes_positionally(handler, names)
+    if all(name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED
+           and not name.startswith("_") for name in names):
         params = "".join(f", {name}" for name in names)
-        arguments = "".join(f", {name}={name}" for name in names)
+        arguments = "".join(f", {name}" if positional else f", {name}={name}" for name in names)
     else:  # not expected from Sanic; stay correct
         params, arguments = ", *args, **kwargs", ", *args, **kwargs"
-    scope = {"_time": _time, "label": route_label(path), "handler": handler, "limiter": limiter,
-             "admit": limiter.admit if on_api else None, "expensive": on_api and limiter.expensive(path),
-             "Refusal": Refusal, "refuse": _refusal}
-    exec((_LIMITED if on_api else _TIMED).format(params=params, arguments=arguments), scope)  # noqa: S102
-    observed = scope["observed"]
+    if on_api:
+        assert limiter is not None
+        expensive = limiter.expensive(path)
+        slow = _SLOW.format(expensive=expensive, arguments=arguments)
+        peer = ("request.conn_info.client_ip if _rl_xff not in request.headers else "
+                "(request.conn_info.client_ip, *request.headers.getall(_rl_xff))") if limiter.trusts_proxies \
+            else "request.conn_info.client_ip"
+        count = None if expensive else limiter.inline_source(
+            peer, "now", f"request.obs = (now, label, raw)\nreturn handler(request{arguments})", slow)
+        source = _LIMITED.format(params=params, count="".join(
+            " " * 8 + line + "\n" for line in (count or slow).strip("\n").splitlines()))
+    else:
+        source = _TIMED.format(params=params, arguments=arguments)
+    exec(source, scope)  # noqa: S102
+    observed = scope.pop("make")(handler, route_label(path))
     functools.update_wrapper(observed, handler)
     observed.__observed__ = True
     return observed
+
+
+def _takes_positionally(handler: Any, names: list[str]) -> bool:
+    """Whether ``handler`` takes the route's parameters in this order after the request, by position
+    (a positional call skips matching keyword names: ~100 instructions a request)."""
+    try:
+        params = list(inspect.signature(handler, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(params) == len(names) + 1 and all(p.kind in kinds for p in params) and \
+        [p.name for p in params[1:]] == names
+
+
+def _scope(limiter: RateLimiter | None) -> dict[str, Any]:
+    """The globals of the route wrappers: the limiter's fast-path state and what the wrappers call."""
+    scope = limiter.fast if limiter is not None else {}
+    scope.update({"_time": _time, "_rl_xff": _XFF, "_rl_Refusal": Refusal, "_rl_refuse": _refusal,
+                  "_rl_limiter": limiter, "_rl_admit": limiter.admit if limiter is not None else None})
+    return scope
 
 
 def install(app: Sanic, config: Config, paths: Any) -> None:
@@ -249,10 +361,12 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
                                         for name in ("lichess", "chesscom", "fide"))
                 app.ctx.metrics_task = asyncio.get_running_loop().create_task(_flush_loop())
         timed = app.request_class.metrics_on
+        app.request_class.respond = _RESPOND[app.ctx.ratelimiter is not None, timed]
+        scope = _scope(app.ctx.ratelimiter)
         for route in app.router.routes:
             if not getattr(route.handler, "__observed__", False):
                 names = [param.name for param in route.params.values()]
-                route.handler = _wrap(route.handler, route.path, names, app.ctx.ratelimiter, timed)
+                route.handler = _wrap(route.handler, route.path, names, app.ctx.ratelimiter, timed, scope)
 
     @app.after_server_stop
     async def _close(app: Sanic) -> None:

@@ -382,7 +382,8 @@ def test_fide_ids_stated_by_an_export_link_accounts(server: Server, upstream: Re
             and time.monotonic() < deadline:
         time.sleep(0.05)
     player_id, fide_id = db_one(server, "SELECT p.id, p.fide_id FROM player_accounts a JOIN players p "
-                                        "ON p.id = a.player_id WHERE a.platform = 'lichess' AND a.username = ?", (white,))
+                                        "ON p.id = a.player_id WHERE a.platform = 'lichess' AND a.username = ?",
+                                        (white,))
     assert fide_id == 24248185
     body = server.client.get(f"/api/players/{player_id}").json()
     assert body["success"] is True and body["data"]["fideId"] == 24248185

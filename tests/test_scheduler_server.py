@@ -205,9 +205,11 @@ def test_admin_job_routes(start_server: StartServer, upstream: ReplayUpstream, t
     upstream.set_fault(r"/fide/", "html500", status=502, times=2)  # the community API, then the official site
     fide = server.admin("POST", "/api/admin/jobs/fide-ratings/run").json()["data"]
     wait_for(lambda: db_runs(server.data_dir, "fide-ratings")[0]["state"] == "failed")
-    assert db_runs(server.data_dir, "fide-ratings")[0]["error"] == "UpstreamError: fide GET /fide/top_players/: HTTP 502"
+    error = db_runs(server.data_dir, "fide-ratings")[0]["error"]
+    assert error == "UpstreamError: fide GET /fide/top_players/: HTTP 502"
     retry = server.admin("POST", f"/api/admin/jobs/{fide['id']}/retry")
-    assert retry.status_code == 202 and (retry.json()["data"]["trigger"], retry.json()["data"]["attempt"]) == ("retry", 2)
+    data = retry.json()["data"]
+    assert retry.status_code == 202 and (data["trigger"], data["attempt"]) == ("retry", 2)
     wait_for(lambda: db_runs(server.data_dir, "fide-ratings")[-1]["state"] == "completed")
     assert db_runs(server.data_dir, "fide-ratings")[-1]["summary"] == (
         "stored 100 FIDE players (100 new, 0 updated), skipped 0 rows without a FIDE ID")

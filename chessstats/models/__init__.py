@@ -4,4 +4,5 @@ from chessstats.models.common import Pagination, utc_iso
 from chessstats.models.game import Game, GamePlayer, Opening
 from chessstats.models.tournament import Clock, Standing, Tournament, TournamentPlayer
 
-__all__ = ["Clock", "Game", "GamePlayer", "Opening", "Pagination", "Standing", "Tournament", "TournamentPlayer", "utc_iso"]
+__all__ = ["Clock", "Game", "GamePlayer", "Opening", "Pagination", "Standing", "Tournament", "TournamentPlayer",
+           "utc_iso"]

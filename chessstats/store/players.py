@@ -361,7 +361,8 @@ async def link_stated_fide_ids(db: Database, stated: dict[str, int]) -> tuple[in
     for username, fide_id in stated.items():
         async with db.transaction() as conn:
             await conn.execute(
-                "INSERT INTO players (fide_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (fide_id) DO NOTHING",
+                "INSERT INTO players (fide_id, created_at, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (fide_id) DO NOTHING",
                 (fide_id, now, now))
             key = str(fide_id)
             player_id = int(next(iter(await conn.execute_fetchall(

@@ -535,7 +535,11 @@ def store_db_tournaments(client: httpx.Client, server_url: str, replay_url: str,
     def one(_: int) -> str:
         tid = fresh_id("db")
         generate(replay_url, tid, 191, 2)
-        r = httpx.get(f"{server_url}/api/tournaments/{tid}", timeout=300, headers={"Accept-Encoding": "identity"})
+        for _attempt in range(30):  # the upstream gate answers 503 busy while the other imports hold Lichess
+            r = httpx.get(f"{server_url}/api/tournaments/{tid}", timeout=300, headers={"Accept-Encoding": "identity"})
+            if r.status_code != 503:
+                break
+            time.sleep(float(r.headers.get("retry-after") or 1))
         assert r.status_code == 200, (tid, r.status_code, r.text[:300])
         return tid
 

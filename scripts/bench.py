@@ -1776,7 +1776,6 @@ def main() -> int:
                     res["overhead"].append(ov)
                     targets.append(limiter_target(ov))
                     targets.append(limiter_default_target(ov))
-                targets.append(limiter_default_target(ov))
 
             # large import (generated data)
             log(f"import probe: {imp_players} standings, {imp_games} games ...")

@@ -656,3 +656,21 @@ class RateLimiter:
     def close(self) -> None:
         """Release the shared table."""
         self.table.close()
+
+
+def open_limiter(config: Any, table_path: str | Path | None, *, column: int = 0, workers: int = 1) -> RateLimiter:
+    """The limiter of ``config`` (the whole :class:`~chessstats.config.Config`): on Redis when
+    ``[cache] url`` names one (:mod:`chessstats.ratelimit_redis`, imported only then: redis-py stays
+    out of a server that does not use it), else :class:`RateLimiter` on ``table_path``
+    (``column``/``workers``: that table's worker column and how many columns to read).
+
+    Raises:
+        ValueError: ``[cache] url`` is not a URL redis-py understands.
+    """
+    if config.cache.url:
+        from chessstats.ratelimit_redis import RedisRateLimiter
+        from chessstats.redisconn import RedisBackend
+
+        backend = RedisBackend(config.cache.url, prefix=config.cache.redis_prefix, lease_s=config.cache.lock_lease_s)
+        return RedisRateLimiter(config.ratelimit, backend)
+    return RateLimiter(config.ratelimit, table_path, column=column, workers=workers)

@@ -11,7 +11,8 @@ When Redis cannot be reached the limiter counts in this process's memory (the ba
 table: limits then hold per worker) for :data:`RETRY_S` seconds, logs it once, and tries again: a
 Redis fault never refuses or fails a request by itself.
 
-:func:`open_limiter` picks the limiter from the configuration (``chessstats.api.observe`` calls it).
+:func:`chessstats.ratelimit.open_limiter` picks the limiter from the configuration
+(``chessstats.api.observe`` calls it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from chessstats.ratelimit import Decision, RateLimiter, Refusal, Verdict
@@ -129,17 +129,3 @@ class RedisRateLimiter(RateLimiter):
         """Release the fallback table and the Redis connection."""
         super().close()
         self.backend.close()
-
-
-def open_limiter(config: Any, table_path: str | Path | None, *, column: int = 0, workers: int = 1) -> RateLimiter:
-    """The limiter of ``config`` (the whole :class:`~chessstats.config.Config`): on Redis when
-    ``[cache] url`` names one, else :class:`~chessstats.ratelimit.RateLimiter` on ``table_path``
-    (``column``/``workers``: that table's worker column and how many columns to read).
-
-    Raises:
-        ValueError: ``[cache] url`` is not a URL redis-py understands.
-    """
-    if config.cache.url:
-        backend = RedisBackend(config.cache.url, prefix=config.cache.redis_prefix, lease_s=config.cache.lock_lease_s)
-        return RedisRateLimiter(config.ratelimit, backend)
-    return RateLimiter(config.ratelimit, table_path, column=column, workers=workers)

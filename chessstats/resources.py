@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chessstats.cache import TTLCache
-from chessstats.cache_redis import RedisTTLCache
 from chessstats.config import Config
 from chessstats.locks import Locks, SharedLock
 from chessstats.redisconn import RedisBackend
@@ -42,6 +42,9 @@ from chessstats.store.db import DB_FILENAME
 from chessstats.upstream.chesscom import ChesscomClient, open_chesscom
 from chessstats.upstream.fide import FideClient, open_fide
 from chessstats.upstream.lichess import LichessClient, open_lichess
+
+if TYPE_CHECKING:
+    from chessstats.cache_redis import RedisTTLCache
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,8 @@ class DataDir:
         ``[cache] memory_entries``."""
         entries = config.cache.memory_entries if memory_entries is None else memory_entries
         if backend is not None:
+            from chessstats.cache_redis import RedisTTLCache  # redis-py only when [cache] url names a server
+
             return RedisTTLCache(backend, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,
                                  memory_entries=entries)
         return TTLCache(self.cache_dir, size_limit_mb=config.cache.size_limit_mb, enabled=config.cache.enabled,

@@ -4,6 +4,7 @@ The RSS itself is measured by ``scripts/bench`` (idle RSS per process rows); the
 choices behind it, each of which a later edit could silently undo:
 
 * python-chess (about 3 MiB) is not imported by a server that has not exported any games yet;
+* redis-py (61 modules, about 6.4 MiB) is not imported by a server without ``[cache] url``;
 * the upstream clients share one TLS context (each context holds its own parsed copy of the CA
   bundle, about 0.8 MiB);
 * a serving process caps glibc's malloc arenas (unless the operator set ``MALLOC_ARENA_MAX``).
@@ -27,6 +28,7 @@ from chessstats.config import load_config
 from chessstats.app import create_app
 from chessstats.resources import Resources
 import chessstats.cli, chessstats.commands
+from chessstats.ratelimit import open_limiter
 
 config = load_config(None, env={"CHESSSTATS_DATA_DIR": sys.argv[1]})
 app = create_app(config)
@@ -38,12 +40,15 @@ async def main():
     res = await Resources.open(config)
     try:
         contexts = [context(c) for c in (res.lichess, res.fide, res.chesscom)]
+        limiter = open_limiter(config, None)  # as a worker opens it before it serves
+        limiter.close()
     finally:
         await res.aclose()
     return contexts
 
 contexts = asyncio.run(main())
 print(json.dumps({"modules": sorted(m for m in sys.modules if m == "chess" or m.startswith("chess.")),
+                  "redis": sorted(m for m in sys.modules if m == "redis" or m.startswith("redis.")),
                   "contexts": contexts}))
 """
 
@@ -58,6 +63,13 @@ def _serve_and_report(tmp_path: Path) -> dict:
 def test_an_idle_server_has_not_imported_python_chess(tmp_path: Path) -> None:
     report = _serve_and_report(tmp_path)
     assert report["modules"] == [], report["modules"]
+
+
+def test_a_server_without_redis_has_not_imported_redis_py(tmp_path: Path) -> None:
+    """No ``[cache] url``: the app, every resource and the rate limiter are opened without redis-py
+    (the Redis engines import it when a URL names a server: tests/test_redis.py)."""
+    report = _serve_and_report(tmp_path)
+    assert report["redis"] == [], report["redis"][:5]
 
 
 def test_the_upstream_clients_share_one_tls_context(tmp_path: Path) -> None:

@@ -46,8 +46,7 @@ from chessstats import metrics
 from chessstats.api.envelope import EnvelopeResponse, error_response, header_pairs
 from chessstats.config import Config
 from chessstats.metrics import UNMATCHED, record_request
-from chessstats.ratelimit import RateLimiter, Refusal, header_lines, worker_column
-from chessstats.ratelimit_redis import open_limiter
+from chessstats.ratelimit import RateLimiter, Refusal, header_lines, open_limiter, worker_column
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from chessstats.cache import TTLCache
 from chessstats.errors import BadRequest, Conflict, Gone, NotFound, UpstreamError
 from chessstats.models.common import Model
 from chessstats.models.player import FidePlayer, LichessAccount, Player, Rating
-from chessstats.payload import Payload, encode_fields
+from chessstats.payload import Payload, encode_fields, epoch_of
 from chessstats.services.readthrough import Fetch, Fresh, ReadThrough
 from chessstats.store import Database
 from chessstats.store import players as store
@@ -97,9 +97,7 @@ class StoredPlayer(Model, kw_only=True):
 
 
 def _epoch(iso: str | None) -> float:
-    if not iso:
-        return time.time()
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return epoch_of(iso) if iso else time.time()
 
 
 #: Cut payloads kept per (entry, n): a hot leaderboard URL is cut (and rendered) once per cache entry.

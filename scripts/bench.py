@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import re
 import secrets
 import shutil
@@ -660,49 +661,62 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
 
     Four servers on one data dir (the recorded tournament is stored and cached once): ``off``
     (limiter and metrics off), ``limiter`` (limiter on at limits wrk never reaches, so every request
-    is counted and none refused), ``metrics`` (metrics on), ``both``. Each round runs wrk on each of
-    them in turn; a variant's ratio is its req/s over ``off``'s in the same round, and the extra
-    server CPU per request is measured alongside.
+    is counted and none refused), ``metrics`` (metrics on), ``both``. Each round starts the four
+    anew (a server start draws a new hash seed and memory layout, which alone moves a server's
+    req/s by up to ±10 %: a variant must not keep one start's luck for every round), runs wrk on
+    each in a shuffled order, and stops them; a variant's ratio is its req/s over ``off``'s in the
+    same round, and the extra server CPU per request is measured alongside.
     """
     route = f"/api/tournaments/{RECORDED_ID}"
-    servers: dict[str, tuple[Proc, str]] = {}
     out: dict = {"workers": workers, "route": route, "rounds": []}
-    try:
-        for name, env in OVERHEAD_VARIANTS.items():
-            for attempt in (1, 2):  # a loaded machine can time out a worker's start-up (database locked)
-                try:
-                    servers[name] = start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}-{attempt}",
-                                                 data_dir=data_dir, extra_env=env)
-                    break
-                except RuntimeError as exc:
-                    if attempt == 2:
-                        raise
-                    log(f"overhead: server {name} did not start ({str(exc)[:200]}); once more")
-        with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
-            for name, (_, url) in servers.items():
-                for _ in range(2 + 2 * workers):  # stored, cached, and in every worker's memory layer
-                    r = client.get(url + route)
-                    assert r.status_code == 200, r.text[:300]
-                assert r.headers.get("x-cache") == "HIT", (name, r.headers)
-                assert ("ratelimit-limit" in r.headers) == (name in ("limiter", "both")), (name, r.headers)
-                out["body_bytes"] = len(r.content)
-        for proc, url in servers.values():  # warm-up
-            run_wrk(url + route, 1, proc)
-        for i in range(pairs):
+    rng = random.Random(20261130)
+
+    def start(name: str, env: dict[str, str], i: int) -> tuple[Proc, str]:
+        for attempt in (1, 2):  # a loaded machine can time out a worker's start-up (database locked)
+            try:
+                return start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}-r{i}-{attempt}",
+                                    data_dir=data_dir, extra_env=env)
+            except RuntimeError as exc:
+                if attempt == 2:
+                    raise
+                log(f"overhead: server {name} did not start ({str(exc)[:200]}); once more")
+        raise AssertionError("unreachable")
+
+    for i in range(pairs):
+        servers: dict[str, tuple[Proc, str]] = {}
+        try:
+            for name, env in OVERHEAD_VARIANTS.items():
+                servers[name] = start(name, env, i)
+            with httpx.Client(timeout=600, headers={"Accept-Encoding": "identity"}) as client:
+                for name, (_, url) in servers.items():
+                    for _ in range(2 + 2 * workers):  # stored, cached, and in every worker's memory layer
+                        r = client.get(url + route)
+                        assert r.status_code == 200, r.text[:300]
+                    assert r.headers.get("x-cache") == "HIT", (name, r.headers)
+                    assert ("ratelimit-limit" in r.headers) == (name in ("limiter", "both")), (name, r.headers)
+                    out["body_bytes"] = len(r.content)
+            for proc, url in servers.values():  # warm-up
+                run_wrk(url + route, 1, proc)
             row: dict = {}
-            for name, (proc, url) in servers.items():
+            order = list(servers)
+            rng.shuffle(order)
+            for name in order:
+                proc, url = servers[name]
                 busy = wait_idle(5.0)
                 row[name] = run_wrk(url + route, duration, proc)
                 row[name]["busy_before_cores"] = round(busy, 2)
-            base = row["off"]["rps"]
-            row["ratios"] = {name: (row[name]["rps"] / base if base else None) for name in servers if name != "off"}
-            out["rounds"].append(row)
-            log(f"w{workers} overhead round {i + 1}/{pairs}: " + " | ".join(
-                f"{n} {row[n]['rps']:,.0f} req/s, {row[n]['server_cpu_us_per_req']} µs/req" for n in servers)
-                + " | ratios " + ", ".join(f"{k} {v:.3f}" for k, v in row["ratios"].items() if v is not None))
-    finally:
-        for proc, _ in servers.values():
-            proc.stop()
+        finally:
+            for proc, _ in servers.values():
+                proc.stop()
+        row = {name: row[name] for name in OVERHEAD_VARIANTS}
+        base = row["off"]["rps"]
+        row["ratios"] = {name: (row[name]["rps"] / base if base else None) for name in OVERHEAD_VARIANTS
+                         if name != "off"}
+        row["order"] = order
+        out["rounds"].append(row)
+        log(f"w{workers} overhead round {i + 1}/{pairs} (fresh servers; order {', '.join(order)}): " + " | ".join(
+            f"{n} {row[n]['rps']:,.0f} req/s, {row[n]['server_cpu_us_per_req']} µs/req" for n in OVERHEAD_VARIANTS)
+            + " | ratios " + ", ".join(f"{k} {v:.3f}" for k, v in row["ratios"].items() if v is not None))
     rounds = out["rounds"]
     out["summary"] = {
         name: {
@@ -1475,6 +1489,9 @@ def main() -> int:
     primary = worker_counts[0]
     pairs = args.pairs or 3
     duration = args.duration or (3.0 if args.quick else 10.0)
+    # the overhead row starts fresh servers every round (a start's own luck is ±10 %): more, shorter rounds
+    ov_rounds = args.pairs or (3 if args.quick else 5)
+    ov_duration = args.duration or (3.0 if args.quick else 6.0)
     imp_players = args.import_players or (2000 if args.quick else 10_000)
     imp_games = args.import_games or (1000 if args.quick else 5_000)
     if shutil.which("wrk") is None:
@@ -1516,15 +1533,16 @@ def main() -> int:
             assert r.status_code == 200, r.text[:300]
             server.stop()
             procs.remove(server)
-            res["overhead"] = [overhead_probe(tmp, replay_url, data_dir, w, pairs, duration) for w in worker_counts]
+            res["overhead"] = [overhead_probe(tmp, replay_url, data_dir, w, ov_rounds, ov_duration)
+                               for w in worker_counts]
             for ov in res["overhead"]:
                 targets.append(limiter_target(ov))
                 targets.append(limiter_default_target(ov))
             res["targets"] = targets
             res["wall_s"] = round(time.monotonic() - started, 1)
             args.json.write_text(json.dumps(res, indent=2))
-            lines = [f"chessstats bench --overhead-only: wrk -t1 -c{CONNECTIONS}, {pairs} rounds x {duration:g} s per "
-                     f"variant; started {res['config']['started_at']}"]
+            lines = [f"chessstats bench --overhead-only: wrk -t1 -c{CONNECTIONS}, {ov_rounds} rounds x {ov_duration:g} "
+                     f"s per variant, fresh servers every round; started {res['config']['started_at']}"]
             for ov in res["overhead"]:
                 lines += overhead_lines(ov)
             lines += ["", "| target | figure | verdict |", "|---|---|---|"]
@@ -1771,8 +1789,8 @@ def main() -> int:
             if not args.no_overhead:
                 res["overhead"] = []
                 for workers in worker_counts:
-                    log(f"overhead rows ({workers} worker(s)): limiter and metrics off/on, {pairs} rounds ...")
-                    ov = overhead_probe(tmp, replay_url, data_dir, workers, pairs, duration)
+                    log(f"overhead rows ({workers} worker(s)): limiter and metrics off/on, {ov_rounds} rounds ...")
+                    ov = overhead_probe(tmp, replay_url, data_dir, workers, ov_rounds, ov_duration)
                     res["overhead"].append(ov)
                     targets.append(limiter_target(ov))
                     targets.append(limiter_default_target(ov))

@@ -52,38 +52,52 @@ _FIRST_BUCKET = LATENCY_BUCKETS[0]
 
 
 class _Metrics:
-    """The Prometheus objects of this process (created by :func:`setup`)."""
+    """The Prometheus objects of this process (created by :func:`setup`, again by :func:`_recover`).
+
+    They are registered in no registry (a scrape reads the files, :func:`render`); their values live
+    in this process's files ``<directory>/<kind>_<pid>.db``, opened by the value class made here."""
 
     def __init__(self, directory: Path) -> None:
         from prometheus_client import Counter, Gauge, Histogram, values
 
         # the value class is normally chosen when prometheus_client is first imported; set it here
-        # so that the order of imports cannot leave this process out of the shared files
-        values.ValueClass = values.MultiProcessValue()
+        # so that the order of imports cannot leave this process out of the shared files (a new one
+        # each time: its files are opened anew, see _recover)
+        values.ValueClass = self.value_class = values.MultiProcessValue()
         self.directory = directory
+        #: a file of this process: gone when the directory was deleted or emptied while running
+        self.own_file = directory / f"counter_{os.getpid()}.db"
+        #: the directory could not be made again (logged once; retried at every flush)
+        self.recover_failed = False
+        r = None  # no registry
         self.requests = Counter("chessstats_http_requests_total", "HTTP requests answered, by route template, "
-                                "method and status", ["route", "method", "status"])
+                                "method and status", ["route", "method", "status"], registry=r)
         self.latency = Histogram("chessstats_http_request_duration_seconds", "Time from routing to the response "
-                                 "(seconds), by route template", ["route"], buckets=LATENCY_BUCKETS)
-        self.cache = Counter("chessstats_cache_responses_total", "Answers by X-Cache: hit, miss, stale", ["result"])
-        self.refused = Counter("chessstats_ratelimit_refused_total", "Requests refused by the inbound rate limit (429)")
+                                 "(seconds), by route template", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache = Counter("chessstats_cache_responses_total", "Answers by X-Cache: hit, miss, stale", ["result"],
+                             registry=r)
+        self.refused = Counter("chessstats_ratelimit_refused_total", "Requests refused by the inbound rate limit (429)",
+                               registry=r)
         self.upstream_calls = Counter("chessstats_upstream_calls_total", "Upstream requests sent, by upstream and "
-                                      "status class (none: no HTTP status, e.g. a timeout)", ["upstream", "status"])
+                                      "status class (none: no HTTP status, e.g. a timeout)", ["upstream", "status"],
+                                      registry=r)
         self.upstream_429 = Counter("chessstats_upstream_429_total", "429 answers received from an upstream",
-                                    ["upstream"])
+                                    ["upstream"], registry=r)
         self.upstream_pause = Counter("chessstats_upstream_pause_seconds_total", "Seconds of pause set after "
-                                      "upstream 429s", ["upstream"])
+                                      "upstream 429s", ["upstream"], registry=r)
         self.upstream_refused = Counter("chessstats_upstream_refused_total", "Upstream calls refused by the gate "
-                                        "without a request (paused, busy, breaker open)", ["upstream", "reason"])
-        self.imports = Counter("chessstats_imports_total", "Tournament imports finished, by outcome", ["outcome"])
+                                        "without a request (paused, busy, breaker open)", ["upstream", "reason"],
+                                        registry=r)
+        self.imports = Counter("chessstats_imports_total", "Tournament imports finished, by outcome", ["outcome"],
+                               registry=r)
         self.import_seconds = Histogram("chessstats_import_duration_seconds", "Duration of tournament imports "
-                                        "(seconds), by outcome", ["outcome"], buckets=LONG_BUCKETS)
+                                        "(seconds), by outcome", ["outcome"], buckets=LONG_BUCKETS, registry=r)
         self.jobs = Counter("chessstats_job_runs_total", "Background job runs finished, by job and outcome",
-                            ["job", "outcome"])
+                            ["job", "outcome"], registry=r)
         self.job_seconds = Histogram("chessstats_job_run_duration_seconds", "Duration of background job runs "
-                                     "(seconds)", ["job"], buckets=LONG_BUCKETS)
+                                     "(seconds)", ["job"], buckets=LONG_BUCKETS, registry=r)
         self.worker_requests = Gauge("chessstats_worker_requests", "Requests answered by each live worker process "
-                                     "since it started", multiprocess_mode="liveall")
+                                     "since it started", multiprocess_mode="liveall", registry=r)
         #: answered requests by route label, method, status and X-Cache result (or None), since the last flush
         self.pending: dict[str, dict[str, dict[int, dict[str | None, int]]]] = {}
         #: per route label: [sum of seconds, count per latency bucket ..., count above the last bucket]
@@ -247,11 +261,42 @@ _GATE_COUNTERS = (("responses429", "429"), ("pauseSeconds", "pause"), ("refusedP
                   ("refusedBusy", "busy"), ("refusedOpen", "open"))
 
 
+def _recover(m: _Metrics) -> _Metrics:
+    """The metrics of this process after its files were found gone (``<data dir>/metrics/`` deleted or
+    emptied while the server runs): the directory made again, this process's files reserved anew and
+    every value reopened in them (from zero: the counts the deleted files held are lost, and so are
+    those flushed into them since), the tallies not flushed yet kept. Logged once per loss. When the
+    directory cannot be made, ``m`` itself (logged once; the next flush tries again)."""
+    global _m
+    try:
+        m.directory.mkdir(parents=True, exist_ok=True)
+        _reserve(m.directory)
+    except OSError as exc:
+        if not m.recover_failed:
+            m.recover_failed = True
+            log.warning("metrics: %s was deleted and cannot be made again (%s): /metrics is unavailable in this "
+                        "worker until it can", m.directory, exc.strerror or exc)
+        return m
+    fresh = _Metrics(m.directory)
+    fresh.pending, fresh.pending_latency, fresh.pending_refused = m.pending, m.pending_latency, m.pending_refused
+    fresh.served, fresh.gates, fresh.gate_seen = m.served, m.gates, m.gate_seen
+    _m = fresh
+    with contextlib.suppress(Exception):
+        m.value_class.close_all_files()  # the deleted files' mappings
+    log.warning("metrics: %s was deleted while the server ran; made it again: the counts of worker %d before "
+                "now (and those of the other workers until each notices, within %g s) are lost",
+                m.directory, os.getpid(), FLUSH_S)
+    return fresh
+
+
 def flush() -> None:
-    """Move this process's tallies and its gates' new counts into the shared files."""
+    """Move this process's tallies and its gates' new counts into the shared files (first making
+    ``<data dir>/metrics/`` and this process's files again if they were deleted: :func:`_recover`)."""
     m = _m
     if m is None:
         return
+    if not os.path.exists(m.own_file):  # one stat a second
+        m = _recover(m)
     pending, m.pending = m.pending, {}
     latency, m.pending_latency = m.pending_latency, {}
     refused, m.pending_refused = m.pending_refused, 0
@@ -369,13 +414,16 @@ def render(db_path: Path | None, db_size_bytes: int | None = None) -> tuple[byte
 
     Raises:
         RuntimeError: metrics are off in this process.
+        FileNotFoundError: ``<data dir>/metrics/`` was deleted and cannot be made again.
     """
-    m = _m
-    if m is None:
+    if _m is None:
         raise RuntimeError("metrics are off")
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-    flush()
+    flush()  # makes the directory again if it was deleted
+    m = _m
+    if m is None or not m.directory.is_dir():
+        raise FileNotFoundError(f"{m.directory} is missing and cannot be made")
     class Files(multiprocess.MultiProcessCollector):
         def collect(self) -> Iterable[Any]:
             # a file a worker is still creating (or a stray one) is skipped, not a failed scrape

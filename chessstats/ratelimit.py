@@ -45,8 +45,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 _time = time.time
 
-#: Route templates (parameters written ``*``, one path segment each) limited by the expensive window.
-#: A new expensive route is covered by adding its template here.
+#: Route templates limited by the expensive window (:func:`is_expensive`): ``*`` is any one path
+#: segment, a parameter or a literal one (the players' platform is a literal segment of each route:
+#: ``/api/players/lichess/<username>/games``, ``/api/players/chesscom/<username>/games``). A new
+#: expensive route is covered by adding its template here.
 EXPENSIVE_ROUTES: tuple[str, ...] = (
     "/api/tournaments/*/games",
     "/api/players/*/*/games",
@@ -282,11 +284,13 @@ def route_template(path: str) -> str:
 
 
 def is_expensive(template: str, patterns: tuple[str, ...] = EXPENSIVE_ROUTES) -> bool:
-    """Whether a route template matches one of ``patterns`` (``*`` stands for one parameter segment)."""
+    """Whether a route template (:func:`route_template`: ``/api/players/lichess/*/games``) matches one of
+    ``patterns``: as many segments, each equal or matched by a pattern's ``*`` (any one segment, a
+    parameter or a literal one)."""
     segments = template.strip("/").split("/")
     for pattern in patterns:
         want = pattern.strip("/").split("/")
-        if len(want) == len(segments) and all(w == s for w, s in zip(want, segments, strict=True)):
+        if len(want) == len(segments) and all(w in ("*", s) for w, s in zip(want, segments, strict=True)):
             return True
     return False
 

@@ -278,6 +278,11 @@ def test_clients_and_routes() -> None:
     assert is_expensive("/api/tournaments/*/games") and is_expensive("/api/players/*/*/games")
     assert not is_expensive("/api/tournaments/*/results") and not is_expensive("/api/players/*/games")
     assert limiter.expensive("api/players/<platform:str>/<username:str>/games")
+    # a pattern's * is any one segment: the players' routes have a literal platform segment
+    assert limiter.expensive("api/players/lichess/<username:str>/games")
+    assert limiter.expensive("api/players/chesscom/<username:str>/games")
+    assert not limiter.expensive("api/players/lichess/<username:str>/history")
+    assert not limiter.expensive("api/players/lichess/top/<perf_type:str>")
     assert not limiter.expensive(None)
     limiter.close()
 

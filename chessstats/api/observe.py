@@ -13,8 +13,8 @@
   ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
   :class:`~chessstats.api.envelope.EnvelopeResponse`) and tallies the request for the metrics;
 * gives :func:`on_error` to the app's error handler: a request that reached no route handler (no
-  route matched, a CORS preflight, a body too large) is counted there, so a 404 on ``/api`` counts
-  against the limit too and can be refused;
+  route matched, a body too large) is counted there, so a 404 on ``/api`` counts against the limit
+  too and can be refused (a CORS preflight is neither counted nor refused);
 * registers the ``/metrics`` route (``[metrics] enabled``), behind ``Authorization: Bearer <[metrics]
   token>`` when a token is set;
 * registers listeners: the main process empties ``<data dir>/metrics/`` before the workers start;
@@ -58,8 +58,10 @@ async def metrics_route(request: Request) -> HTTPResponse:
     """Every worker's metrics in the Prometheus text format (``[metrics] token``: bearer token required)."""
     token = request.app.ctx.config.metrics.token
     if token:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # Sanic decodes header bytes as UTF-8 with surrogateescape: encoding back the same way gives
+        # the bytes sent (any bytes, e.g. not UTF-8 at all), compared with the token's UTF-8 bytes
+        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return error_response(request, 401, "a valid Authorization: Bearer <metrics token> is required",
                                   "unauthorized", {"WWW-Authenticate": "Bearer"})
     if not metrics.enabled():  # this worker could not reserve its files (full or read-only data dir)
@@ -72,7 +74,11 @@ async def metrics_route(request: Request) -> HTTPResponse:
             size = await db.size_bytes()
         except Exception as exc:  # the scrape still answers; /health says what is wrong
             log.warning("metrics: database size unavailable: %s", exc)
-    body, content_type = metrics.render(request.app.ctx.metrics_db_path, size)
+    try:
+        body, content_type = metrics.render(request.app.ctx.metrics_db_path, size)
+    except OSError as exc:  # <data dir>/metrics/ deleted and not made again (logged by metrics)
+        return error_response(request, 503, f"metrics are unavailable in this worker: {exc}", "storage_unavailable",
+                              {"Retry-After": "30"})
     return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
@@ -179,7 +185,11 @@ _time = time.time
 
 def on_error(request: Request) -> HTTPResponse | None:
     """Called first by the app's error handler: count a request that reached no route handler (a
-    routing error, a preflight, a body refused before the handler) against the limits on ``/api``.
+    routing error, a body refused before the handler) against the limits on ``/api``.
+
+    A CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is neither counted nor
+    refused: a browser reports a refused preflight as a CORS failure, and the frontend would never
+    see the ``Retry-After`` of the request it precedes (which is counted, and refused when over).
 
     Returns:
         The 429 answer when that request is over a limit; otherwise None (the error is answered).
@@ -189,7 +199,8 @@ def on_error(request: Request) -> HTTPResponse | None:
     route = request.route
     label = UNMATCHED if route is None else route_label(route.path)
     limiter: RateLimiter | None = request.app.ctx.ratelimiter
-    if limiter is None or not _on_api(request.path):
+    if limiter is None or not _on_api(request.path) or (
+            request.method == "OPTIONS" and "access-control-request-method" in request.headers):
         request.obs = (_time(), label, None)
         return None
     forwarded = request.headers.getall("x-forwarded-for", None)

@@ -7,6 +7,7 @@ recording has are GENERATED here with ``add_json`` (archive lists and months in 
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from pathlib import Path
@@ -154,3 +155,69 @@ def test_titled_list_is_paginated_and_cached_a_day(server: Server, upstream: Rep
     assert beyond["data"]["players"] == [] and beyond["pagination"]["total"] == len(recorded)
     for bad in ("page=0", "limit=0", "limit=501", "page=x", "page=100001"):
         err(server.client.get(f"/api/players/chesscom/titled/GM?{bad}"), 400, "bad_request")
+
+
+# --- 4. a Chess.com rating history, built from the monthly archives ---------------------------------
+
+
+def test_chesscom_history_from_the_monthly_archives(server: Server, upstream: ReplayUpstream) -> None:
+    recorded = recorded_games()
+    may_points: dict[str, dict[str, tuple[int, int]]] = {}
+    for g in recorded:  # the recorded month, read independently: the day's last game per time class
+        side = next(s for s in (g["white"], g["black"]) if s["username"].lower() == "fabianocaruana")
+        day = time.strftime("%Y-%m-%d", time.gmtime(g["end_time"]))
+        best = may_points.setdefault(g["time_class"], {}).get(day)
+        if best is None or best[0] <= g["end_time"]:
+            may_points[g["time_class"]][day] = (g["end_time"], side["rating"])
+    # GENERATED April: two blitz games the same day (the later one counts), a Chess960 daily game, and a
+    # game of two other players (no point)
+    base = recorded[0]
+    april = []
+    for end, rating, tc, rules, me in ((1587900000, 2990, "blitz", "chess", True),
+                                       (1587903600, 3001, "blitz", "chess", True),
+                                       (1587000000, 2100, "daily", "chess960", True),
+                                       (1587950000, 1500, "blitz", "chess", False)):
+        g = json.loads(json.dumps(base))
+        g.update(end_time=end, time_class=tc, rules=rules, uuid=f"GENERATED-{end}")
+        g["white"] = {**g["white"], "username": "FabianoCaruana" if me else "someone", "rating": rating}
+        g["black"] = {**g["black"], "username": "other", "rating": 1000}
+        april.append(g)
+    listed = [f"https://api.chess.com/pub/player/fabianocaruana/games/{m}" for m in ("2020/04", "2020/05")]
+    add_json(upstream, f"{CC}/player/fabianocaruana/games/archives", {"archives": listed})
+    add_json(upstream, f"{CC}/player/fabianocaruana/games/2020/04", {"games": april})
+    resp = server.client.get("/api/players/chesscom/FabianoCaruana/history")
+    body = ok(resp)
+    assert resp.headers["x-cache"] == "MISS" and body["failedMonths"] == [] and "notYetFetched" not in body
+    series = {s["perfType"]: s["points"] for s in body["data"]}
+    assert [s["perfType"] for s in body["data"]] == ["blitz", "rapid", "daily960"]
+    assert series["blitz"] == [{"date": "2020-04-26", "rating": 3001}] + \
+        [{"date": d, "rating": r} for d, (_, r) in sorted(may_points["blitz"].items())]
+    assert series["rapid"] == [{"date": d, "rating": r} for d, (_, r) in sorted(may_points["rapid"].items())]
+    assert series["rapid"][0] == {"date": "2020-05-05", "rating": 2773}
+    assert series["daily960"] == [{"date": "2020-04-16", "rating": 2100}]
+    assert upstream.counts[f"{CC}/player/fabianocaruana/games/2020/05"] == 1
+    upstream.reset()
+    assert ok(server.client.get("/api/players/chesscom/fabianocaruana/history"))["data"] == body["data"]
+    assert upstream.total() == 0  # past months stored, the archive list checked at most every 5 minutes
+
+
+def test_chesscom_history_is_bounded_per_request_and_404_for_an_unknown_user(server: Server,
+                                                                            upstream: ReplayUpstream) -> None:
+    games = recorded_games()
+    months = [f"2019/{m:02d}" for m in range(5, 13)]  # 8 months, one game each (GENERATED)
+    add_json(upstream, f"{CC}/player/longtimer/games/archives",
+             {"archives": [f"https://api.chess.com/pub/player/longtimer/games/{m}" for m in months]})
+    for i, m in enumerate(months):
+        g = json.loads(json.dumps(games[i]))
+        g["white"]["username"] = "LongTimer"
+        g["end_time"] = calendar.timegm(time.strptime(f"{m}/15", "%Y/%m/%d"))
+        add_json(upstream, f"{CC}/player/longtimer/games/{m}", {"games": [g]})
+    first = ok(server.client.get("/api/players/chesscom/longtimer/history"))
+    assert first["notYetFetched"] == ["2019-06", "2019-05"] and len(month_calls(upstream, "longtimer")) == 6
+    assert sum(len(s["points"]) for s in first["data"]) == 6
+    upstream.reset()
+    second = ok(server.client.get("/api/players/chesscom/longtimer/history"))
+    assert "notYetFetched" not in second and sum(len(s["points"]) for s in second["data"]) == 8
+    assert len(month_calls(upstream, "longtimer")) == 2
+    err(server.client.get("/api/players/chesscom/nonexistent_user_xyz_123/history"), 404, "not_found")
+    err(server.client.get("/api/players/chesscom/bad.name/history"), 400, "bad_request")

@@ -208,6 +208,14 @@ async def chesscom_games(request: Request, username: str) -> HTTPResponse:
     return respond(request, payload)
 
 
+@bp.route("/chesscom/<username:str>/history", methods=["GET", "HEAD"])
+async def chesscom_history(request: Request, username: str) -> HTTPResponse:
+    """A Chess.com rating history built from the monthly game archives: one series per time class of
+    ``{date: YYYY-MM-DD, rating}`` (the day's last game), with ``failedMonths`` and, when this request's
+    month-fetch budget ran out, ``notYetFetched``. Never cached as a whole."""
+    return respond(request, await _chesscom(request).history(chesscom_username(username)))
+
+
 @bp.route("/<pid:int>", methods=["GET", "HEAD"])
 async def stored_player(request: Request, pid: int) -> HTTPResponse:
     """A stored player by our integer id, with every linked account and its latest ratings; 400 for an

@@ -254,51 +254,17 @@ class ChesscomService:
         """
         u = username.lower()
         now = now or datetime.now(UTC)
-        archives = cc.decode(await self.fetch(f"/player/{u}/games/archives", max_age_s=CURRENT_MONTH_S),
-                             "archives")
-        message = cc.error_envelope(archives)
-        if message is not None:
-            raise UpstreamError(f"chesscom archives of {u!r}: {message}", UPSTREAM)
-        months = [m for m in (_month_path(str(a)) for a in (archives.get("archives") or [])) if m is not None]
-        months.sort(key=lambda m: (m[1], m[2]), reverse=True)
+        walk = _MonthWalk()
         games: list[Any] = []
-        failed: list[str] = []
-        pending: list[str] = []
-        started = 0
-        for path, year, month in months:
+        for path, year, month in await self._archive_months(u):
             if len(games) >= max_games:
                 break
             if since is not None and _month_end_ms(year, month) < since:
                 break
             if until is not None and _month_start_ms(year, month) > until:
                 continue
-            label = f"{year:04d}-{month:02d}"
-            if pending:  # the budget is spent: every older month of the range is left for a later request
-                pending.append(label)
-                continue
-            current = (year, month) >= (now.year, now.month)
-            fail_key = month_failure_key(u, year, month)
-            if self.read.cache.get(fail_key) is not None:  # failed lately: no upstream call until it expires
-                failed.append(label)
-                continue
-            body = await self._stored(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
-            try:
-                if body is None:
-                    if started >= MONTH_FETCHES_PER_REQUEST:
-                        pending.append(label)
-                        continue
-                    started += 1
-                    body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
-                data = cc.decode(body, "games")
-                message = cc.error_envelope(data)
-                if message is not None:
-                    raise UpstreamError(f"chesscom {path}: {message}", UPSTREAM)
-            except (UpstreamRateLimited, UpstreamBusy):
-                raise
-            except (UpstreamError, NotFound) as exc:
-                log.warning("chesscom: month %s of %s failed: %s", label, u, exc)
-                self._remember_month(fail_key, exc, current)
-                failed.append(label)
+            data = await self._month(u, path, year, month, now, walk)
+            if data is None:
                 continue
             month_games = sorted(data.get("games") or [], key=lambda g: g.get("end_time") or 0, reverse=True)
             for raw in month_games:
@@ -311,10 +277,102 @@ class ChesscomService:
                 if len(games) >= max_games:
                     break
         stamp = time.time()
-        extra: dict[str, Any] = {"failedMonths": failed}
-        if pending:
-            extra["notYetFetched"] = pending
-        return Payload(encode_fields(games, **extra), source="api", fetched_at=stamp, expires_at=stamp)
+        return Payload(encode_fields(games, **walk.fields()), source="api", fetched_at=stamp, expires_at=stamp)
+
+    async def history(self, username: str, now: datetime | None = None) -> Payload:
+        """``GET /api/players/chesscom/{username}/history``: ``[{perfType, points: [{date: YYYY-MM-DD,
+        rating}]}]`` built from the monthly game archives (``/player/{u}/games/archives`` and
+        ``/player/{u}/games/{YYYY}/{MM}``: Chess.com publishes no rating history, its archives carry
+        each game's end time and the player's rating in it). ``perfType`` is the series' time class
+        as the profile's ``ratings`` name it (``bullet blitz rapid daily``, ``daily960``; another
+        variant ``<rules>_<timeClass>``); one point per UTC day with a game, the rating of that day's
+        last game; oldest first; series ordered bullet, blitz, rapid, daily, then by name.
+
+        The months are read as for :meth:`games` (stored past months never fetched again, failed
+        months remembered and listed in ``failedMonths``, at most :data:`MONTH_FETCHES_PER_REQUEST`
+        upstream month fetches per request, newest month first, the rest in ``notYetFetched``).
+        Not cached as a whole; a past month's points are memoised in the process.
+
+        Raises:
+            NotFound: no such user. UpstreamError (and subclasses): the archive list failed.
+        """
+        u = username.lower()
+        now = now or datetime.now(UTC)
+        walk = _MonthWalk()
+        last: dict[str, dict[str, tuple[int, int]]] = {}  # series → date → (end_time, rating)
+        for path, year, month in await self._archive_months(u):
+            current = (year, month) >= (now.year, now.month)
+            points = None if current else _MONTH_POINTS.get((u, path))
+            if points is None:
+                data = await self._month(u, path, year, month, now, walk)
+                if data is None:
+                    continue
+                points = _rating_points(u, data)
+                if not current:
+                    if len(_MONTH_POINTS) >= _MONTH_POINTS_MAX:
+                        _MONTH_POINTS.clear()
+                    _MONTH_POINTS[(u, path)] = points
+            for series, day, end, rating in points:
+                days = last.setdefault(series, {})
+                if day not in days or days[day][0] <= end:
+                    days[day] = (end, rating)
+        order = {tc: i for i, tc in enumerate(cc.TIME_CLASSES)}
+        out = [{"perfType": series, "points": [{"date": day, "rating": last[series][day][1]}
+                                               for day in sorted(last[series])]}
+               for series in sorted(last, key=lambda name: (order.get(name, len(order)), name))]
+        stamp = time.time()
+        return Payload(encode_fields(out, **walk.fields()), source="api", fetched_at=stamp, expires_at=stamp)
+
+    async def _archive_months(self, u: str) -> list[tuple[str, int, int]]:
+        """``[(path, year, month)]`` of ``/player/{u}/games/archives`` (checked at most every 5 minutes),
+        newest first. Raises NotFound (no such user), UpstreamError (the envelope, a failure)."""
+        archives = cc.decode(await self.fetch(f"/player/{u}/games/archives", max_age_s=CURRENT_MONTH_S),
+                             "archives")
+        message = cc.error_envelope(archives)
+        if message is not None:
+            raise UpstreamError(f"chesscom archives of {u!r}: {message}", UPSTREAM)
+        if not isinstance(archives, dict):
+            raise UpstreamError(f"chesscom archives of {u!r}: unexpected body", UPSTREAM)
+        months = [m for m in (_month_path(str(a)) for a in (archives.get("archives") or [])) if m is not None]
+        months.sort(key=lambda m: (m[1], m[2]), reverse=True)
+        return months
+
+    async def _month(self, u: str, path: str, year: int, month: int, now: datetime,
+                     walk: _MonthWalk) -> dict[str, Any] | None:
+        """One monthly archive body (``{"games": [...]}``), or None when it is left out: it failed now or
+        lately (listed in ``walk.failed``) or the request's month-fetch budget is spent (``walk.pending``;
+        every later month of the walk too). Raises UpstreamRateLimited and UpstreamBusy."""
+        label = f"{year:04d}-{month:02d}"
+        if walk.pending:  # the budget is spent: every older month is left for a later request
+            walk.pending.append(label)
+            return None
+        current = (year, month) >= (now.year, now.month)
+        fail_key = month_failure_key(u, year, month)
+        if self.read.cache.get(fail_key) is not None:  # failed lately: no upstream call until it expires
+            walk.failed.append(label)
+            return None
+        body = await self._stored(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+        try:
+            if body is None:
+                if walk.started >= MONTH_FETCHES_PER_REQUEST:
+                    walk.pending.append(label)
+                    return None
+                walk.started += 1
+                body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+            data = cc.decode(body, "games")
+            message = cc.error_envelope(data)
+            if message is not None:
+                raise UpstreamError(f"chesscom {path}: {message}", UPSTREAM)
+            if not isinstance(data, dict):
+                raise UpstreamError(f"chesscom {path}: unexpected body", UPSTREAM)
+        except (UpstreamRateLimited, UpstreamBusy):
+            raise
+        except (UpstreamError, NotFound) as exc:
+            log.warning("chesscom: month %s of %s failed: %s", label, u, exc)
+            self._remember_month(fail_key, exc, current)
+            walk.failed.append(label)
+            return None
+        return data
 
     async def _stored(self, path: str, *, max_age_s: float, immutable: bool) -> bytes | None:
         """The stored body of ``path`` when :meth:`fetch` would serve it without an upstream call, else None."""
@@ -346,6 +404,53 @@ class ChesscomService:
         # kept past its interval (stale window) so that the next failure doubles the interval
         read.cache.set(fail_key, Payload(fields, source="api", fetched_at=time.time()), interval,
                        stale_s=read.failure_max_s * 2)
+
+
+class _MonthWalk:
+    """What one request's walk over the monthly archives left out: ``failed`` and ``pending`` months
+    (``YYYY-MM``) and how many upstream month fetches it ``started``."""
+
+    __slots__ = ("failed", "pending", "started")
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.pending: list[str] = []
+        self.started = 0
+
+    def fields(self) -> dict[str, Any]:
+        """The envelope members: ``failedMonths`` always, ``notYetFetched`` when months were left unread."""
+        out: dict[str, Any] = {"failedMonths": self.failed}
+        if self.pending:
+            out["notYetFetched"] = self.pending
+        return out
+
+
+#: Rating points of past months, per (username, month path): ``[(series, YYYY-MM-DD, end_time, rating)]``.
+_MONTH_POINTS: dict[tuple[str, str], list[tuple[str, str, int, int]]] = {}
+_MONTH_POINTS_MAX = 4096
+
+
+def _rating_points(u: str, data: dict[str, Any]) -> list[tuple[str, str, int, int]]:
+    """``[(series, YYYY-MM-DD UTC, end_time (Unix seconds), rating (Elo))]`` of player ``u`` (lower-cased)
+    in one monthly archive body: the rating the archive records for ``u``'s side of each game."""
+    out = []
+    for g in data.get("games") or []:
+        if not isinstance(g, dict):
+            continue
+        end = g.get("end_time")
+        if not isinstance(end, int) or isinstance(end, bool):
+            continue
+        side = next((s for s in (g.get("white"), g.get("black"))
+                     if isinstance(s, dict) and str(s.get("username") or "").lower() == u), None)
+        rating = side.get("rating") if side else None
+        if not isinstance(rating, int) or isinstance(rating, bool) or rating <= 0:
+            continue
+        tc, rules = str(g.get("time_class") or ""), str(g.get("rules") or "chess")
+        if not tc:
+            continue
+        series = cc.time_class_of(f"{rules}_{tc}") or f"{rules}_{tc}"
+        out.append((series, datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d"), end, rating))
+    return out
 
 
 def month_failure_key(username: str, year: int, month: int) -> str:

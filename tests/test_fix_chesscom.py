@@ -51,9 +51,13 @@ def recorded_games() -> list[dict]:
 # --- 1. a failed month is remembered; one request starts a bounded number of month fetches ------------
 
 
-def test_failed_months_are_remembered_and_a_request_fetches_at_most_6(server: Server,
-                                                                      upstream: ReplayUpstream) -> None:
-    """afgano29's recorded archive list names 68 months, none recorded: each answers 404."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_failed_months_are_remembered_and_a_request_fetches_at_most_6(start_server: object, upstream: ReplayUpstream,
+                                                                      workers: str) -> None:
+    """afgano29's recorded archive list names 68 months, none recorded: each answers 404. With two
+    workers the memory is shared (the cache), so whichever worker answers the repeat skips them."""
+    server = start_server("--no-jobs", "--workers", workers)  # type: ignore[operator]
+    upstream.reset()
     months = json.loads((FIXTURES / "player_afgano29_games_archives.json").read_bytes())["archives"]
     labels = sorted((m.rsplit("/", 2)[-2] + "-" + m.rsplit("/", 1)[-1] for m in months), reverse=True)
     first = ok(server.client.get("/api/players/chesscom/afgano29/games?max=5"))
@@ -68,6 +72,14 @@ def test_failed_months_are_remembered_and_a_request_fetches_at_most_6(server: Se
     assert len(again) == 6  # the next six months of the range instead
     assert second["failedMonths"] == labels[:12] and second["notYetFetched"] == labels[12:]
     assert upstream.total() == 6  # the archive list is not asked again within 5 minutes
+    seen = set(calls) | set(again)
+    for n in (3, 4, 5):  # more repeats (with two workers, each answers some): never a month asked twice
+        upstream.reset()
+        body = ok(server.client.get("/api/players/chesscom/afgano29/games?max=5"))
+        now = month_calls(upstream, "afgano29")
+        assert len(now) == 6 and not set(now) & seen, now
+        seen |= set(now)
+        assert body["failedMonths"] == labels[:6 * n]
 
 
 def test_a_5xx_month_is_remembered_briefly_then_fetched_again(start_server: object,

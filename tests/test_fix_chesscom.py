@@ -233,3 +233,25 @@ def test_chesscom_history_is_bounded_per_request_and_404_for_an_unknown_user(ser
     assert len(month_calls(upstream, "longtimer")) == 2
     err(server.client.get("/api/players/chesscom/nonexistent_user_xyz_123/history"), 404, "not_found")
     err(server.client.get("/api/players/chesscom/bad.name/history"), 400, "bad_request")
+
+
+def test_chesscom_history_serves_stored_months_past_the_budget(server: Server, upstream: ReplayUpstream) -> None:
+    games = recorded_games()
+    months = [f"2019/{m:02d}" for m in range(3, 12)]  # 9 months, one game each (GENERATED)
+    add_json(upstream, f"{CC}/player/historian/games/archives",
+             {"archives": [f"https://api.chess.com/pub/player/historian/games/{m}" for m in months]})
+    for i, m in enumerate(months):
+        g = json.loads(json.dumps(games[i]))
+        g["black"]["username"] = "Historian"
+        g["end_time"] = calendar.timegm(time.strptime(f"{m}/15", "%Y/%m/%d"))
+        add_json(upstream, f"{CC}/player/historian/games/{m}", {"games": [g]})
+    until = calendar.timegm(time.strptime("2019/04/30", "%Y/%m/%d")) * 1000
+    ok(server.client.get(f"/api/players/chesscom/historian/games?until={until}"))  # stores March and April
+    assert set(month_calls(upstream, "historian")) == {f"{CC}/player/historian/games/2019/03",
+                                                       f"{CC}/player/historian/games/2019/04"}
+    upstream.reset()
+    body = ok(server.client.get("/api/players/chesscom/historian/history"))
+    assert body["notYetFetched"] == ["2019-05"]  # the six newest fetched; May still needs a request
+    dates = [p["date"] for s in body["data"] for p in s["points"]]
+    assert "2019-04-15" in dates and "2019-03-15" in dates and len(dates) == 8  # stored months served
+    assert len(month_calls(upstream, "historian")) == 6

@@ -290,8 +290,9 @@ class ChesscomService:
 
         The months are read as for :meth:`games` (stored past months never fetched again, failed
         months remembered and listed in ``failedMonths``, at most :data:`MONTH_FETCHES_PER_REQUEST`
-        upstream month fetches per request, newest month first, the rest in ``notYetFetched``).
-        Not cached as a whole; a past month's points are memoised in the process.
+        upstream month fetches per request, newest month first; the months that still need one are
+        listed in ``notYetFetched``, the stored ones are served). Not cached as a whole; a past month's
+        points are memoised in the process.
 
         Raises:
             NotFound: no such user. UpstreamError (and subclasses): the archive list failed.
@@ -304,7 +305,7 @@ class ChesscomService:
             current = (year, month) >= (now.year, now.month)
             points = None if current else _MONTH_POINTS.get((u, path))
             if points is None:
-                data = await self._month(u, path, year, month, now, walk)
+                data = await self._month(u, path, year, month, now, walk, contiguous=False)
                 if data is None:
                     continue
                 points = _rating_points(u, data)
@@ -337,13 +338,14 @@ class ChesscomService:
         months.sort(key=lambda m: (m[1], m[2]), reverse=True)
         return months
 
-    async def _month(self, u: str, path: str, year: int, month: int, now: datetime,
-                     walk: _MonthWalk) -> dict[str, Any] | None:
+    async def _month(self, u: str, path: str, year: int, month: int, now: datetime, walk: _MonthWalk, *,
+                     contiguous: bool = True) -> dict[str, Any] | None:
         """One monthly archive body (``{"games": [...]}``), or None when it is left out: it failed now or
-        lately (listed in ``walk.failed``) or the request's month-fetch budget is spent (``walk.pending``;
-        every later month of the walk too). Raises UpstreamRateLimited and UpstreamBusy."""
+        lately (listed in ``walk.failed``) or it needs an upstream request and the request's month-fetch
+        budget is spent (``walk.pending``; with ``contiguous``, every later month of the walk too, stored
+        or not: a newest-first list stops at the first gap). Raises UpstreamRateLimited and UpstreamBusy."""
         label = f"{year:04d}-{month:02d}"
-        if walk.pending:  # the budget is spent: every older month is left for a later request
+        if walk.pending and contiguous:  # the budget is spent: every older month is left for a later request
             walk.pending.append(label)
             return None
         current = (year, month) >= (now.year, now.month)

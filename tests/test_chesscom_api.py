@@ -214,8 +214,10 @@ def test_one_leaderboards_request_serves_every_time_class(server: Server, upstre
 
 
 def test_titled_list(server: Server, upstream: ReplayUpstream) -> None:
-    data = ok(server.client.get("/api/players/chesscom/titled/GM"))["data"]
-    assert data["title"] == "GM" and data["count"] == len(data["players"]) > 1000
+    body = ok(server.client.get("/api/players/chesscom/titled/GM"))
+    data = body["data"]
+    assert data["title"] == "GM" and data["count"] == body["pagination"]["total"] > 1000
+    assert len(data["players"]) == body["pagination"]["limit"] == 100  # the first page
     tally(upstream)
     hit(server, upstream, "/api/players/chesscom/titled/gm")
     err(server.client.get("/api/players/chesscom/titled/XX"), 400, "bad_request")

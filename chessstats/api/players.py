@@ -30,6 +30,10 @@ FIDE_ID = re.compile(r"^[0-9]{1,10}$")
 MIN_QUERY = 3
 #: ``since``/``until`` upper bound (epoch milliseconds, year 2286).
 MAX_EPOCH_MS = 9_999_999_999_999
+#: Largest ``page`` of a paginated players route (as the tournament routes).
+MAX_PAGE = 100_000
+#: Largest stored player id: SQLite's (and PostgreSQL's ``bigint``) largest integer.
+MAX_PLAYER_ID = 2**63 - 1
 
 
 def _service(request: Request) -> PlayerService:
@@ -40,6 +44,16 @@ def lichess_username(value: str) -> str:
     """Validate a Lichess username (400 otherwise); case is kept (lookups are case-insensitive)."""
     if not LICHESS_USERNAME.match(value):
         raise BadRequest(f"malformed Lichess username {value[:40]!r}: 2 to 30 letters, digits, _ or -")
+    return value
+
+
+def player_id(value: int) -> int:
+    """Validate a stored player id from the route: 1..2**63-1 (400 otherwise: a malformed id; a
+    well-formed id no player has is 404 from the service)."""
+    if not 1 <= value <= MAX_PLAYER_ID:
+        shown = str(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise BadRequest(f"malformed player id {shown}: expected a whole number from 1 to {MAX_PLAYER_ID}")
     return value
 
 
@@ -164,10 +178,13 @@ async def chesscom_top(request: Request, time_class: str) -> HTTPResponse:
 
 @bp.route("/chesscom/titled/<title:str>", methods=["GET", "HEAD"])
 async def chesscom_titled(request: Request, title: str) -> HTTPResponse:
-    """The Chess.com usernames holding ``title`` (``GM WGM IM WIM FM WFM NM WNM CM WCM``; 400 otherwise)."""
+    """The Chess.com usernames holding ``title`` (``GM WGM IM WIM FM WFM NM WNM CM WCM``; 400 otherwise),
+    paginated: ``?page=`` from 1, ``?limit=`` 1..500 (default 100)."""
     if title.upper() not in CHESSCOM_TITLES:
         raise BadRequest(f"unknown title {title[:40]!r}: one of {', '.join(CHESSCOM_TITLES)}")
-    return respond(request, await _chesscom(request).titled(title.upper()))
+    query = parse_query(request.query_string)
+    page, limit = int_param(query, "page", 1, 1, MAX_PAGE), int_param(query, "limit", 100, 1, 500)
+    return respond(request, await _chesscom(request).titled(title.upper(), page, limit))
 
 
 @bp.route("/chesscom/<username:str>", methods=["GET", "HEAD"])
@@ -191,10 +208,19 @@ async def chesscom_games(request: Request, username: str) -> HTTPResponse:
     return respond(request, payload)
 
 
+@bp.route("/chesscom/<username:str>/history", methods=["GET", "HEAD"])
+async def chesscom_history(request: Request, username: str) -> HTTPResponse:
+    """A Chess.com rating history built from the monthly game archives: one series per time class of
+    ``{date: YYYY-MM-DD, rating}`` (the day's last game), with ``failedMonths`` and, when this request's
+    month-fetch budget ran out, ``notYetFetched``. Never cached as a whole."""
+    return respond(request, await _chesscom(request).history(chesscom_username(username)))
+
+
 @bp.route("/<pid:int>", methods=["GET", "HEAD"])
 async def stored_player(request: Request, pid: int) -> HTTPResponse:
-    """A stored player by our integer id, with every linked account and its latest ratings."""
-    return respond(request, await _service(request).stored_player(pid))
+    """A stored player by our integer id, with every linked account and its latest ratings; 400 for an
+    id outside 1..2**63-1, 404 for an id no player has."""
+    return respond(request, await _service(request).stored_player(player_id(pid)))
 
 
 class _LinkBody(msgspec.Struct):
@@ -206,7 +232,9 @@ class _LinkBody(msgspec.Struct):
 async def link(request: Request, pid: int) -> HTTPResponse:
     """Link an account to a stored player: body ``{"platform": "lichess"|"chesscom"|"fide", "account": ...}``.
     Answers the player with its accounts; 409 ``conflict`` with ``existing`` and ``requested`` when
-    the link contradicts another; 404 when the player or account is unknown."""
+    the link contradicts another; 404 when the player or account is unknown; 400 for a player id outside
+    1..2**63-1 (checked before the body is read: no upstream call)."""
+    pid = player_id(pid)
     try:
         body = msgspec.json.decode(await read_body(request), type=_LinkBody)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

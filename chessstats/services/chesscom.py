@@ -10,10 +10,12 @@ the stored copy's freshness without re-downloading it), also after a cache clear
   closed account (``status`` starting with ``closed``) answers 410, an unknown one 404 (negative entry).
 * Leaderboards (``players:chesscom:top:<board>``): one ``/leaderboards`` response (kept an hour)
   serves every board; each board's entry is cached an hour.
-* Titled lists (``players:chesscom:titled:<title>``): ``/titled/{title}``, cached an hour.
+* Titled lists (``players:chesscom:titled:<title>``): ``/titled/{title}``, cached a day, served in pages.
 * Games: ``/player/{u}/games/archives`` (checked at most every 5 minutes) and the monthly archives:
   a past month is stored once and never fetched again, the current month is refreshed with a
-  conditional request at most every 5 minutes; a month that fails is reported, not fatal.
+  conditional request at most every 5 minutes; a month that fails is reported, not fatal, and remembered
+  (``fail:archive:chesscom:<u>:<YYYY-MM>``) so a repeat makes no upstream call for it; one request
+  starts at most :data:`MONTH_FETCHES_PER_REQUEST` month fetches.
 """
 
 from __future__ import annotations
@@ -46,10 +48,17 @@ UPSTREAM = cc.UPSTREAM
 #: Seconds a profile, a leaderboard board and a titled list stay fresh in the cache (API.md: 1 hour).
 PROFILE_TTL_S = 3600
 LEADERBOARD_TTL_S = 3600
-TITLED_TTL_S = 3600
+#: Seconds a titled list stays fresh in the cache (API.md: 1 day).
+TITLED_TTL_S = 86_400
 #: Seconds the archive list and the current month are served from the stored copy before a
 #: conditional request refreshes them.
 CURRENT_MONTH_S = 300
+#: Upstream month fetches one games request may start (months stored, or remembered as failed, cost
+#: none): a request never queues more than this at the shared one-in-flight gate; the months left are
+#: listed in ``notYetFetched`` and a later request goes on from there (past months are stored once).
+MONTH_FETCHES_PER_REQUEST = 6
+#: Seconds a past month's 404 is remembered (Chess.com lists months it then answers 404 for).
+MONTH_NOT_FOUND_S = 3600
 #: ``timeClass`` of the route → board of ``/leaderboards`` (other boards are accepted verbatim).
 BOARDS = {"bullet": "live_bullet", "blitz": "live_blitz", "rapid": "live_rapid", "daily": "daily"}
 
@@ -205,12 +214,19 @@ class ChesscomService:
         entries = cc.leaderboard_entries(data, board)
         return Fresh(Payload(encode_fields(entries), source="api", fetched_at=time.time()), LEADERBOARD_TTL_S)
 
-    async def titled(self, title: str) -> Payload:
-        """``GET /api/players/chesscom/titled/{title}``: ``{title, count, players: [usernames]}``
-        (``/titled/{title}``; usernames lower-cased as Chess.com gives them), cached an hour."""
+    async def titled(self, title: str, page: int = 1, limit: int = 100) -> Payload:
+        """``GET /api/players/chesscom/titled/{title}?page=&limit=``: ``{title, count, players: [usernames]}``
+        (``/titled/{title}``; usernames lower-cased as Chess.com gives them) with ``players`` cut to one
+        page and ``pagination`` beside ``data``; ``count`` is every holder of the title. The whole list
+        is one cache entry, kept a day (:data:`TITLED_TTL_S`); every page is cut from it.
+
+        Raises:
+            UpstreamError (and subclasses): Chess.com failed and nothing is cached.
+        """
         key = keys.chesscom_titled(title)
-        return self.read.cache.get(key) or await self.read.get(
+        whole = self.read.cache.get(key) or await self.read.get(
             key, lambda: self._titled_fetch(title), upstream=UPSTREAM)
+        return titled_page(whole, page, limit)
 
     async def _titled_fetch(self, title: str) -> Fresh:
         data = cc.decode(await self.fetch(f"/titled/{title}"), "titled")
@@ -227,41 +243,28 @@ class ChesscomService:
 
         Past months are stored once and never fetched again; the archive list and the current
         month are refreshed (conditionally) at most every 5 minutes. A month that fails (an
-        upstream error or the ``{code, message}`` envelope) is listed in ``failedMonths`` and left out.
+        upstream error or the ``{code, message}`` envelope) is listed in ``failedMonths`` and left out,
+        and remembered (:meth:`_remember_month`): a repeat within that interval makes no upstream call
+        for it. At most :data:`MONTH_FETCHES_PER_REQUEST` months are fetched from the upstream per
+        request; once that is spent, the months of the range not read are listed in ``notYetFetched``
+        (``YYYY-MM``, newest first; absent when every month needed was read) and no older month is served.
 
         Raises:
             NotFound: no such user. UpstreamError (and subclasses): the archive list failed.
         """
         u = username.lower()
         now = now or datetime.now(UTC)
-        archives = cc.decode(await self.fetch(f"/player/{u}/games/archives", max_age_s=CURRENT_MONTH_S),
-                             "archives")
-        message = cc.error_envelope(archives)
-        if message is not None:
-            raise UpstreamError(f"chesscom archives of {u!r}: {message}", UPSTREAM)
-        months = [m for m in (_month_path(str(a)) for a in (archives.get("archives") or [])) if m is not None]
-        months.sort(key=lambda m: (m[1], m[2]), reverse=True)
+        walk = _MonthWalk()
         games: list[Any] = []
-        failed: list[str] = []
-        for path, year, month in months:
+        for path, year, month in await self._archive_months(u):
             if len(games) >= max_games:
                 break
             if since is not None and _month_end_ms(year, month) < since:
                 break
             if until is not None and _month_start_ms(year, month) > until:
                 continue
-            current = (year, month) >= (now.year, now.month)
-            try:
-                body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
-                data = cc.decode(body, "games")
-                message = cc.error_envelope(data)
-                if message is not None:
-                    raise UpstreamError(f"chesscom {path}: {message}", UPSTREAM)
-            except (UpstreamRateLimited, UpstreamBusy):
-                raise
-            except (UpstreamError, NotFound) as exc:
-                log.warning("chesscom: month %04d-%02d of %s failed: %s", year, month, u, exc)
-                failed.append(f"{year:04d}-{month:02d}")
+            data = await self._month(u, path, year, month, now, walk)
+            if data is None:
                 continue
             month_games = sorted(data.get("games") or [], key=lambda g: g.get("end_time") or 0, reverse=True)
             for raw in month_games:
@@ -274,7 +277,213 @@ class ChesscomService:
                 if len(games) >= max_games:
                     break
         stamp = time.time()
-        return Payload(encode_fields(games, failedMonths=failed), source="api", fetched_at=stamp, expires_at=stamp)
+        return Payload(encode_fields(games, **walk.fields()), source="api", fetched_at=stamp, expires_at=stamp)
+
+    async def history(self, username: str, now: datetime | None = None) -> Payload:
+        """``GET /api/players/chesscom/{username}/history``: ``[{perfType, points: [{date: YYYY-MM-DD,
+        rating}]}]`` built from the monthly game archives (``/player/{u}/games/archives`` and
+        ``/player/{u}/games/{YYYY}/{MM}``: Chess.com publishes no rating history, its archives carry
+        each game's end time and the player's rating in it). ``perfType`` is the series' time class
+        as the profile's ``ratings`` name it (``bullet blitz rapid daily``, ``daily960``; another
+        variant ``<rules>_<timeClass>``); one point per UTC day with a game, the rating of that day's
+        last game; oldest first; series ordered bullet, blitz, rapid, daily, then by name.
+
+        The months are read as for :meth:`games` (stored past months never fetched again, failed
+        months remembered and listed in ``failedMonths``, at most :data:`MONTH_FETCHES_PER_REQUEST`
+        upstream month fetches per request, newest month first; the months that still need one are
+        listed in ``notYetFetched``, the stored ones are served). Not cached as a whole; a past month's
+        points are memoised in the process.
+
+        Raises:
+            NotFound: no such user. UpstreamError (and subclasses): the archive list failed.
+        """
+        u = username.lower()
+        now = now or datetime.now(UTC)
+        walk = _MonthWalk()
+        last: dict[str, dict[str, tuple[int, int]]] = {}  # series → date → (end_time, rating)
+        for path, year, month in await self._archive_months(u):
+            current = (year, month) >= (now.year, now.month)
+            points = None if current else _MONTH_POINTS.get((u, path))
+            if points is None:
+                data = await self._month(u, path, year, month, now, walk, contiguous=False)
+                if data is None:
+                    continue
+                points = _rating_points(u, data)
+                if not current:
+                    if len(_MONTH_POINTS) >= _MONTH_POINTS_MAX:
+                        _MONTH_POINTS.clear()
+                    _MONTH_POINTS[(u, path)] = points
+            for series, day, end, rating in points:
+                days = last.setdefault(series, {})
+                if day not in days or days[day][0] <= end:
+                    days[day] = (end, rating)
+        order = {tc: i for i, tc in enumerate(cc.TIME_CLASSES)}
+        out = [{"perfType": series, "points": [{"date": day, "rating": last[series][day][1]}
+                                               for day in sorted(last[series])]}
+               for series in sorted(last, key=lambda name: (order.get(name, len(order)), name))]
+        stamp = time.time()
+        return Payload(encode_fields(out, **walk.fields()), source="api", fetched_at=stamp, expires_at=stamp)
+
+    async def _archive_months(self, u: str) -> list[tuple[str, int, int]]:
+        """``[(path, year, month)]`` of ``/player/{u}/games/archives`` (checked at most every 5 minutes),
+        newest first. Raises NotFound (no such user), UpstreamError (the envelope, a failure)."""
+        archives = cc.decode(await self.fetch(f"/player/{u}/games/archives", max_age_s=CURRENT_MONTH_S),
+                             "archives")
+        message = cc.error_envelope(archives)
+        if message is not None:
+            raise UpstreamError(f"chesscom archives of {u!r}: {message}", UPSTREAM)
+        if not isinstance(archives, dict):
+            raise UpstreamError(f"chesscom archives of {u!r}: unexpected body", UPSTREAM)
+        months = [m for m in (_month_path(str(a)) for a in (archives.get("archives") or [])) if m is not None]
+        months.sort(key=lambda m: (m[1], m[2]), reverse=True)
+        return months
+
+    async def _month(self, u: str, path: str, year: int, month: int, now: datetime, walk: _MonthWalk, *,
+                     contiguous: bool = True) -> dict[str, Any] | None:
+        """One monthly archive body (``{"games": [...]}``), or None when it is left out: it failed now or
+        lately (listed in ``walk.failed``) or it needs an upstream request and the request's month-fetch
+        budget is spent (``walk.pending``; with ``contiguous``, every later month of the walk too, stored
+        or not: a newest-first list stops at the first gap). Raises UpstreamRateLimited and UpstreamBusy."""
+        label = f"{year:04d}-{month:02d}"
+        if walk.pending and contiguous:  # the budget is spent: every older month is left for a later request
+            walk.pending.append(label)
+            return None
+        current = (year, month) >= (now.year, now.month)
+        fail_key = month_failure_key(u, year, month)
+        if self.read.cache.get(fail_key) is not None:  # failed lately: no upstream call until it expires
+            walk.failed.append(label)
+            return None
+        body = await self._stored(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+        try:
+            if body is None:
+                if walk.started >= MONTH_FETCHES_PER_REQUEST:
+                    walk.pending.append(label)
+                    return None
+                walk.started += 1
+                body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+            data = cc.decode(body, "games")
+            message = cc.error_envelope(data)
+            if message is not None:
+                raise UpstreamError(f"chesscom {path}: {message}", UPSTREAM)
+            if not isinstance(data, dict):
+                raise UpstreamError(f"chesscom {path}: unexpected body", UPSTREAM)
+        except (UpstreamRateLimited, UpstreamBusy):
+            raise
+        except (UpstreamError, NotFound) as exc:
+            log.warning("chesscom: month %s of %s failed: %s", label, u, exc)
+            self._remember_month(fail_key, exc, current)
+            walk.failed.append(label)
+            return None
+        return data
+
+    async def _stored(self, path: str, *, max_age_s: float, immutable: bool) -> bytes | None:
+        """The stored body of ``path`` when :meth:`fetch` would serve it without an upstream call, else None."""
+        stored = await responses.get(self.db, UPSTREAM, path)
+        if stored is not None and (immutable or time.time() - stored.checked_at < max_age_s):
+            return stored.body
+        return None
+
+    def _remember_month(self, fail_key: str, exc: Exception, current: bool) -> None:
+        """Remember a failed month under ``fail_key`` (shared by every worker through the cache) so that
+        requests skip it without an upstream call meanwhile: a past month's 404 for
+        :data:`MONTH_NOT_FOUND_S` seconds (Chess.com lists months it then answers 404: that does not
+        change), the current month's 404 for the read-through's ``not_found_ttl_s``, any other failure
+        (5xx, timeout, the ``{code, message}`` envelope, an unparsable body) for the read-through's
+        back-off: ``failure_base_s`` doubled with each consecutive failure, up to ``failure_max_s``."""
+        read = self.read
+        if isinstance(exc, NotFound):
+            count, interval = 1, (read.not_found_ttl_s if current else MONTH_NOT_FOUND_S)
+        else:
+            previous = read.cache.get_stale(fail_key)
+            count = 1
+            if previous is not None:
+                try:
+                    count = int(msgspec.json.decode(previous.fields).get("count", 0)) + 1
+                except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+                    count = 1
+            interval = min(read.failure_max_s, read.failure_base_s * 2 ** (count - 1))
+        fields = msgspec.json.encode({"message": str(exc), "count": count})
+        # kept past its interval (stale window) so that the next failure doubles the interval
+        read.cache.set(fail_key, Payload(fields, source="api", fetched_at=time.time()), interval,
+                       stale_s=read.failure_max_s * 2)
+
+
+class _MonthWalk:
+    """What one request's walk over the monthly archives left out: ``failed`` and ``pending`` months
+    (``YYYY-MM``) and how many upstream month fetches it ``started``."""
+
+    __slots__ = ("failed", "pending", "started")
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.pending: list[str] = []
+        self.started = 0
+
+    def fields(self) -> dict[str, Any]:
+        """The envelope members: ``failedMonths`` always, ``notYetFetched`` when months were left unread."""
+        out: dict[str, Any] = {"failedMonths": self.failed}
+        if self.pending:
+            out["notYetFetched"] = self.pending
+        return out
+
+
+#: Rating points of past months, per (username, month path): ``[(series, YYYY-MM-DD, end_time, rating)]``.
+_MONTH_POINTS: dict[tuple[str, str], list[tuple[str, str, int, int]]] = {}
+_MONTH_POINTS_MAX = 4096
+
+
+def _rating_points(u: str, data: dict[str, Any]) -> list[tuple[str, str, int, int]]:
+    """``[(series, YYYY-MM-DD UTC, end_time (Unix seconds), rating (Elo))]`` of player ``u`` (lower-cased)
+    in one monthly archive body: the rating the archive records for ``u``'s side of each game."""
+    out = []
+    for g in data.get("games") or []:
+        if not isinstance(g, dict):
+            continue
+        end = g.get("end_time")
+        if not isinstance(end, int) or isinstance(end, bool):
+            continue
+        side = next((s for s in (g.get("white"), g.get("black"))
+                     if isinstance(s, dict) and str(s.get("username") or "").lower() == u), None)
+        rating = side.get("rating") if side else None
+        if not isinstance(rating, int) or isinstance(rating, bool) or rating <= 0:
+            continue
+        tc, rules = str(g.get("time_class") or ""), str(g.get("rules") or "chess")
+        if not tc:
+            continue
+        series = cc.time_class_of(f"{rules}_{tc}") or f"{rules}_{tc}"
+        out.append((series, datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d"), end, rating))
+    return out
+
+
+def month_failure_key(username: str, year: int, month: int) -> str:
+    """The remembered failure of one monthly archive: ``fail:archive:chesscom:<username lower-cased>:<YYYY-MM>``
+    (:func:`chessstats.keys.failure` of the month's key)."""
+    return keys.failure(f"archive:chesscom:{username.lower()}:{year:04d}-{month:02d}")
+
+
+#: Pages cut from cached titled lists, per (entry, page, limit); cleared when full.
+_TITLED_PAGES: dict[tuple[Any, ...], Payload] = {}
+_TITLED_PAGES_MAX = 1024
+
+
+def titled_page(whole: Payload, page: int, limit: int) -> Payload:
+    """One page of a titled list payload (``{title, count, players}``): ``players`` cut to items
+    ``(page-1)*limit .. page*limit`` and ``pagination`` added (``total`` = ``count``); freshness and
+    flags kept. Memoised for payloads the cache answered (they repeat)."""
+    memo = (whole.fields, page, limit, whole.fetched_at, whole.expires_at, whole.cached, whole.stale, whole.source)
+    hit = _TITLED_PAGES.get(memo)
+    if hit is not None:
+        return hit
+    data = msgspec.json.decode(b"{" + whole.fields + b"}")["data"]
+    players = data.get("players") or []
+    out_data = {**data, "count": len(players), "players": players[(page - 1) * limit: page * limit]}
+    out = Payload(encode_fields(out_data, pagination=Pagination.of(page, limit, len(players))), source=whole.source,
+                  fetched_at=whole.fetched_at, expires_at=whole.expires_at, cached=whole.cached, stale=whole.stale)
+    if whole.cached:
+        if len(_TITLED_PAGES) >= _TITLED_PAGES_MAX:
+            _TITLED_PAGES.clear()
+        _TITLED_PAGES[memo] = out
+    return out
 
 
 def _month_start_ms(year: int, month: int) -> int:

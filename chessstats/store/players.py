@@ -210,7 +210,10 @@ async def latest_snapshot(db: Database, platform: str, perf_type: str) -> tuple[
 
 async def get_player(db: Database, player_id: int) -> dict[str, Any] | None:
     """A stored player (``players`` row as a dict) with ``accounts``: every linked account (ratings
-    decoded), Lichess, Chess.com and FIDE; None when no such player."""
+    decoded), Lichess, Chess.com and FIDE; None when no such player (an id outside SQLite's integer range,
+    1..2**63-1, included: no query is made)."""
+    if not 0 < player_id < 2**63:
+        return None
     row = await db.fetchone("SELECT * FROM players WHERE id = ?", (player_id,))
     if row is None:
         return None
@@ -249,6 +252,8 @@ async def link_account(db: Database, player_id: int, platform: str, username: st
             player already has another account on that platform.
     """
     key = username.lower()
+    if not 0 < player_id < 2**63:  # outside SQLite's integer range: no such player, no query
+        raise LookupError(f"no player {player_id}")
     async with db.transaction() as conn:
         target = next(iter(await conn.execute_fetchall("SELECT id FROM players WHERE id = ?", (player_id,))), None)
         if target is None:

@@ -43,6 +43,13 @@ def failure(key: str) -> str:
     return f"fail:{key}"
 
 
+def chesscom_month(username: str, year: int, month: int) -> str:
+    """One monthly archive of a Chess.com player (``GET /pub/player/{username}/games/{YYYY}/{MM}``):
+    ``archive:chesscom:<username lower-cased>:<YYYY-MM>``; its remembered failure is
+    :func:`failure` of it."""
+    return f"archive:chesscom:{username.lower()}:{year:04d}-{month:02d}"
+
+
 def leaderboard(perf_type: str, nb: int) -> str:
     """A Lichess leaderboard (filled by the ``rankings-updater`` job)."""
     return f"players:lichess:top:{perf_type}:{nb}"

@@ -349,7 +349,7 @@ class ChesscomService:
             walk.pending.append(label)
             return None
         current = (year, month) >= (now.year, now.month)
-        fail_key = month_failure_key(u, year, month)
+        fail_key = keys.failure(keys.chesscom_month(u, year, month))
         if self.read.cache.get(fail_key) is not None:  # failed lately: no upstream call until it expires
             walk.failed.append(label)
             return None
@@ -453,12 +453,6 @@ def _rating_points(u: str, data: dict[str, Any]) -> list[tuple[str, str, int, in
         series = cc.time_class_of(f"{rules}_{tc}") or f"{rules}_{tc}"
         out.append((series, datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d"), end, rating))
     return out
-
-
-def month_failure_key(username: str, year: int, month: int) -> str:
-    """The remembered failure of one monthly archive: ``fail:archive:chesscom:<username lower-cased>:<YYYY-MM>``
-    (:func:`chessstats.keys.failure` of the month's key)."""
-    return keys.failure(f"archive:chesscom:{username.lower()}:{year:04d}-{month:02d}")
 
 
 #: Pages cut from cached titled lists, per (entry, page, limit); cleared when full.

@@ -1,0 +1,46 @@
+"""Contract fixes found by a fresh-user tester: admin token bytes, HEAD on every GET route, compressed
+docs, queued re-import records, since/until, unauthenticated admin routes — against the real server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Callable
+
+import httpx
+
+from chessstats.app import create_app
+from chessstats.config import load_config
+from tests.conftest import ADMIN_TOKEN, Server
+from tests.test_request_limits import envelope, exchange
+
+StartServer = Callable[..., Server]
+
+#: A sample value for each path parameter name of the route table.
+SAMPLES = {"tid": "sH24g2zH", "fid": "1503014", "pid": "1", "username": "DrNykterstein", "title": "GM",
+           "time_class": "blitz", "perf_type": "blitz", "name": "swagger-ui.css"}
+
+
+def test_admin_token_with_bytes_that_are_not_utf8_is_401(server: Server) -> None:
+    for path in (b"/api/admin/jobs", b"/api/admin/cache/stats"):
+        head = b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \xff\xfe\r\n\r\n"
+        status, headers, body = exchange(server.port, head)
+        assert status == 401, body
+        envelope(body, "unauthorized")
+    assert "Traceback" not in server.log()
+
+
+def test_every_get_route_answers_head(server: Server) -> None:
+    app = create_app(load_config(env={}), name="route_table_probe")
+    routes = [route for route in app.router.routes if "GET" in route.methods]
+    assert len(routes) > 20
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for route in routes:
+        path = "/" + re.sub(r"<(\w+)(?::\w+)?>", lambda m: SAMPLES[m.group(1)], route.path)
+        resp = server.client.head(path, headers=auth)
+        assert resp.status_code != 405, (path, resp.status_code)
+        assert resp.content == b"", path
+        if "/admin/" in path:
+            assert resp.status_code == 200, (path, resp.status_code)
+            assert server.client.head(path).status_code == 401, path

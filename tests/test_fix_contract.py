@@ -44,3 +44,24 @@ def test_every_get_route_answers_head(server: Server) -> None:
         if "/admin/" in path:
             assert resp.status_code == 200, (path, resp.status_code)
             assert server.client.head(path).status_code == 401, path
+
+
+def test_openapi_document_and_swagger_files_are_gzipped_with_an_etag(server: Server) -> None:
+    for path in ("/api/openapi.json", "/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        plain = server.client.get(path, headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers, path
+        etag = plain.headers["etag"]
+        assert re.fullmatch(r'"[0-9a-f]{32}"', etag), etag
+        assert "Accept-Encoding" in plain.headers["vary"]
+        with httpx.stream("GET", server.url + path, headers={"Accept-Encoding": "gzip"}) as packed:
+            raw = b"".join(packed.iter_raw())
+            assert packed.headers["content-encoding"] == "gzip", path
+            assert packed.headers["etag"] == etag[:-1] + '-gzip"'
+            assert int(packed.headers["content-length"]) == len(raw) < len(plain.content) / 2
+        assert gzip.decompress(raw) == plain.content
+        refused = server.client.get(path, headers={"Accept-Encoding": "gzip;q=0, identity"})
+        assert "content-encoding" not in refused.headers and refused.content == plain.content
+        for tag in (etag, etag[:-1] + '-gzip"'):
+            again = server.client.get(path, headers={"If-None-Match": tag, "Accept-Encoding": "gzip"})
+            assert again.status_code == 304 and again.content == b"", (path, tag)
+    assert json.loads(server.client.get("/api/openapi.json").content)["openapi"].startswith("3.1")

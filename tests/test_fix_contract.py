@@ -12,7 +12,7 @@ import httpx
 
 from chessstats.app import create_app
 from chessstats.config import load_config
-from tests.conftest import ADMIN_TOKEN, Server
+from tests.conftest import ADMIN_TOKEN, Server, imported
 from tests.test_request_limits import envelope, exchange
 
 StartServer = Callable[..., Server]
@@ -65,3 +65,16 @@ def test_openapi_document_and_swagger_files_are_gzipped_with_an_etag(server: Ser
             again = server.client.get(path, headers={"If-None-Match": tag, "Accept-Encoding": "gzip"})
             assert again.status_code == 304 and again.content == b"", (path, tag)
     assert json.loads(server.client.get("/api/openapi.json").content)["openapi"].startswith("3.1")
+
+
+def test_a_queued_reimport_carries_nothing_of_the_previous_run(server: Server) -> None:
+    imported(server, "sH24g2zH")
+    answer = server.admin("POST", "/api/admin/tournaments/sH24g2zH/reimport")
+    assert answer.status_code == 202, answer.text
+    run = answer.json()["data"]
+    assert run["state"] == "queued" and run["trigger"] == "reimport", run
+    assert run["startedAt"] is None and run["finishedAt"] is None and run["durationMs"] is None, run
+    assert run["summary"] is None and run["error"] is None and run["pendingGames"] == 0, run
+    assert set(run["check"].values()) == {None}, run
+    again = imported(server, "sH24g2zH")  # the re-import runs and completes
+    assert again["data"]["importState"] == "complete"

@@ -78,3 +78,20 @@ def test_a_queued_reimport_carries_nothing_of_the_previous_run(server: Server) -
     assert set(run["check"].values()) == {None}, run
     again = imported(server, "sH24g2zH")  # the re-import runs and completes
     assert again["data"]["importState"] == "complete"
+
+
+def test_a_chesscom_tournament_id_over_200_characters_is_too_long(server: Server) -> None:
+    answer = server.client.get("/api/tournaments/" + "a" * 201, params={"platform": "chesscom"})
+    assert answer.status_code == 400
+    message = envelope(answer.content, "bad_request")["error"]
+    assert "too long: 201 characters, at most 200" in message and "a" * 41 not in message, message
+    wrong = server.client.get("/api/tournaments/a.b", params={"platform": "chesscom"})
+    assert "letters, digits, - and _ only" in wrong.json()["error"]
+
+
+def test_upstream_not_found_messages_cut_the_echoed_id(server: Server) -> None:
+    for path in ("/api/tournaments/" + "b" * 200, "/api/tournaments/" + "b" * 200 + "/results"):
+        answer = server.client.get(path, params={"platform": "chesscom"})
+        assert answer.status_code == 404, (path, answer.text)
+        message = envelope(answer.content, "not_found")["error"]
+        assert "b" * 40 + "…" in message and "b" * 41 not in message, message

@@ -39,6 +39,9 @@ _SANIC_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: 
                 413: "payload_too_large", 408: "request_timeout", 414: "uri_too_long",
                 431: "headers_too_large"}
 
+#: Every path under this prefix needs the admin token, known route or not (401 before 404 or 405).
+ADMIN_PREFIX = "/api/admin"
+
 #: Sanic's message when the request head (request line and headers) is over its 8 KiB limit.
 _HEAD_TOO_LARGE = "Request header exceeds the size limit"
 
@@ -152,6 +155,11 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
         if isinstance(exc, SanicException):
             exc = head_too_large(request, exc)
             status = exc.status_code
+            if status in (404, 405) and (request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/")):
+                try:  # authenticate before routing: without the token, /api/admin/* does not say what exists
+                    admin.require_token(request)
+                except ChessstatsError as denied:
+                    return error_response(request, denied.status, denied.message, denied.code)
             if status == 405 and request.method == "OPTIONS":
                 return _preflight(request)
             code = _SANIC_CODES.get(status, "bad_request" if status < 500 else "internal_error")

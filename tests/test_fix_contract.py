@@ -95,3 +95,17 @@ def test_upstream_not_found_messages_cut_the_echoed_id(server: Server) -> None:
         assert answer.status_code == 404, (path, answer.text)
         message = envelope(answer.content, "not_found")["error"]
         assert "b" * 40 + "…" in message and "b" * 41 not in message, message
+
+
+def test_admin_paths_answer_401_before_404_or_405_without_the_token(server: Server) -> None:
+    for method, path, with_token in (("POST", "/api/admin/nope", 404), ("GET", "/api/admin", 404),
+                                     ("GET", "/api/admin/nope/deeper", 404), ("DELETE", "/api/admin/jobs", 405),
+                                     ("GET", "/api/admin/cache/clear", 405)):
+        anonymous = server.client.request(method, path)
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        envelope(anonymous.content, "unauthorized")
+        wrong = server.client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, (method, path)
+        assert server.admin(method, path).status_code == with_token, (method, path)
+    assert server.client.get("/api/nope").status_code == 404  # public paths: 404 as before
+    assert server.client.get("/api/administrator").status_code == 404

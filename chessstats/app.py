@@ -13,7 +13,9 @@ import logging
 import sys
 
 from sanic import HTTPResponse, Request, Sanic
-from sanic.exceptions import SanicException, ServiceUnavailable
+from sanic.exceptions import PayloadTooLarge as SanicPayloadTooLarge
+from sanic.exceptions import SanicException, ServiceUnavailable, URITooLong
+from sanic.http import Http
 
 from chessstats.api import admin, docs, imports_admin, jobs_admin, ops, players, status, tournaments
 from chessstats.api.envelope import add_cors, error_response
@@ -34,7 +36,31 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 RESPONSE_TIMEOUT_RETRY_AFTER_S = 5
 
 _SANIC_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large", 408: "request_timeout"}
+                413: "payload_too_large", 408: "request_timeout", 414: "uri_too_long",
+                431: "headers_too_large"}
+
+#: Every path under this prefix needs the admin token, known route or not (401 before 404 or 405).
+ADMIN_PREFIX = "/api/admin"
+
+#: Sanic's message when the request head (request line and headers) is over its 8 KiB limit.
+_HEAD_TOO_LARGE = "Request header exceeds the size limit"
+
+
+def head_too_large(request: Request, exc: SanicException) -> SanicException:
+    """The error for a request head over Sanic's size limit (8 KiB): 414 when the request line (the
+    URL) alone takes more than half of it, else 431. Sanic reports both as a 413 ("Request header
+    exceeds the size limit") before any request exists; the bytes received are still in the
+    connection's buffer, where the request line is read. Any other error is returned as it is.
+    """
+    if not isinstance(exc, SanicPayloadTooLarge) or str(exc) != _HEAD_TOO_LARGE:
+        return exc
+    limit = Http.HEADER_MAX_SIZE or 8192
+    buffer = getattr(request.transport.get_protocol(), "recv_buffer", b"") if request.transport else b""
+    end = bytes(buffer[: limit + 2]).find(b"\r\n")
+    if end == -1 or end > limit // 2:
+        return URITooLong(f"the URL is too long: at most {limit // 2} bytes are accepted")
+    return SanicException(f"the request headers are too large: at most {limit} bytes in all are accepted",
+                          status_code=431)
 
 
 def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None) -> Sanic:
@@ -127,7 +153,13 @@ def create_app(config: Config, *, name: str = APP_NAME, jobs: bool | None = None
             return error_response(request, 503, "the answer took too long; try again", "upstream_busy",
                                   {"Retry-After": str(RESPONSE_TIMEOUT_RETRY_AFTER_S)})
         if isinstance(exc, SanicException):
+            exc = head_too_large(request, exc)
             status = exc.status_code
+            if status in (404, 405) and (request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/")):
+                try:  # authenticate before routing: without the token, /api/admin/* does not say what exists
+                    admin.require_token(request)
+                except ChessstatsError as denied:
+                    return error_response(request, denied.status, denied.message, denied.code)
             if status == 405 and request.method == "OPTIONS":
                 return _preflight(request)
             code = _SANIC_CODES.get(status, "bad_request" if status < 500 else "internal_error")

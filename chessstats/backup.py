@@ -82,7 +82,8 @@ def copy_database(source: Path, dest: Path, *, step_pages: int = STEP_PAGES, bus
         progress: called ``(pages copied, total pages)`` after each step.
 
     Raises:
-        BackupError: the source is missing or not a database, or the copy failed its check.
+        BackupError: the source is missing or not a database, the copy cannot be created, or it failed its
+            check.
         OSError: ``dest`` cannot be written.
     """
     if not source.is_file():
@@ -98,7 +99,10 @@ def copy_database(source: Path, dest: Path, *, step_pages: int = STEP_PAGES, bus
         src.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         src.execute("BEGIN")  # one read transaction for the whole copy: one snapshot, no restarts
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        dst = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            dst = sqlite3.connect(tmp, isolation_level=None)
+        except sqlite3.Error as exc:  # the destination's fault, not the source's
+            raise BackupError(f"cannot write the copy {dest}: {exc}") from exc
         try:
             def step(status: int, remaining: int, total: int) -> None:
                 if progress is not None:
@@ -189,7 +193,8 @@ def backup(config: Config, dest: str | Path, *, step_pages: int = STEP_PAGES) ->
     (works while the service runs). Prints a summary line; returns the exit status.
 
     Raises:
-        BackupError: there is no database in the data dir, or the copy failed.
+        BackupError: there is no database in the data dir, the folder of ``dest`` does not exist, or
+            the copy failed.
     """
     paths = DataDir(config.data_dir)
     target = Path(dest).expanduser().resolve()
@@ -197,6 +202,8 @@ def backup(config: Config, dest: str | Path, *, step_pages: int = STEP_PAGES) ->
         raise BackupError(f"{target} is the database itself (or one of its files); back up to another file")
     if target.is_dir():
         raise BackupError(f"{target} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise BackupError(f"cannot back up to {target}: the folder {target.parent} does not exist")
     started = time.monotonic()
     pages = copy_database(paths.db_path, target, step_pages=step_pages,
                           busy_timeout_ms=config.storage.busy_timeout_ms, progress=_progress_printer("backup"))

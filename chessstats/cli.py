@@ -19,16 +19,18 @@ from chessstats.errors import ConfigError, StorageUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $CHESSSTATS_CONFIG)")
-    common.add_argument("--data-dir", metavar="DIR", help="data dir: SQLite file and cache (default ./data)")
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $CHESSSTATS_CONFIG)")
+    files.add_argument("--data-dir", metavar="DIR", help="data dir: SQLite file and cache (default ./data)")
+    common = argparse.ArgumentParser(add_help=False, parents=[files])
     common.add_argument("--init", action="store_true",
                         help="create the data dir when it holds no database yet (commands other than serve refuse to)")
 
     parser = argparse.ArgumentParser(prog="chessstats", description="Self-hosted chess statistics backend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", parents=[common], help="run the HTTP server (and the scheduler)")
+    serve = sub.add_parser("serve", parents=[files], help="run the HTTP server (and the scheduler)")
+    serve.add_argument("--init", action="store_true", help=argparse.SUPPRESS)  # refused in main(), with a reason
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 4000, or $PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1: a single process)")
@@ -76,6 +78,11 @@ def _flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 NEEDS_DATA_DIR = ("migrate", "cache", "jobs", "backup", "restore")
 
 
+#: ``serve --init``: serve needs no ``--init`` (it starts a new data dir itself, with a warning).
+SERVE_INIT_MESSAGE = ("chessstats serve: --init is not needed: serve creates a new data dir itself (and logs a warning "
+                      "when it does); --init is for migrate, cache, jobs, backup and restore")
+
+
 #: ``backup`` / ``restore`` with the store on PostgreSQL: the engine has its own tools.
 PG_BACKUP_MESSAGE = (
     "chessstats {command}: the store is on PostgreSQL ([store] url / DATABASE_URL): use PostgreSQL's own tools, "
@@ -100,12 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command in (None, "version"):
-        if args.command is None:
-            parser.print_help()
-            return 0
+    if args.command is None:  # as argparse does for a command without its action (`chessstats jobs`)
+        parser.print_usage(sys.stderr)
+        print("chessstats: error: a command is required (chessstats --help lists them)", file=sys.stderr)
+        return 2
+    if args.command == "version":
         print(f"chessstats {__version__}")
         return 0
+    if args.command == "serve" and args.init:
+        print(SERVE_INIT_MESSAGE, file=sys.stderr)
+        return 2
     if args.command == "selfcheck":
         from chessstats._frozen import selfcheck
 

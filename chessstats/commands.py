@@ -10,6 +10,8 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -36,6 +38,25 @@ def _check_port(host: str, port: int) -> None:
             raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
+#: Seconds to wait for aiosqlite's connection threads to end after a failed open.
+SQLITE_THREADS_WAIT_S = 2.0
+
+
+async def _sqlite_threads_ended(timeout_s: float = SQLITE_THREADS_WAIT_S) -> None:
+    """Keep the event loop running until aiosqlite's connection threads have ended (at most
+    ``timeout_s`` seconds).
+
+    When ``aiosqlite.connect`` fails (a data dir that cannot be written, a folder named
+    ``chessstats.db``), aiosqlite stops the connection's thread with a future nobody awaits; if the
+    loop closes first, the thread ends on "RuntimeError: Event loop is closed" and prints its
+    traceback after our one-line message.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(
+            "_connection_worker_thread" in t.name and t.is_alive() for t in threading.enumerate()):
+        await asyncio.sleep(0.01)
+
+
 def _check_data_dir(config: Config) -> None:
     """Open the database once (applying migrations) before any worker starts.
 
@@ -46,7 +67,11 @@ def _check_data_dir(config: Config) -> None:
 
     async def check() -> None:
         db = DataDir(config.data_dir).database(config)
-        await db.open()
+        try:
+            await db.open()
+        except BaseException:
+            await _sqlite_threads_ended()
+            raise
         await db.close()
 
     new = not (DataDir(config.data_dir).db_path if config.store.engine == "sqlite" else config.data_dir).exists()

@@ -95,6 +95,10 @@ class ServerConfig(_Table):
     #: A request still without an answer after this many seconds gets 503 ``upstream_busy``.
     response_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError("host: must not be empty: an address to listen on (127.0.0.1, 0.0.0.0, ::)")
+
 
 class StorageConfig(_Table):
     """``[storage]``: the data dir holds ``chessstats.db`` (SQLite) and ``cache/`` (diskcache)."""
@@ -104,6 +108,10 @@ class StorageConfig(_Table):
     #: Seconds between two ``PRAGMA quick_check`` runs of the database (in the background, per
     #: worker; the result shows in ``/health``). The first runs at start.
     quick_check_interval_s: Annotated[float, msgspec.Meta(ge=10)] = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.data_dir.strip():
+            raise ValueError("data_dir: must not be empty: a folder path (the current folder is \".\")")
 
 
 class StoreConfig(_Table):
@@ -387,14 +395,19 @@ def cron_fires(expr: str) -> bool:
     return True
 
 
+#: The values of ``[log] level`` (any case).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 class LogConfig(_Table):
-    """``[log]``: ``level`` is one of debug, info, warning, error."""
+    """``[log]``: ``level`` is one of debug, info, warning, error, critical."""
 
     level: str = "info"
 
     def __post_init__(self) -> None:
-        if self.level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise ValueError(f"unknown log level {self.level!r}")
+        if self.level.lower() not in LOG_LEVELS:
+            raise ValueError(f"level: unknown log level {self.level!r}; expected one of {', '.join(LOG_LEVELS)}")
+
 
 
 class RateLimitConfig(_Table):
@@ -627,6 +640,9 @@ def load_config(
                 text = str(exc)
                 message, _, where = text.rpartition(" - at `$.")
                 key = where.rstrip("`") if message else "schedule"  # __post_init__ checks the schedule
+                unknown = re.fullmatch(r"Object contains unknown field `(.+)`", text)
+                if unknown:  # [jobs.cleanup] schedul = ...
+                    message, key = text, unknown.group(1)
                 raise ConfigError(_name_variable(f"jobs.{name}.{key}: {message or text}", sources)) from exc
     try:
         return msgspec.convert(raw, Config, strict=False)

@@ -178,7 +178,12 @@ def test_sanic_pages_come_in_our_envelope(start_server: StartServer) -> None:
         (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400, "bad_request"),
         (b"GET /health HTTP/1.1\r\nHost: t\r\n", 408, "request_timeout"),  # the head never ends
         (post_head(INVALIDATE, 10**9, ADMIN_TOKEN), 413, "payload_too_large"),
-        (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 413, "payload_too_large"),
+        (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431, "headers_too_large"),
+        (b"GET /health HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 400) for i in range(30))
+         + b"\r\n", 431, "headers_too_large"),  # many headers, each small
+        (b"GET /api/tournaments?x=" + b"a" * 10000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "uri_too_long"),
+        (b"GET /api/tournaments?x=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\nX-B: " + b"b" * 4000 + b"\r\n\r\n",
+         414, "uri_too_long"),
     ]
     for request, status, code in cases:
         got, headers, body = exchange(port, request)

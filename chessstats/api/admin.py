@@ -54,14 +54,18 @@ def require_token(request: Request) -> None:
     """Reject the request unless ``Authorization: Bearer <admin token>`` matches the configured token.
 
     Raises:
-        Unauthorized: the header is missing or the token does not match (or none is configured).
+        Unauthorized: the header is missing or the token does not match (or none is configured), also
+            when the header carries bytes that are not UTF-8.
     """
     if request.method == "OPTIONS":
         return
     token: str = request.app.ctx.config.admin.token
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # Sanic decodes header bytes that are not UTF-8 as lone surrogates ("surrogateescape"): encode
+    # them back the same way, so a token with such bytes is a mismatch (401), not an encoding error.
+    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")):
         raise Unauthorized("a valid admin token is required: Authorization: Bearer <token>")
 
 
@@ -105,7 +109,7 @@ async def cache_invalidate(request: Request) -> HTTPResponse:
     raise BadRequest("body must have a non-empty \"key\" or \"pattern\" string")
 
 
-@bp.get("/cache/stats")
+@bp.route("/cache/stats", methods=["GET", "HEAD"])
 async def cache_stats(request: Request) -> HTTPResponse:
     """Entries, size on disk (bytes), hits, misses and hit rate (this process)."""
     return data_response(request, _cache(request).stats())

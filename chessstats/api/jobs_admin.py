@@ -24,7 +24,7 @@ def _wake(request: Request) -> None:
         scheduler.wake()
 
 
-@bp.get("/")
+@bp.route("/", methods=["GET", "HEAD"])
 async def jobs_overview(request: Request) -> HTTPResponse:
     """Runs grouped ``active/waiting/completed/failed`` (last 20 of the latter two) with counts,
     and the registered jobs with schedule, enabled (and why not), next run and time zone."""

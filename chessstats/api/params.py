@@ -65,13 +65,18 @@ def list_param(query: Query, name: str) -> list[str]:
 
 
 #: A Chess.com tournament url-id (``titled-tuesday-blitz-june-04-2024-4887777``, ``-33rd-chesscom-…``).
-CHESSCOM_TOURNAMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+CHESSCOM_TOURNAMENT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+#: The longest Chess.com tournament url-id accepted (characters).
+CHESSCOM_ID_MAX_CHARS = 200
 
 
 def tournament_id(value: str, platform: str) -> str:
     """Validate a tournament id of ``platform`` (Lichess: 8 letters or digits; Chess.com: a url-id)."""
     if platform == "lichess" and not LICHESS_ID.match(value):
         raise BadRequest(f"malformed Lichess tournament id {value[:40]!r}: expected 8 letters or digits")
+    if platform == "chesscom" and len(value) > CHESSCOM_ID_MAX_CHARS:
+        raise BadRequest(f"Chess.com tournament id {value[:40]!r}… is too long: {len(value)} characters, "
+                         f"at most {CHESSCOM_ID_MAX_CHARS}")
     if platform == "chesscom" and not CHESSCOM_TOURNAMENT_ID.match(value):
         raise BadRequest(f"malformed Chess.com tournament id {value[:40]!r}: letters, digits, - and _ only")
     return value

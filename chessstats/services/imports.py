@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -138,10 +139,17 @@ class ImportService:
                       force: bool = False) -> istore.ImportRecord:
         """Queue the import of a stored, finished tournament (no-op when already queued or done).
 
-        ``force`` queues it again (``POST /api/admin/tournaments/{id}/reimport``). Returns the record.
+        ``force`` queues it again (``POST /api/admin/tournaments/{id}/reimport``). Returns the record;
+        a record queued again carries nothing of its previous run (start, finish, duration, summary,
+        counts: None; pending games 0), which the row keeps until the new run starts.
         """
         record = await istore.request_import(self.db, platform, tid, trigger=trigger, now=now_iso(), force=force)
         self._wake.set()
+        if force and record.state == "queued":
+            record = dataclasses.replace(
+                record, started_at=None, finished_at=None, duration_ms=None, summary=None, pending_games=0,
+                expected_players=None, expected_games=None, stored_players=None, stored_games=None,
+                skipped_games=None)
         return record
 
     async def state(self, platform: str, tid: str) -> istore.ImportRecord | None:

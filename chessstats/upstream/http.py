@@ -114,6 +114,17 @@ def retry_after_s(response: httpx.Response, default: float = DEFAULT_429_PAUSE_S
     return max(1, math.ceil(seconds))
 
 
+#: The most characters of one path segment an error message echoes (docs/API.md: echoed values are cut to 40).
+SHOWN_SEGMENT_CHARS = 40
+
+
+def shown_path(path: str) -> str:
+    """An upstream request path as an error message shows it: each segment (an id, a username) cut to
+    :data:`SHOWN_SEGMENT_CHARS` characters, with ``…`` where it was cut."""
+    return "/".join(part if len(part) <= SHOWN_SEGMENT_CHARS else part[:SHOWN_SEGMENT_CHARS] + "…"
+                    for part in path.split("/"))
+
+
 def check_response(response: httpx.Response, upstream: str, *, default_429_s: float = DEFAULT_429_PAUSE_S) -> None:
     """Raise the error that an upstream response's status means; return on 2xx.
 
@@ -136,7 +147,7 @@ def check_response(response: httpx.Response, upstream: str, *, default_429_s: fl
     if 200 <= status < 300:
         return
     ctype = response.headers.get("content-type", "")
-    where = f"{upstream} {response.request.method} {response.request.url.path}"
+    where = f"{upstream} {response.request.method} {shown_path(response.request.url.path)}"
     if status == 404:
         if "html" in ctype:
             raise UpstreamError(f"{where}: answered an HTML 404 page (request blocked?)", upstream)

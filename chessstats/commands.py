@@ -82,12 +82,12 @@ def _check_data_dir(config: Config) -> None:
         raise StartupError(f"the database in {config.data_dir} cannot be used: {exc}") from exc
     except StorageUnavailable as exc:  # PostgreSQL cannot be reached
         raise StartupError(f"the database cannot be used: {exc.message}") from exc
+    except OSError as exc:
+        raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
     except Exception as exc:
         if type(exc).__module__.startswith("asyncpg"):  # no such database, authentication failed
             raise StartupError(f"the PostgreSQL database cannot be used: {exc}") from exc
         raise
-    except OSError as exc:
-        raise StartupError(f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}") from exc
     if new:
         what = "database" if config.store.engine == "sqlite" else "data dir (the store is on PostgreSQL)"
         log.warning("there was no %s in %s: started a new, empty data dir there", what, config.data_dir)

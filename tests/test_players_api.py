@@ -228,6 +228,12 @@ def test_games_cut_stream_is_an_error_and_bad_params_400(server: Server, upstrea
     upstream.clear_faults()
     for query in ("max=0", "max=301", "perfType=bogus", "since=abc"):
         err(server.client.get(f"/api/players/lichess/lance5500/games?{query}"), 400, "bad_request")
+    calls = dict(upstream.counts)
+    for platform in ("lichess/lance5500", "chesscom/hikaru"):  # a window that ends before it starts
+        body = err(server.client.get(f"/api/players/{platform}/games?since=5&until=1"), 400, "bad_request")
+        assert "since (5) is after until (1)" in body["error"]
+    assert upstream.counts == calls  # refused before any upstream call
+    ok(server.client.get("/api/players/lichess/lance5500/games?since=5&until=5&max=1"))  # one instant is a window
 
 
 # --- FIDE ----------------------------------------------------------------------------------------

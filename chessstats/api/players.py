@@ -10,7 +10,7 @@ from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.admin import read_body, require_token
 from chessstats.api.envelope import add_cors, respond
-from chessstats.api.params import choice_param, int_param, parse_query
+from chessstats.api.params import Query, choice_param, int_param, parse_query
 from chessstats.errors import BadRequest, Conflict
 from chessstats.models.common import PERF_TYPES
 from chessstats.services.chesscom import ChesscomService
@@ -72,12 +72,24 @@ def _top_args(perf_type: str, query_string: str) -> tuple[str, int]:
     return perf_type, int_param(parse_query(query_string), "nb", 100, 1, 200)
 
 
+def _time_range(query: Query) -> tuple[int, int]:
+    """``(since, until)`` of a games request in epoch milliseconds (-1 when absent).
+
+    Raises:
+        BadRequest: either is not a whole number in 0..MAX_EPOCH_MS, or ``since`` is after ``until``.
+    """
+    since = int_param(query, "since", -1, 0, MAX_EPOCH_MS)
+    until = int_param(query, "until", -1, 0, MAX_EPOCH_MS)
+    if since >= 0 and until >= 0 and since > until:
+        raise BadRequest(f"since ({since}) is after until ({until}): both are epoch milliseconds, since <= until")
+    return since, until
+
+
 @functools.lru_cache(maxsize=4096)
 def _games_args(username: str, query_string: str) -> tuple[str, int, int | None, int | None, str | None]:
     """``(username, max, since, until, perfType)`` of a player's games request (memoised)."""
     query = parse_query(query_string)
-    since = int_param(query, "since", -1, 0, MAX_EPOCH_MS)
-    until = int_param(query, "until", -1, 0, MAX_EPOCH_MS)
+    since, until = _time_range(query)
     return (lichess_username(username), int_param(query, "max", 100, 1, 300), None if since < 0 else since,
             None if until < 0 else until, choice_param(query, "perfType", PERF_TYPES))
 
@@ -199,8 +211,7 @@ async def chesscom_games(request: Request, username: str) -> HTTPResponse:
     100), ``since``/``until`` (epoch ms), ``timeClass`` (verbatim)."""
     name = chesscom_username(username)
     query = parse_query(request.query_string)
-    since = int_param(query, "since", -1, 0, MAX_EPOCH_MS)
-    until = int_param(query, "until", -1, 0, MAX_EPOCH_MS)
+    since, until = _time_range(query)
     tc = (query.get("timeClass") or [None])[0]
     payload = await _chesscom(request).games(
         name, max_games=int_param(query, "max", 100, 1, 300), since=None if since < 0 else since,

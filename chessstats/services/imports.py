@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import time
@@ -141,15 +140,10 @@ class ImportService:
 
         ``force`` queues it again (``POST /api/admin/tournaments/{id}/reimport``). Returns the record;
         a record queued again carries nothing of its previous run (start, finish, duration, summary,
-        counts: None; pending games 0), which the row keeps until the new run starts.
+        counts: None) but its pending games (:func:`chessstats.store.imports.request_import`).
         """
         record = await istore.request_import(self.db, platform, tid, trigger=trigger, now=now_iso(), force=force)
         self._wake.set()
-        if force and record.state == "queued":
-            record = dataclasses.replace(
-                record, started_at=None, finished_at=None, duration_ms=None, summary=None, pending_games=0,
-                expected_players=None, expected_games=None, stored_players=None, stored_games=None,
-                skipped_games=None)
         return record
 
     async def state(self, platform: str, tid: str) -> istore.ImportRecord | None:

@@ -82,7 +82,9 @@ async def request_import(db: Database, platform: str, external_id: str, *, trigg
     """Queue the import of a tournament; returns its record.
 
     Without ``force`` an existing import is left as it is (queued, running, complete or waiting for
-    its retry); with ``force`` (a re-import) it is queued again unless it is running.
+    its retry); with ``force`` (a re-import) it is queued again unless it is running, and keeps
+    nothing of its previous run but ``pending_games`` (the stored games it describes are still
+    served until the new run replaces them).
     """
     async with db.transaction() as conn:
         await conn.execute(
@@ -93,7 +95,9 @@ async def request_import(db: Database, platform: str, external_id: str, *, trigg
         if force:
             await conn.execute(
                 "UPDATE imports SET state = 'queued', trigger = ?, queued_at = ?, attempt = 0, next_attempt_at = NULL, "
-                "error = NULL WHERE platform = ? AND external_id = ? AND state != 'importing'",
+                "error = NULL, started_at = NULL, finished_at = NULL, duration_ms = NULL, summary = NULL, "
+                "expected_players = NULL, expected_games = NULL, stored_players = NULL, stored_games = NULL, "
+                "skipped_games = NULL WHERE platform = ? AND external_id = ? AND state != 'importing'",
                 (trigger, now, platform, external_id),
             )
     record = await get_import(db, platform, external_id)

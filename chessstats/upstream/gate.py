@@ -479,9 +479,8 @@ class UpstreamGate:
         if call.background:
             self._counters["background_calls"] += 1
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: %s request admitted at %.4f (epoch s) after %.3f s%s", self.name,
-                      "background" if call.background else "interactive", time.time(), call.waited_s,
-                      " (breaker probe)" if call.probe else "")
+            log.debug("%s: request admitted at %.4f (epoch s) after %.3f s%s%s", self.name, time.time(), call.waited_s,
+                      " (background)" if call.background else "", " (breaker probe)" if call.probe else "")
         return call
 
     async def _admit_background(self, stream: bool, max_wait_s: float) -> GateCall:

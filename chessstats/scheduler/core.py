@@ -16,6 +16,9 @@
 * **Failures.** A failed run is retried (``retry`` trigger) after
   ``retry_base_s * 2**(attempt-1)`` seconds × a jitter of 0.5–1.5 (at least the upstream's
   Retry-After), up to ``max_attempts``; nothing a job raises stops the scheduler.
+* **Background calls.** A job's upstream calls run under
+  :func:`~chessstats.scheduler.registry.background_calls`: at every gate they give way to users'
+  requests and use at most a share of the upstream's rate.
 * **Restart.** On taking the lock, runs left ``active`` by a dead process are marked
   ``failed`` ("interrupted") and retried. :meth:`Scheduler.stop` stops taking runs, waits up to
   ``stop_timeout_s`` for active ones, and records the rest as failed ("interrupted: shutdown").
@@ -42,7 +45,7 @@ from chessstats.errors import ChessstatsError, UpstreamRateLimited
 from chessstats.scheduler.context import JobContext, utc_now
 from chessstats.scheduler.cron import latest_tick_until, next_tick
 from chessstats.scheduler.lock import job_lock, scheduler_lock
-from chessstats.scheduler.registry import REGISTRY, Effective, Job, effective
+from chessstats.scheduler.registry import REGISTRY, Effective, Job, background_calls, effective
 from chessstats.store import jobs as runs
 
 log = logging.getLogger("chessstats.scheduler")
@@ -319,7 +322,8 @@ async def execute_claimed(sched: Scheduler | None, run: runs.RunRow, job: Job, c
     """Run an ``active`` (claimed) run of ``job`` and record its outcome; True when completed.
 
     With a scheduler, a failure queues a retry and a cancellation (shutdown) is recorded as
-    failed before it propagates. Without one (``jobs run``), nothing is retried.
+    failed before it propagates. Without one (``jobs run``), nothing is retried. The job's upstream
+    calls are background calls (:func:`~chessstats.scheduler.registry.background_calls`).
     """
     ctx = ctx or (sched.ctx if sched else None)
     assert ctx is not None
@@ -330,7 +334,8 @@ async def execute_claimed(sched: Scheduler | None, run: runs.RunRow, job: Job, c
         return int((time.perf_counter() - started) * 1000)
 
     try:
-        summary = await job.func(ctx)
+        with background_calls():  # its upstream calls (and the tasks it starts) give way to users' requests
+            summary = await job.func(ctx)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             await runs.finish_run(ctx.db, run.id, state="failed", now=now_fn(), duration_ms=elapsed_ms(),

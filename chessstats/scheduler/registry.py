@@ -18,6 +18,10 @@ log = logging.getLogger("chessstats.scheduler")
 
 JobFunc = Callable[[JobContext], Awaitable[str]]
 
+#: The context manager a job runs in: its upstream calls are background calls at every gate
+#: (:func:`chessstats.upstream.gate.background_calls`, reached through the services).
+background_calls = jobs.background_calls
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

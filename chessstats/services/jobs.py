@@ -8,6 +8,10 @@ Each returns a one-line summary ("refreshed 12 tournaments") and raises on failu
 scheduler records the error and retries). A job that did part of its work and failed on the
 rest raises after doing what it could, so a retry completes it.
 
+The scheduler runs each under :func:`background_calls` (re-exported here from
+:mod:`chessstats.upstream.gate`, which the scheduler may not import): their upstream calls give way
+to users' requests at every gate and use at most ``background_share`` of its rate.
+
 Cache keys written here (read by the routes that serve them):
 
 * ``tournament:lichess:{id}`` (through :meth:`TournamentService.refresh`);
@@ -33,6 +37,7 @@ from chessstats.store import Database
 from chessstats.store import players as players_store
 from chessstats.store import tournaments as tournaments_store
 from chessstats.upstream.fide import FideClient
+from chessstats.upstream.gate import background_calls
 from chessstats.upstream.lichess import LichessClient
 from chessstats.upstream.lichess_players import MAX_NB, fetch_leaderboard
 
@@ -51,6 +56,9 @@ class JobContext(Protocol):
     now: Callable[[], datetime]
 
 log = logging.getLogger(__name__)
+
+__all__ = ["JobContext", "background_calls", "cleanup", "fide_ratings", "lichess_top_players", "rankings_updater",
+           "titled_tuesday", "tournament_discovery", "tournament_monitor"]
 
 #: Perf types of the leaderboard jobs.
 LEADERBOARD_PERFS = ("bullet", "blitz", "rapid", "classical")

@@ -21,6 +21,15 @@ owns, for that upstream:
    and 429) open it for ``breaker_open_s`` (doubling on each re-open up to ``max_pause_s``); while
    open, calls raise ``UpstreamBusy`` at once; then one probe call (across processes) is let through.
 7. **Counters** (in-process): :meth:`UpstreamGate.stats` and :meth:`UpstreamGate.health`.
+8. **Interactive calls first**: a call made under :func:`background_calls` (the scheduler's jobs,
+   background imports, stale-while-revalidate refreshes) is a *background* call. It waits up to
+   ``background_max_wait_s`` (not the 2-s bound of a user's request) and it sends only when no
+   interactive call of any process is waiting for its turn (each waiting interactive call keeps
+   a short lease, ``fg_wait_until``, in the shared state); background calls together use at most
+   ``background_share`` of the rate (their own spacing, ``bg_next_send``, on top of the common
+   one), never the last in-flight slot when there is more than one, and never hold a slot while
+   they wait. The total rate stays the configured one: every call, background or not, moves the
+   common ``next_send``.
 
 Rate, pause and breaker live in ``<data dir>/gate/<name>.state``: one fixed-size record rewritten
 in place (``pwrite`` at offset 0, never truncated) under an ``flock``, times as wall-clock epoch
@@ -32,6 +41,7 @@ state never fails a call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import fcntl
 import logging
@@ -41,8 +51,8 @@ import struct
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,7 +63,8 @@ from chessstats.errors import Gone, NotFound, UpstreamBusy, UpstreamError, Upstr
 if TYPE_CHECKING:
     from chessstats.redisconn import RedisBackend
 
-__all__ = ["GateCall", "GateSettings", "Rate", "UpstreamGate", "open_gate", "parse_rate"]
+__all__ = ["GateCall", "GateSettings", "Rate", "UpstreamGate", "background_calls", "in_background", "open_gate",
+           "parse_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,31 @@ POLL_S = 0.01
 STATE_LOCK_WAIT_S = 1.0
 #: Seconds after a failed state write before the file is tried again.
 DISK_RETRY_S = 30.0
+#: Seconds an interactive call's "I am waiting for my turn" lease lasts in the shared state; it is
+#: renewed every :data:`WAITING_RENEW_S` seconds while the call waits.
+WAITING_LEASE_S = 0.3
+WAITING_RENEW_S = 0.1
+#: Longest sleep, in seconds, of a background call between two looks at the shared state.
+BACKGROUND_POLL_S = 0.05
+
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("chessstats_gate_background", default=False)
+
+
+@contextmanager
+def background_calls() -> Iterator[None]:
+    """Make the upstream calls of the block, and of every task it creates, background calls of
+    every gate (see the module docstring, point 8): they give way to interactive calls."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+def in_background() -> bool:
+    """True inside :func:`background_calls` (in the block or a task created there)."""
+    return _BACKGROUND.get()
+
 
 @dataclass(frozen=True, slots=True)
 class GateSettings:
@@ -75,7 +111,9 @@ class GateSettings:
     ``pause_after_429_s``: pause after a 429 without ``Retry-After``; ``max_pause_s``: ceiling of a
     doubled pause or breaker interval; ``max_queue_wait_s``: longest wait for a turn;
     ``breaker_failures``: consecutive failures that open the breaker; ``breaker_open_s``: first
-    open interval.
+    open interval; ``background_share``: the largest part (0 < share <= 1) of ``rate`` that
+    background calls take together; ``background_max_wait_s``: a background call's wait bound when
+    its caller gives none.
     """
 
     timeout_s: float = 20.0
@@ -87,6 +125,12 @@ class GateSettings:
     max_queue_wait_s: float = 2.0
     breaker_failures: int = 5
     breaker_open_s: float = 10.0
+    background_share: float = 0.5
+    background_max_wait_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.background_share <= 1:
+            raise ValueError(f"background_share must be in (0, 1], got {self.background_share}")
 
     @classmethod
     def from_config(cls, table: Any) -> GateSettings:
@@ -106,16 +150,18 @@ class GateSettings:
 
 # --- the shared state record -------------------------------------------------------------------
 
-_MAGIC = b"CSG1"
+_MAGIC = b"CSG2"
 # magic, next_send, paused_until, last_pause_s, strike, failures, open_until, open_s, probe_until,
-# last_ok_at, last_fail_at; then a CRC-32 of everything before it
-_BODY = struct.Struct("<4sdddIIddddd")
+# last_ok_at, last_fail_at, fg_wait_until, bg_next_send; then a CRC-32 of everything before it
+_BODY = struct.Struct("<4sdddIIddddddd")
 _RECORD_SIZE = _BODY.size + 4
 
 
 @dataclass(slots=True)
 class _State:
-    """The shared state (epoch seconds). ``strike``: a 429 came since the last success."""
+    """The shared state (epoch seconds). ``strike``: a 429 came since the last success;
+    ``fg_wait_until``: an interactive call waits for its turn until then (a lease, renewed while it
+    waits); ``bg_next_send``: the earliest send time of the next background call."""
 
     next_send: float = 0.0
     paused_until: float = 0.0
@@ -127,10 +173,13 @@ class _State:
     probe_until: float = 0.0  # a probe is out until then (its lease)
     last_ok_at: float = 0.0
     last_fail_at: float = 0.0
+    fg_wait_until: float = 0.0
+    bg_next_send: float = 0.0
 
     def pack(self) -> bytes:
         body = _BODY.pack(_MAGIC, self.next_send, self.paused_until, self.last_pause_s, self.strike, self.failures,
-                          self.open_until, self.open_s, self.probe_until, self.last_ok_at, self.last_fail_at)
+                          self.open_until, self.open_s, self.probe_until, self.last_ok_at, self.last_fail_at,
+                          self.fg_wait_until, self.bg_next_send)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -144,7 +193,8 @@ class _State:
 
     def copy(self) -> _State:
         return _State(self.next_send, self.paused_until, self.last_pause_s, self.strike, self.failures,
-                      self.open_until, self.open_s, self.probe_until, self.last_ok_at, self.last_fail_at)
+                      self.open_until, self.open_s, self.probe_until, self.last_ok_at, self.last_fail_at,
+                      self.fg_wait_until, self.bg_next_send)
 
 
 @dataclass(slots=True)
@@ -152,12 +202,13 @@ class GateCall:
     """One admitted call: set ``status`` to the upstream's HTTP status once known (for the counters).
 
     ``deadline_s`` is the call's total deadline in seconds; ``waited_s`` how long it waited for its
-    turn; ``probe`` whether it is the breaker's probe.
+    turn; ``probe`` whether it is the breaker's probe; ``background`` whether it is a background call.
     """
 
     deadline_s: float
     waited_s: float = 0.0
     probe: bool = False
+    background: bool = False
     status: int | None = None
     slot: int = -1
 
@@ -196,12 +247,16 @@ class UpstreamGate:
     # --- public API ------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def request(self, *, stream: bool = False, max_wait_s: float | None = None) -> AsyncIterator[GateCall]:
+    async def request(self, *, stream: bool = False, max_wait_s: float | None = None,
+                      background: bool | None = None) -> AsyncIterator[GateCall]:
         """Admit one upstream request and run the block (send, headers, whole body) under its deadline.
 
         Args:
             stream: a streamed export: the deadline is ``stream_timeout_s`` instead of ``timeout_s``.
-            max_wait_s: longest wait in seconds for a turn (slot and rate); None for ``max_queue_wait_s``.
+            max_wait_s: longest wait in seconds for a turn (slot and rate); None for ``max_queue_wait_s``
+                (``background_max_wait_s`` for a background call).
+            background: a background call (gives way to interactive calls, see the module docstring);
+                None: whether the caller runs inside :func:`background_calls`.
 
         Raises:
             UpstreamRateLimited: paused after a 429 (``retry_after_s``: seconds left), raised before any
@@ -213,7 +268,11 @@ class UpstreamGate:
         """
         from chessstats.upstream.http import map_upstream_errors  # http imports nothing of the gate
 
-        call = await self._admit(stream, self.settings.max_queue_wait_s if max_wait_s is None else max_wait_s)
+        if background is None:
+            background = _BACKGROUND.get()
+        if max_wait_s is None:
+            max_wait_s = self.settings.background_max_wait_s if background else self.settings.max_queue_wait_s
+        call = await (self._admit_background(stream, max_wait_s) if background else self._admit(stream, max_wait_s))
         outcome, settled = "neutral", False
         try:
             with map_upstream_errors(self.name, deadline_s=call.deadline_s):
@@ -244,15 +303,17 @@ class UpstreamGate:
                 self._release(call.slot)
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, stream: bool = False,
-                   max_wait_s: float | None = None, **kwargs: Any) -> T:
+                   max_wait_s: float | None = None, background: bool | None = None, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)`` inside :meth:`request` (same arguments and errors)."""
-        async with self.request(stream=stream, max_wait_s=max_wait_s):
+        async with self.request(stream=stream, max_wait_s=max_wait_s, background=background):
             return await fn(*args, **kwargs)
 
     def stats(self) -> dict[str, Any]:
         """In-process counters (for Prometheus): ``calls`` sent, ``callsByStatus`` (``2xx``, ``4xx``,
         ``5xx``, ``none``), ``responses429``, ``pauseSeconds`` (sum of pauses set here),
-        ``refusedPaused``, ``refusedBusy``, ``refusedOpen``, ``breakerOpens``, ``timeouts``, plus the
+        ``refusedPaused``, ``refusedBusy``, ``refusedOpen``, ``breakerOpens``, ``timeouts``,
+        ``backgroundCalls`` (of ``calls``), ``backgroundYields`` (looks at which a background call gave
+        way to a waiting interactive call), plus the
         current shared state (``pausedForS``, ``breaker``, ``failures``, ``inFlightHere``)."""
         c = self._counters
         return {
@@ -266,6 +327,8 @@ class UpstreamGate:
             "refusedOpen": c["refused_open"],
             "breakerOpens": c["breaker_opens"],
             "timeouts": c["timeouts"],
+            "backgroundCalls": c["background_calls"],
+            "backgroundYields": c["background_yields"],
             "inFlightHere": len(self._held),
             "rate": str(self.settings.rate),
             "maxInFlight": self.settings.max_in_flight,
@@ -362,7 +425,7 @@ class UpstreamGate:
         refusal = await self._transact(lambda s, now: self._refusal(s, now, None))
         if isinstance(refusal, Exception):
             raise refusal
-        call.slot = await self._take_slot(deadline)
+        call.slot = await self._take_slot(deadline, announce=True)
         if call.slot < 0:
             self._counters["refused_busy"] += 1
             raise UpstreamBusy(f"{self.name}: {settings.max_in_flight} request(s) already in flight and none "
@@ -377,15 +440,22 @@ class UpstreamGate:
                     send_at = now
                 if send_at - now > budget:
                     self._counters["refused_busy"] += 1
-                    return UpstreamBusy(
-                        f"{self.name}: the next request slot ({settings.rate}) is {send_at - now:.1f} s away, "
-                        f"longer than the {max_wait_s:g} s wait bound; try again shortly", self.name,
-                        _ceil_s(send_at - now)), 0.0
+                    waited = time.monotonic() - started
+                    if waited < 0.05:
+                        why = (f"the next request slot ({settings.rate}) is {send_at - now:.1f} s away, longer than "
+                               f"the {max_wait_s:g} s wait bound")
+                    else:
+                        why = (f"waited {waited:.1f} s for a request in flight to finish, then the next request "
+                               f"slot ({settings.rate}) was {send_at - now:.1f} s away, past the "
+                               f"{max(0.0, budget - 0.01):.1f} s left of the {max_wait_s:g} s wait bound")
+                    return UpstreamBusy(f"{self.name}: {why}; try again shortly", self.name,
+                                        _ceil_s(send_at - now)), 0.0
                 verdict = self._refusal(state, now, None)
                 if isinstance(verdict, Exception):
                     return verdict, 0.0
-                if send_at > now + 0.001:
-                    return None, send_at - now  # wait, then reserve at the real send time
+                if send_at > now + 0.001:  # wait, then reserve at the real send time; background calls give way
+                    state.fg_wait_until = max(state.fg_wait_until, send_at + WAITING_LEASE_S)
+                    return None, send_at - now
                 verdict = self._refusal(state, now, call.deadline_s + 5)
                 state.next_send = now + settings.rate.interval_s
                 return verdict, 0.0
@@ -401,12 +471,81 @@ class UpstreamGate:
         except BaseException:
             self._release(call.slot)
             raise
+        return self._admitted(call, started)
+
+    def _admitted(self, call: GateCall, started: float) -> GateCall:
         call.waited_s = time.monotonic() - started
         self._counters["calls"] += 1
+        if call.background:
+            self._counters["background_calls"] += 1
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: request admitted at %.4f (epoch s) after %.3f s%s", self.name, time.time(), call.waited_s,
-                      " (breaker probe)" if call.probe else "")
+            log.debug("%s: request admitted at %.4f (epoch s) after %.3f s%s%s", self.name, time.time(), call.waited_s,
+                      " (background)" if call.background else "", " (breaker probe)" if call.probe else "")
         return call
+
+    async def _admit_background(self, stream: bool, max_wait_s: float) -> GateCall:
+        """Admit a background call: only when no interactive call waits and both the common spacing and
+        the background spacing (``interval / background_share``) allow a send now; the slot is taken
+        only for that send (never the last one when ``max_in_flight`` > 1), so a background call never
+        holds a slot while it waits.
+
+        Raises:
+            UpstreamRateLimited / UpstreamBusy: as :meth:`request` (busy after ``max_wait_s`` seconds).
+        """
+        settings = self.settings
+        call = GateCall(deadline_s=settings.stream_timeout_s if stream else settings.timeout_s, background=True)
+        started = time.monotonic()
+        deadline = started + max(0.0, max_wait_s)
+        reserve_slots = 1 if settings.max_in_flight > 1 else 0
+        bg_interval = settings.rate.interval_s / settings.background_share
+
+        def reserve(state: _State, now: float) -> Exception | bool | None:
+            """A refusal | probe? (reserved now) | None: not now (an interactive call waits, or spacing)."""
+            verdict = self._refusal(state, now, None)
+            if isinstance(verdict, Exception):
+                return verdict
+            if state.fg_wait_until > now:
+                self._counters["background_yields"] += 1
+                return None
+            if max(state.next_send, state.bg_next_send) > now + 0.001:
+                return None
+            verdict = self._refusal(state, now, call.deadline_s + 5)
+            state.next_send = now + settings.rate.interval_s
+            state.bg_next_send = now + bg_interval
+            return verdict
+
+        refusal = await self._transact(lambda s, now: self._refusal(s, now, None))
+        if isinstance(refusal, Exception):
+            raise refusal
+        while True:
+            state, now = self._peek(), self._clock()
+            hold = max(state.fg_wait_until, state.next_send, state.bg_next_send) - now
+            if hold > 86400 + settings.rate.window_s + bg_interval:  # a clock that jumped back: let it decide
+                hold = 0.0
+            if hold <= 0.001:
+                call.slot = self._try_slot(reserve_slots)
+                if call.slot >= 0:
+                    try:
+                        verdict = await self._transact(reserve)
+                    except BaseException:
+                        self._release(call.slot)
+                        raise
+                    if verdict is not None and not isinstance(verdict, Exception):
+                        call.probe = bool(verdict)
+                        return self._admitted(call, started)
+                    self._release(call.slot)
+                    call.slot = -1
+                    if isinstance(verdict, Exception):
+                        raise verdict
+                hold = POLL_S
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._counters["refused_busy"] += 1
+                raise UpstreamBusy(f"{self.name}: a background request found no turn within {max_wait_s:g} s "
+                                   f"(interactive requests go first; background requests use at most "
+                                   f"{settings.background_share:g} of {settings.rate})", self.name,
+                                   _ceil_s(max(hold, 1.0)))
+            await asyncio.sleep(min(hold, BACKGROUND_POLL_S, left))
 
     async def _settle(self, call: GateCall, outcome: str, retry_after: float) -> float:
         """Record an outcome in the shared state; for a 429, the seconds the pause lasts from now."""
@@ -480,8 +619,9 @@ class UpstreamGate:
         self._slot_fds[i] = fd
         return fd
 
-    def _try_slot(self) -> int:
-        for i in range(self.settings.max_in_flight):
+    def _try_slot(self, reserved: int = 0) -> int:
+        """Take a free in-flight slot now, leaving the last ``reserved`` ones alone; -1 when none is free."""
+        for i in range(self.settings.max_in_flight - reserved):
             if i in self._held:
                 continue
             fd = self._slot_fd(i)
@@ -498,8 +638,13 @@ class UpstreamGate:
             return i
         return -1
 
-    async def _take_slot(self, deadline: float) -> int:
-        """A free in-flight slot, waiting until ``deadline`` (monotonic); -1 when none came free."""
+    async def _take_slot(self, deadline: float, *, announce: bool = False) -> int:
+        """A free in-flight slot, waiting until ``deadline`` (monotonic); -1 when none came free.
+
+        ``announce``: while waiting, keep the shared "an interactive call waits" lease so that
+        background calls of every process give way.
+        """
+        renew_at = 0.0
         while True:
             slot = self._try_slot()
             if slot >= 0:
@@ -507,6 +652,10 @@ class UpstreamGate:
             left = deadline - time.monotonic()
             if left <= 0:
                 return -1
+            if announce and time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + WAITING_RENEW_S
+                await self._transact(_announce_waiting)
+                continue
             await asyncio.sleep(min(POLL_S, left))
 
     def _release(self, slot: int) -> None:
@@ -621,6 +770,11 @@ class UpstreamGate:
         except OSError:
             return self._mem
         return state or self._mem
+
+
+def _announce_waiting(state: _State, now: float) -> None:
+    """An interactive call waits for its turn: background calls give way for :data:`WAITING_LEASE_S`."""
+    state.fg_wait_until = max(state.fg_wait_until, now + WAITING_LEASE_S)
 
 
 def open_gate(name: str, table: Any, data_dir: str | Path | None, redis: RedisBackend | None = None) -> UpstreamGate:

@@ -2,7 +2,8 @@
 every worker of every host using that Redis.
 
 The rules are :class:`~chessstats.upstream.gate.UpstreamGate`'s (in flight, strict spacing, pause
-after a 429 doubling when repeated, breaker, bounded wait); only where the state lives changes:
+after a 429 doubling when repeated, breaker, bounded wait, interactive calls before background
+ones); only where the state lives changes:
 
 * **In flight**: slot ``i`` is the leased lock ``<prefix>lock:gate:<name>:slot<i>``
   (:class:`~chessstats.redisconn.RedisLock`), extended while the request runs; a holder killed
@@ -72,8 +73,9 @@ class RedisGate(UpstreamGate):
 
     # --- slots -------------------------------------------------------------------------------------
 
-    def _try_slot(self) -> int:
-        for i in range(self.settings.max_in_flight):
+    def _try_slot(self, reserved: int = 0) -> int:
+        """Take a free slot lock now, leaving the last ``reserved`` slots alone; -1 when none is free."""
+        for i in range(self.settings.max_in_flight - reserved):
             if i in self._held:
                 continue
             lock: RedisLock | None = None

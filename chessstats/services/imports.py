@@ -39,6 +39,7 @@ from chessstats.store import Database
 from chessstats.store import imports as istore
 from chessstats.store import players as pstore
 from chessstats.store import tournaments as tstore
+from chessstats.upstream.gate import background_calls
 from chessstats.upstream.lichess import LichessClient, upstream_counts
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class ImportService:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_due()
+                with background_calls():  # imports give way to users' requests at the upstream gate
+                    await self.run_due()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the runner must survive anything (a full disk, a closed database)

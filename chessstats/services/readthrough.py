@@ -46,6 +46,7 @@ from chessstats.errors import (
 )
 from chessstats.locks import Locks, as_locks
 from chessstats.payload import Payload
+from chessstats.upstream.gate import background_calls
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ class ReadThrough:
         failure = self._failure(key)
         if failure is not None and failure.until > time.time():
             return
-        self._start(key, fetch, background=True)
+        with background_calls():  # the refresh (a task created here) gives way to users' requests
+            self._start(key, fetch, background=True)
 
     async def refresh(self, key: str, fetch: Fetch) -> Payload:
         """Fetch ``key`` now whatever the cache holds (jobs), coalesced with any fetch under way.

@@ -158,6 +158,22 @@ def forget_added_routes(replay: ReplayUpstream) -> Iterator[None]:
         replay.routes.pop(path, None)
 
 
+def ok(resp: httpx.Response) -> dict:
+    """The body of a successful API answer (asserts 200 and ``success: true``)."""
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["success"] is True
+    return body
+
+
+def err(resp: httpx.Response, status: int, code: str) -> dict:
+    """The body of an API error answer (asserts ``status`` and the error envelope's ``code``)."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert (body["success"], body["code"]) == (False, code), body
+    return body
+
+
 def add_json(upstream: ReplayUpstream, path: str, body: object) -> None:
     """Register a JSON body for ``path`` on the replay."""
     upstream.add(path, json.dumps(body).encode(), "application/json")

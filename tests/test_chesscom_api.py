@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, add_json
+from tests.conftest import Server, add_json, err, ok
 from tests.replay import JSON, ReplayUpstream
 
 CC = "/chesscom/pub"
@@ -25,20 +25,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "chesscom"
 PROFILE_BYTES = (FIXTURES / "player_fabianocaruana.json").stat().st_size + \
     (FIXTURES / "player_fabianocaruana_stats.json").stat().st_size
 SAVED: dict[str, int] = {"requests": 0, "not_modified": 0, "bytes": 0}
-
-
-def ok(resp: httpx.Response) -> dict:
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["success"] is True
-    return body
-
-
-def err(resp: httpx.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert (body["success"], body["code"]) == (False, code), body
-    return body
 
 
 def hit(server: Server, upstream: ReplayUpstream, path: str) -> dict:

@@ -12,30 +12,15 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import Server, add_json
+from tests.conftest import Server, add_json, err, ok
 from tests.replay import ReplayUpstream
 
 CC = "/chesscom/pub"
 FIXTURES = Path(__file__).parent / "fixtures" / "chesscom"
 
 pytestmark = pytest.mark.usefixtures("forget_added_routes")
-
-
-def ok(resp: httpx.Response) -> dict:
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["success"] is True
-    return body
-
-
-def err(resp: httpx.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert (body["success"], body["code"]) == (False, code), body
-    return body
 
 
 def month_calls(upstream: ReplayUpstream, user: str) -> dict[str, int]:
@@ -213,17 +198,23 @@ def test_chesscom_history_from_the_monthly_archives(server: Server, upstream: Re
     assert upstream.total() == 0  # past months stored, the archive list checked at most every 5 minutes
 
 
-def test_chesscom_history_is_bounded_per_request_and_404_for_an_unknown_user(server: Server,
-                                                                            upstream: ReplayUpstream) -> None:
+def generated_account(upstream: ReplayUpstream, name: str, side: str, months: list[str]) -> None:
+    """A GENERATED Chess.com account ``name`` in the replay: an archive list of ``months``
+    (``YYYY/MM``) and one recorded game a month, played by ``name`` as ``side`` on the 15th."""
+    user = name.lower()
     games = recorded_games()
-    months = [f"2019/{m:02d}" for m in range(5, 13)]  # 8 months, one game each (GENERATED)
-    add_json(upstream, f"{CC}/player/longtimer/games/archives",
-             {"archives": [f"https://api.chess.com/pub/player/longtimer/games/{m}" for m in months]})
+    add_json(upstream, f"{CC}/player/{user}/games/archives",
+             {"archives": [f"https://api.chess.com/pub/player/{user}/games/{m}" for m in months]})
     for i, m in enumerate(months):
         g = json.loads(json.dumps(games[i]))
-        g["white"]["username"] = "LongTimer"
+        g[side]["username"] = name
         g["end_time"] = calendar.timegm(time.strptime(f"{m}/15", "%Y/%m/%d"))
-        add_json(upstream, f"{CC}/player/longtimer/games/{m}", {"games": [g]})
+        add_json(upstream, f"{CC}/player/{user}/games/{m}", {"games": [g]})
+
+
+def test_chesscom_history_is_bounded_per_request_and_404_for_an_unknown_user(server: Server,
+                                                                            upstream: ReplayUpstream) -> None:
+    generated_account(upstream, "LongTimer", "white", [f"2019/{m:02d}" for m in range(5, 13)])  # 8 months
     first = ok(server.client.get("/api/players/chesscom/longtimer/history"))
     assert first["notYetFetched"] == ["2019-06", "2019-05"] and len(month_calls(upstream, "longtimer")) == 6
     assert sum(len(s["points"]) for s in first["data"]) == 6
@@ -236,15 +227,7 @@ def test_chesscom_history_is_bounded_per_request_and_404_for_an_unknown_user(ser
 
 
 def test_chesscom_history_serves_stored_months_past_the_budget(server: Server, upstream: ReplayUpstream) -> None:
-    games = recorded_games()
-    months = [f"2019/{m:02d}" for m in range(3, 12)]  # 9 months, one game each (GENERATED)
-    add_json(upstream, f"{CC}/player/historian/games/archives",
-             {"archives": [f"https://api.chess.com/pub/player/historian/games/{m}" for m in months]})
-    for i, m in enumerate(months):
-        g = json.loads(json.dumps(games[i]))
-        g["black"]["username"] = "Historian"
-        g["end_time"] = calendar.timegm(time.strptime(f"{m}/15", "%Y/%m/%d"))
-        add_json(upstream, f"{CC}/player/historian/games/{m}", {"games": [g]})
+    generated_account(upstream, "Historian", "black", [f"2019/{m:02d}" for m in range(3, 12)])  # 9 months
     until = calendar.timegm(time.strptime("2019/04/30", "%Y/%m/%d")) * 1000
     ok(server.client.get(f"/api/players/chesscom/historian/games?until={until}"))  # stores March and April
     assert set(month_calls(upstream, "historian")) == {f"{CC}/player/historian/games/2019/03",

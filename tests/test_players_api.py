@@ -14,7 +14,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import Server, add_json
+from tests.conftest import Server, add_json, err
 from tests.pg_store import connect_store
 from tests.replay import JSON, ReplayUpstream
 
@@ -35,13 +35,6 @@ def hit(server: Server, upstream: ReplayUpstream, path: str) -> dict:
     body = ok(resp)
     assert (resp.headers["x-cache"], body["cached"], body["source"]) == ("HIT", True, "cache"), path
     assert upstream.total() == 0, upstream.counts
-    return body
-
-
-def err(resp: httpx.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert (body["success"], body["code"]) == (False, code)
     return body
 
 

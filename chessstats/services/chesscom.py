@@ -100,9 +100,12 @@ class ChesscomService:
             the errors of :meth:`ChesscomClient.get`.
         """
         stored = await responses.get(self.db, UPSTREAM, path)
-        now = time.time()
-        if stored is not None and (immutable or now - stored.checked_at < max_age_s):
-            return stored.body
+        body = _usable(stored, max_age_s, immutable)
+        return body if body is not None else await self._request(path, stored)
+
+    async def _request(self, path: str, stored: responses.StoredResponse | None) -> bytes:
+        """``GET path`` upstream, conditional on ``stored`` (its validators); the answer stored, a 304
+        refreshing the stored copy's ``checked_at``. Raises the errors of :meth:`ChesscomClient.get`."""
         answer = await self.client.get(
             path, etag=stored.etag if stored else None, last_modified=stored.last_modified if stored else None,
             stored_size=len(stored.body) if stored else 0)
@@ -244,7 +247,7 @@ class ChesscomService:
         Past months are stored once and never fetched again; the archive list and the current
         month are refreshed (conditionally) at most every 5 minutes. A month that fails (an
         upstream error or the ``{code, message}`` envelope) is listed in ``failedMonths`` and left out,
-        and remembered (:meth:`_remember_month`): a repeat within that interval makes no upstream call
+        and remembered (:meth:`ReadThrough.remember_failure`): a repeat within that interval makes no upstream call
         for it. At most :data:`MONTH_FETCHES_PER_REQUEST` months are fetched from the upstream per
         request; once that is spent, the months of the range not read are listed in ``notYetFetched``
         (``YYYY-MM``, newest first; absent when every month needed was read) and no older month is served.
@@ -349,18 +352,19 @@ class ChesscomService:
             walk.pending.append(label)
             return None
         current = (year, month) >= (now.year, now.month)
-        fail_key = keys.failure(keys.chesscom_month(u, year, month))
-        if self.read.cache.get(fail_key) is not None:  # failed lately: no upstream call until it expires
+        month_key = keys.chesscom_month(u, year, month)
+        if self.read.failed_lately(month_key):  # no upstream call until its remembered interval ends
             walk.failed.append(label)
             return None
-        body = await self._stored(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+        stored = await responses.get(self.db, UPSTREAM, path)
+        body = _usable(stored, CURRENT_MONTH_S, not current)
         try:
             if body is None:
                 if walk.started >= MONTH_FETCHES_PER_REQUEST:
                     walk.pending.append(label)
                     return None
                 walk.started += 1
-                body = await self.fetch(path, max_age_s=CURRENT_MONTH_S, immutable=not current)
+                body = await self._request(path, stored)
             data = cc.decode(body, "games")
             message = cc.error_envelope(data)
             if message is not None:
@@ -371,41 +375,11 @@ class ChesscomService:
             raise
         except (UpstreamError, NotFound) as exc:
             log.warning("chesscom: month %s of %s failed: %s", label, u, exc)
-            self._remember_month(fail_key, exc, current)
+            # a past month's 404 does not change (Chess.com lists months it then answers 404 for)
+            self.read.remember_failure(month_key, exc, not_found_ttl_s=None if current else MONTH_NOT_FOUND_S)
             walk.failed.append(label)
             return None
         return data
-
-    async def _stored(self, path: str, *, max_age_s: float, immutable: bool) -> bytes | None:
-        """The stored body of ``path`` when :meth:`fetch` would serve it without an upstream call, else None."""
-        stored = await responses.get(self.db, UPSTREAM, path)
-        if stored is not None and (immutable or time.time() - stored.checked_at < max_age_s):
-            return stored.body
-        return None
-
-    def _remember_month(self, fail_key: str, exc: Exception, current: bool) -> None:
-        """Remember a failed month under ``fail_key`` (shared by every worker through the cache) so that
-        requests skip it without an upstream call meanwhile: a past month's 404 for
-        :data:`MONTH_NOT_FOUND_S` seconds (Chess.com lists months it then answers 404: that does not
-        change), the current month's 404 for the read-through's ``not_found_ttl_s``, any other failure
-        (5xx, timeout, the ``{code, message}`` envelope, an unparsable body) for the read-through's
-        back-off: ``failure_base_s`` doubled with each consecutive failure, up to ``failure_max_s``."""
-        read = self.read
-        if isinstance(exc, NotFound):
-            count, interval = 1, (read.not_found_ttl_s if current else MONTH_NOT_FOUND_S)
-        else:
-            previous = read.cache.get_stale(fail_key)
-            count = 1
-            if previous is not None:
-                try:
-                    count = int(msgspec.json.decode(previous.fields).get("count", 0)) + 1
-                except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-                    count = 1
-            interval = min(read.failure_max_s, read.failure_base_s * 2 ** (count - 1))
-        fields = msgspec.json.encode({"message": str(exc), "count": count})
-        # kept past its interval (stale window) so that the next failure doubles the interval
-        read.cache.set(fail_key, Payload(fields, source="api", fetched_at=time.time()), interval,
-                       stale_s=read.failure_max_s * 2)
 
 
 class _MonthWalk:
@@ -478,6 +452,14 @@ def titled_page(whole: Payload, page: int, limit: int) -> Payload:
             _TITLED_PAGES.clear()
         _TITLED_PAGES[memo] = out
     return out
+
+
+def _usable(stored: responses.StoredResponse | None, max_age_s: float, immutable: bool) -> bytes | None:
+    """The stored body when it may be served without an upstream call (``immutable`` and stored, or
+    checked less than ``max_age_s`` seconds ago), else None."""
+    if stored is not None and (immutable or time.time() - stored.checked_at < max_age_s):
+        return stored.body
+    return None
 
 
 def _month_start_ms(year: int, month: int) -> int:

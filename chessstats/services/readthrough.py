@@ -302,20 +302,32 @@ class ReadThrough:
             self.revalidations += 1
         try:
             fresh = await fetch()
-        except (NotFound, Gone) as exc:
-            self._remember(key, exc, self.not_found_ttl_s)
-            raise
-        except UpstreamError as exc:
-            previous = self._failure(key)
-            count = (previous.count if previous is not None else 0) + 1
-            interval = min(self.failure_max_s, self.failure_base_s * 2 ** (count - 1))
-            retry = getattr(exc, "retry_after_s", None)
-            self._remember(key, exc, max(interval, float(retry or 0)), count)
+        except (NotFound, Gone, UpstreamError) as exc:
+            self.remember_failure(key, exc)
             raise
         self.keep(key, fresh)
         if self._failure(key) is not None:
             self.forget_failure(key)
         return fresh.payload
+
+    def remember_failure(self, key: str, exc: ChessstatsError, *, not_found_ttl_s: float | None = None) -> None:
+        """Remember that fetching ``key`` failed with ``exc`` (shared by every worker through the cache), as
+        a failed fetch of :meth:`get` is: a ``NotFound`` / ``Gone`` for ``not_found_ttl_s`` seconds (default
+        the read-through's), any other failure for ``failure_base_s`` doubled with each consecutive
+        failure up to ``failure_max_s`` (at least the upstream's ``Retry-After``)."""
+        if isinstance(exc, (NotFound, Gone)):
+            self._remember(key, exc, self.not_found_ttl_s if not_found_ttl_s is None else not_found_ttl_s)
+            return
+        previous = self._failure(key)
+        count = (previous.count if previous is not None else 0) + 1
+        interval = min(self.failure_max_s, self.failure_base_s * 2 ** (count - 1))
+        retry = getattr(exc, "retry_after_s", None)
+        self._remember(key, exc, max(interval, float(retry or 0)), count)
+
+    def failed_lately(self, key: str) -> bool:
+        """Whether the last fetch of ``key`` failed within its remembered interval (:meth:`remember_failure`)."""
+        failure = self._failure(key)
+        return failure is not None and failure.until > time.time()
 
     def _failure(self, key: str) -> _Failure | None:
         entry = self.cache.get_stale(keys.failure(key))

@@ -18,7 +18,7 @@ from chessstats.config import load_config
 from chessstats.openapi import app_routes
 from chessstats.ratelimit import RateLimiter
 from tests.test_metrics import Samples, scrape, total
-from tests.test_ratelimit import fresh_get, limited, settle
+from tests.test_ratelimit import assert_both_workers_answered, fresh_get, limited, settle
 
 #: Every expensive route (API.md: "10 / 5 minutes on the expensive routes (``.../games``)").
 EXPENSIVE = {"/api/tournaments/{tid}/games", "/api/players/lichess/{username}/games",
@@ -146,3 +146,20 @@ def test_a_bearer_token_of_raw_non_ascii_bytes_is_refused_401(start_server) -> N
         assert b'"unauthorized"' in answer and b"www-authenticate: bearer" in answer.lower()
     assert raw_get(b"Bearer s3cret").startswith(b"HTTP/1.1 200 ")
     assert "UnicodeEncodeError" not in server.log()
+
+
+def test_the_expensive_window_holds_across_two_workers(start_server, upstream) -> None:
+    # the players' games routes on --workers 2, each request on a new connection (the kernel spreads
+    # them): one expensive window for both routes and both workers, exact, refused before any upstream call
+    server = start_server("--workers", "2", "--no-jobs",
+                          env=limited(50, CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS="6"))
+    settle(60, 300)
+    upstream.reset()
+    paths = ["/api/players/lichess/lance5500/games", "/api/players/chesscom/hikaru/games"]
+    counted = [fresh_get(server.url + paths[i % 2], params={"max": "0"}) for i in range(6)]  # 400s, no upstream
+    assert [r.status_code for r in counted] == [400] * 6, [r.text[:200] for r in counted]
+    assert [int(r.headers["ratelimit-remaining"]) for r in counted] == [5, 4, 3, 2, 1, 0]
+    refused = [fresh_get(server.url + path, params={"max": "1"}) for path in paths * 2]
+    assert [r.status_code for r in refused] == [429] * 4 and all("retry-after" in r.headers for r in refused)
+    assert upstream.total() == 0
+    assert_both_workers_answered(server)

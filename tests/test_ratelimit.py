@@ -41,6 +41,18 @@ def fresh_get(url: str, **kwargs: object) -> httpx.Response:
         return client.get(url, **kwargs)  # type: ignore[arg-type]
 
 
+def assert_both_workers_answered(server: object, timeout_s: float = 10) -> None:
+    """Both workers of a ``--workers 2`` server answered some requests (``/metrics``: each worker's
+    count, flushed about every second, so it is polled up to ``timeout_s`` seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        served = worker_requests(server)
+        if len([pid for pid, n in served.items() if n > 0]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert len([pid for pid, n in served.items() if n > 0]) == 2, served
+
+
 def worker_requests(server: object) -> dict[str, float]:
     """``chessstats_worker_requests`` per pid from ``/metrics`` (flushed about every second)."""
     text = server.client.get("/metrics").text  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from chessstats.config import load_config
 from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows
 from chessstats.ratelimit_redis import RedisRateLimiter
 from chessstats.redisconn import RedisBackend
-from tests.test_ratelimit import fresh_get, limited, remaining, settle, worker_requests
+from tests.test_ratelimit import assert_both_workers_answered, fresh_get, limited, remaining, settle
 
 
 def inlined(limiter: RateLimiter) -> tuple[Any, list[int]]:
@@ -127,10 +127,4 @@ def test_a_route_keeps_the_limit_across_two_workers(start_server) -> None:
     behind = [fresh_get(server.url + "/api/tournaments?limit=5", headers={"X-Forwarded-For": ip})
               for ip in ("203.0.113.5", "203.0.113.5", "203.0.113.6", "198.51.100.7, 203.0.113.5")]
     assert [int(r.headers["ratelimit-remaining"]) for r in behind] == [29, 28, 29, 27]
-    deadline = time.monotonic() + 10
-    while True:  # both workers answered some of them (their metrics flush every second)
-        served = worker_requests(server)
-        if len([pid for pid, n in served.items() if n > 0]) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert len([pid for pid, n in served.items() if n > 0]) == 2, served
+    assert_both_workers_answered(server)

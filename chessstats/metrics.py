@@ -85,6 +85,9 @@ class _Metrics:
                                     ["upstream"], registry=r)
         self.upstream_pause = Counter("chessstats_upstream_pause_seconds_total", "Seconds of pause set after "
                                       "upstream 429s", ["upstream"], registry=r)
+        self.upstream_background = Counter("chessstats_upstream_background_calls_total", "Upstream requests sent "
+                                           "as background calls (jobs, imports, stale-while-revalidate refreshes), "
+                                           "of chessstats_upstream_calls_total", ["upstream"], registry=r)
         self.upstream_refused = Counter("chessstats_upstream_refused_total", "Upstream calls refused by the gate "
                                         "without a request (paused, busy, breaker open)", ["upstream", "reason"],
                                         registry=r)
@@ -257,8 +260,8 @@ def record_job(job: str, outcome: str, seconds: float) -> None:
 
 # --- flushing ------------------------------------------------------------------------------------
 
-_GATE_COUNTERS = (("responses429", "429"), ("pauseSeconds", "pause"), ("refusedPaused", "paused"),
-                  ("refusedBusy", "busy"), ("refusedOpen", "open"))
+_GATE_COUNTERS = (("responses429", "429"), ("pauseSeconds", "pause"), ("backgroundCalls", "background"),
+                  ("refusedPaused", "paused"), ("refusedBusy", "busy"), ("refusedOpen", "open"))
 
 
 def _recover(m: _Metrics) -> _Metrics:
@@ -343,6 +346,8 @@ def flush() -> None:
                 _gate_delta(m, (name, what), total, m.upstream_429.labels(name))
             elif what == "pause":
                 _gate_delta(m, (name, what), total, m.upstream_pause.labels(name))
+            elif what == "background":
+                _gate_delta(m, (name, what), total, m.upstream_background.labels(name))
             else:
                 _gate_delta(m, (name, what), total, m.upstream_refused.labels(name, what))
 

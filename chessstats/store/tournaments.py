@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sqlite3
 import struct
 import time
@@ -368,11 +369,14 @@ _DOC_FROM = (
 )
 _DOC_WHERE = "WHERE t.platform = ? AND t.external_id = ?"
 _DETAIL_DOC = f"SELECT d.body, d.etag, d.total, d.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE} AND d.part = -1"
+#: No ORDER BY: SQLite sorted the rows (with their bodies) in a temporary b-tree for it, 7.1 µs
+#: against 5.0 for a one-part page; the caller sorts the few parts itself.
 _PAGE_DOC = (f"SELECT d.part, d.body, d.ends, d.etag, d.total, d.fetched_at, i.pending_games {_DOC_FROM}"
-             f"{_DOC_WHERE} AND d.part BETWEEN ? AND ? ORDER BY d.part")
+             f"{_DOC_WHERE} AND d.part BETWEEN ? AND ?")
 #: Whether a tournament has read documents at all (a page past its last standing).
 _HAS_DOCS = f"SELECT d.total, d.fetched_at, i.pending_games {_DOC_FROM}{_DOC_WHERE} AND d.part = -1"
 _END = struct.Struct("<I")
+_part_of = operator.itemgetter(0)
 
 
 async def get_detail_doc(db: Database, platform: str, external_id: str) -> StoredDoc | None:
@@ -398,6 +402,8 @@ async def get_standings_doc(db: Database, platform: str, external_id: str, *, of
         if not rows:
             return None
         return StoredDoc(None, None, b"[]", int(rows[0][0]), rows[0][1], rows[0][2])
+    if len(rows) > 1:
+        rows.sort(key=_part_of)
     total, fetched_at, pending = int(rows[0][4]), rows[0][5], rows[0][6]
     if limit == DOC_CHUNK and offset == first * DOC_CHUNK and len(rows) == 1:
         return StoredDoc(bytes(rows[0][1]), rows[0][3], b"", total, fetched_at, pending)  # one whole part

@@ -197,8 +197,9 @@ class Database:
         """Run a read query and return every row.
 
         ``quick``: the query reads a few rows through an index (a key lookup, a short range): SQLite
-        runs it on the event loop's own read connection (no hop to a thread) and returns plain
-        tuples; another backend may ignore the hint. Without it, one hop to the reader's thread
+        runs it on the event loop's own read connection (no hop to a thread), batched with the other
+        quick reads of this loop turn at the next turn (see the module), and returns plain tuples;
+        another backend may ignore the hint. Without it, one hop to the reader's thread
         (rows are ``sqlite3.Row``: by name or index). Never use it for a scan or a large result
         (an export): it blocks the event loop for its whole duration.
         """

@@ -6,14 +6,19 @@ tournaments imported without them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from chessstats import keys
+from chessstats.config import load_config
 from chessstats.models import Clock, Pagination, Standing, Tournament, TournamentPlayer
 from chessstats.payload import encode_fields, envelope_body, envelope_etag, envelope_fields
+from chessstats.resources import Resources
+from chessstats.services.imports import DROP_AGAIN_AFTER_S, invalidate_tournament
 from chessstats.store import Database
 from chessstats.store import tournaments as store
 from tests.conftest import imported
@@ -213,6 +218,42 @@ def test_quick_reads_of_one_loop_turn_run_in_one_batch(tmp_path: Path) -> None:
         finally:
             await db.close()
     asyncio.run(again())
+
+
+@pytest.mark.sqlite_only
+def test_a_read_from_before_a_reimport_is_dropped_again_after_it(tmp_path: Path) -> None:
+    """A quick read whose batch took its snapshot just before a re-import's commit caches what it read
+    one loop turn later, after the import's drop of the tournament's entries. The import drops them
+    once more ``DROP_AGAIN_AFTER_S`` later, so the previous documents are not served for good."""
+    async def run() -> None:
+        config = load_config(None, env={"CHESSSTATS_DATA_DIR": str(tmp_path / "data")})
+        res = await Resources.open(config, background=False)
+        try:
+            await store.import_tournament(res.db, _arena(), b"{}", _standings(3), [], FETCHED)
+            key = keys.tournament("lichess", "docs0001")
+            old = (await res.tournaments.get("docs0001")).body
+            assert old is not None and b"Swiss" in old
+            res.cache.evict_tag(keys.tournament_tag("lichess", "docs0001"))
+
+            def reimported() -> None:  # the re-import's commit and its drop, between the batch and its reader
+                with contextlib.closing(sqlite3.connect(res.db.path)) as conn, conn:
+                    conn.execute("UPDATE read_docs SET body = "
+                                 "CAST(replace(CAST(body AS TEXT), 'Swiss', 'Arena') AS BLOB)")
+                invalidate_tournament(res.cache, "lichess", "docs0001", again_after_s=DROP_AGAIN_AFTER_S)
+
+            reader = asyncio.ensure_future(res.tournaments.get("docs0001"))
+            await asyncio.sleep(0)  # the reader's quick read is queued; its batch runs at the next turn
+            asyncio.get_running_loop().call_soon(reimported)  # right after the batch, in the same turn
+            assert (await reader).body == old  # read in the batch's snapshot, from before the write
+            stale = res.cache.get(key)
+            assert stale is not None and stale.fields in old  # cached after the drop: the race happened
+            await asyncio.sleep(DROP_AGAIN_AFTER_S + 0.2)
+            assert res.cache.get(key) is None
+            new = (await res.tournaments.get("docs0001")).body
+            assert new is not None and b"Arena" in new and b"Swiss" not in new
+        finally:
+            await res.aclose()
+    asyncio.run(run())
 
 
 def test_db_served_bodies_equal_the_bodies_built_from_rows(start_server: object, upstream: ReplayUpstream) -> None:

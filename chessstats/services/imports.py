@@ -51,10 +51,23 @@ PLAYER_SLACK = 2
 IMPORT_LOCK_STRIPES = 64
 
 
-def invalidate_tournament(cache: TTLCache, platform: str, tid: str) -> int:
+#: Seconds after a re-import when its tournament's cached entries are dropped a second time.
+DROP_AGAIN_AFTER_S = 1.0
+
+
+def invalidate_tournament(cache: TTLCache, platform: str, tid: str, *, again_after_s: float | None = None) -> int:
     """Drop every cached entry that shows tournament ``tid`` (detail, standings and games pages)
-    and every tournament list, in every worker; returns how many entries went."""
-    return cache.evict_tag(keys.tournament_tag(platform, tid)) + cache.evict_tag(keys.LISTS_TAG)
+    and every tournament list, in every worker; returns how many entries went.
+
+    ``again_after_s``: drop them once more that many seconds later (needs a running loop). For a
+    write that replaced stored documents: a quick read (``chessstats.store.db``: batched per
+    event-loop turn, one snapshot per batch) whose snapshot predates the write caches what it read
+    one loop turn after reading it, which may fall after this drop, in this process or another.
+    """
+    count = cache.evict_tag(keys.tournament_tag(platform, tid)) + cache.evict_tag(keys.LISTS_TAG)
+    if again_after_s is not None:
+        asyncio.get_running_loop().call_later(again_after_s, invalidate_tournament, cache, platform, tid)
+    return count
 
 
 def _iso_in(seconds: float) -> str:
@@ -281,8 +294,8 @@ class ImportService:
         log.info("imported tournament %s: %d standings, %d games in %.2f s (%s)", tid, len(standings),
                  len(export.games), duration_ms / 1000, summary)
         await self._link_stated_fide_ids(export.games)
-        if reimport:  # the previous import may have been cached meanwhile
-            invalidate_tournament(self.cache, platform, tid)
+        if reimport:  # the previous import may have been cached meanwhile (and read just before the commit)
+            invalidate_tournament(self.cache, platform, tid, again_after_s=DROP_AGAIN_AFTER_S)
 
     async def _link_stated_fide_ids(self, games: list) -> None:
         """Link the Lichess accounts whose FIDE id the export states (``WhiteFideId`` tags) to those

@@ -17,7 +17,10 @@ evict each other from the CPU's caches at every request: a detail's indexed SELE
 a loop of SELECTs but ≈39 µs of server time between requests. Measured on ``scripts/bench``'s
 database-served rows (1 worker, cache disabled, old and new server in 5 interleaved rounds of
 4 s): detail 13.0k → 23.0k req/s, 100-row standings page 10.6k → 18.9k (batching alone: 20.6k
-and 17.8k). A lone request waits one loop turn (microseconds) more.
+and 17.8k). A lone request waits one loop turn (microseconds) more. A caller that caches what a
+quick read returned does so one loop turn after the read's snapshot: a write committed in between
+and its cache drop may both come first, so a write that replaces what quick reads serve drops the
+cache again a little later (``chessstats.services.imports.invalidate_tournament``'s ``again_after_s``).
 
 Pragmas are set on every connection: ``busy_timeout`` first, then WAL, ``synchronous=NORMAL``
 and ``foreign_keys=ON``. Several processes may open the same file (``--workers N``): SQLite's
@@ -49,6 +52,9 @@ from chessstats.errors import StorageUnavailable
 from chessstats.store.migrations import migrate_db, migration_status_of
 
 log = logging.getLogger(__name__)
+
+#: A quick read waiting for its batch: ``(sql, params, future of its rows)`` (None: busy, read it elsewhere).
+_QueuedRead = tuple[str, Sequence[Any] | dict[str, Any], "asyncio.Future[list[Any] | None]"]
 
 DB_FILENAME = "chessstats.db"
 #: Seconds a client is told to wait (``Retry-After``) after a storage failure.
@@ -112,7 +118,7 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # quick reads, on the event loop
         #: quick reads queued for the next loop turn: ``(sql, params, future)``, and that loop
-        self._batch: list[tuple[str, Sequence[Any] | dict[str, Any], asyncio.Future[list[Any] | None]]] = []
+        self._batch: list[_QueuedRead] = []
         self._batch_loop: asyncio.AbstractEventLoop | None = None
         #: batches run and quick reads run in them (for tests and the curious)
         self.quick_batches = self.quick_reads = 0
@@ -229,8 +235,7 @@ class Database:
         batch.append((sql, params, future))
         return future
 
-    def _run_quick_batch(self, batch: list[tuple[str, Sequence[Any] | dict[str, Any],
-                                                asyncio.Future[list[Any] | None]]]) -> None:
+    def _run_quick_batch(self, batch: list[_QueuedRead]) -> None:
         """Run the quick reads queued since the last batch, in order; a read whose caller went away
         (cancelled) is skipped; an error fails only its own read."""
         if batch is self._batch:

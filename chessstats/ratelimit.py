@@ -15,10 +15,29 @@ no system call (an ``flock`` pair alone is 1 µs on this machine and a SQLite ro
 client locks the file. The kernel writes the dirty pages back on its own.
 
 :meth:`RateLimiter.admit` is the request path: each process keeps, per peer address, the client's
-key and slot offset (re-checked against the slot's key on every request, so a slot another process
+key and slot offset (re-checked against the slot's key on every call, so a slot another process
 took over is never counted into), and the window index and the encoded ``RateLimit-Reset`` header
-change at most once a second, so a request on a general route costs two dict/``struct`` steps on
-the mapping and no formatting.
+change at most once a second, so a request costs a few word accesses on the mapping and no
+formatting.
+
+**Allowances.** Even those word accesses cost a cached GET more than the limiter's 5 % (each is a
+few hundred instructions of CPython). So an allowed request of a client that is far from its limit
+also *claims* part of what is left: with ``r`` requests left after it, ``r // (CLAIM_SHARE x
+workers)`` more are counted in this worker's column at once and kept in the process as that client's
+allowance until the end of the current second (the moment ``RateLimit-Reset`` changes). The next
+requests of that client in this worker spend the allowance without touching the table
+(:meth:`RateLimiter.inline_source`: a dict lookup and a decrement); what a second leaves unspent is
+given back (the column's count goes down by it) by the client's next request or by
+:meth:`RateLimiter.release_claims`, which the server runs every second. What this changes:
+
+* with one worker, nothing a client can see: the allowance never exceeds what is left, and
+  ``RateLimit-Remaining`` counts it down exactly;
+* with several, another worker's unspent allowance counts as used for up to about a second: that
+  worker's client may see a lower ``RateLimit-Remaining`` and, in the last ``CLAIM_SHARE x workers``
+  requests of its window, be refused up to that many requests early until it is given back. Under
+  ``CLAIM_SHARE x workers`` requests left no allowance is claimed, so near the limit every request
+  is counted in the shared table one by one, as before; the limit is never exceeded by allowances
+  (each worker's claim is at most ``1 / (CLAIM_SHARE x workers)`` of what is left).
 
 When the file cannot be used (read-only or full data dir) the table lives in this process's memory
 (limits then hold per worker, not across workers) and that is logged once.
@@ -73,6 +92,15 @@ DEFAULT_SLOTS = 8192
 #: over (that client starts with fresh counts: lenient, never stricter).
 PROBES = 16
 _MAX_COUNT = 0xFFFFFFFF
+#: An allowed request of a client with ``r`` requests left claims ``r // (CLAIM_SHARE * columns read)``
+#: more for the rest of the second (see the module): a worker never holds more than an eighth of what
+#: was left divided by the workers, and under ``CLAIM_SHARE * workers`` left every request is counted
+#: in the table one by one.
+CLAIM_SHARE = 8
+#: The smallest allowance claimed: a client with fewer than ``CLAIM_MIN * CLAIM_SHARE * workers``
+#: requests left (1,024 with 8 workers, 128 with one: always under the default 100 a minute) claims
+#: none, and each of its requests is counted in the table.
+CLAIM_MIN = 16
 
 
 def _slot_key(client: str) -> bytes:
@@ -370,6 +398,9 @@ class RateLimiter:
         self._route_cache: dict[str, bool] = {}
         self._clients: dict[str, list[Any]] = {}
         self._peers: dict[str | tuple[str, ...], list[Any]] = {}
+        #: The entries holding an allowance (:meth:`admit`), by ``id``: :meth:`release_claims` gives
+        #: back those whose second has ended.
+        self._claims: dict[int, list[Any]] = {}
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
                                    columns_read=workers)
         self.refused = 0
@@ -452,22 +483,26 @@ class RateLimiter:
         return known
 
     def _request_path(self) -> Callable[..., Verdict]:
-        """Build :meth:`admit`: one closure over the table's words and this window's encoded headers.
+        """Build :meth:`admit`: one closure over the table's words and this second's encoded headers.
 
         It does what :meth:`SharedWindows.hit_key` does for the general window, inline (a request pays
         one Python call for the limiter, and reads its state from closure cells, not attributes): per
         peer address the client's slot is located once per process and re-checked by its tag on every
-        request; the window index and the headers around the remaining count are recomputed only when
-        the whole seconds left in the window change (and published in :attr:`fast`, the state
-        :meth:`inline_source`'s code reads). A forwarded client is found once per (peer, header values)
-        (:meth:`client_address`); expensive routes take the general path (:meth:`SharedWindows.hit_key`).
+        call; the window index and the headers around the remaining count are recomputed only when the
+        whole seconds left in the window change (and published in :attr:`fast` for
+        :meth:`inline_source`'s code). An allowed request far from the limit also claims an allowance
+        for the rest of this second (:meth:`_claim`), which the inlined path then spends. A forwarded
+        client is found once per (peer, header values) (:meth:`client_address`); expensive routes take
+        the general path (:meth:`SharedWindows.hit_key`).
         """
         table = self.table
         words, find, columns, own_at = table._words, table._find, table._columns, table._own
         single = len(columns) == 1
         peers, peer_entry, entry_of, client_of = self._peers, self._peer_entry, self._entry, self.client_of
+        claims, release = self._claims, self._release
         trusted = bool(self._trusted)
         max_requests, window_s = self.max_requests, self.window_s
+        claim_share = CLAIM_SHARE * len(columns)
         admit_expensive = self._admit_expensive
         fast = self.fast
         until, g_idx, head, tail = 0.0, -1, b"", b""
@@ -514,12 +549,21 @@ class RateLimiter:
                 head = b"ratelimit-limit: %d\r\nratelimit-remaining: " % max_requests
                 tail = b"\r\nratelimit-reset: %d" % reset
                 refused = Refusal.of(max_requests, window_s, reset)
-                # what the inlined fast path reads (until last: it may then use the others)
+                # what the inlined path reads (until last: it may then use the others)
                 fast["_rl_g"], fast["_rl_head"], fast["_rl_tail"], fast["_rl_until"] = g_idx, head, tail, until
             t = entry[3]
             if words[t] != entry[2]:  # the slot was taken over for another client: find (or take) one again
+                if entry[6]:  # its allowance was counted in the counts the new client's zeroed: void
+                    entry[6] = 0
+                    claims.pop(id(entry), None)
                 t = entry[3] = find(entry[0], entry[1], entry[2], now)
                 entry[5] = 4 * t
+            elif entry[6]:
+                if now < entry[7]:  # an allowance of this second: spent as the inlined path spends it
+                    left = entry[6] - 1
+                    entry[6] = left
+                    return head, entry[8] + left, tail
+                release(entry)
             own = t + own_at
             if words[own] == g_idx:
                 n = words[own + 1] + 1
@@ -535,6 +579,11 @@ class RateLimiter:
                         n += words[t + c + 1]
             left = max_requests - n
             if left >= 0:
+                claim = left // claim_share
+                if claim >= CLAIM_MIN:  # counted now, spent by the next requests of this second (the module)
+                    words[own + 1] += claim
+                    entry[6], entry[7], entry[8], entry[9] = claim, until, left - claim, g_idx
+                    claims[id(entry)] = entry
                 return head, left, tail
             self.refused += 1
             return refused
@@ -542,17 +591,21 @@ class RateLimiter:
         return admit
 
     def inline_source(self, peer: str, now: str, count: str, fallback: str) -> str | None:
-        """Python source of the request path's common case, for a route wrapper to inline: a request
-        from a peer already seen, in this second of the window, on a general route, under the limit.
+        """Python source of the request path's common cases, for a route wrapper to inline: a request
+        from a peer already seen, on a general route, under the limit, that either spends its client's
+        allowance of this second (:meth:`admit` claimed it: no shared memory touched, the allowance was
+        counted in the table when it was claimed) or, without one, is counted in the table in this
+        second of the window.
 
         The code reads ``_rl_*`` globals: the wrapper must run with :attr:`fast` as its globals (the
-        window state :meth:`admit` publishes there once a second, the table, the peers' slots). It
-        reads the slot's tag and every column in one ``struct`` call and counts the request in this
-        process's column exactly as :meth:`admit` would (the same words, the same checks of the slot's
-        tag and of the window index), then runs ``count`` with the name ``raw`` bound to the verdict
-        (a ``(lines, remaining, lines)`` tuple, as :meth:`admit` returns). When it cannot decide (a new
-        peer or second, the slot taken over, a new window, at or past the limit) it counts nothing
-        and runs ``fallback`` (which must call :meth:`admit`).
+        window state and header lines :meth:`admit` publishes there once a second, the table, the peers'
+        entries). Without an allowance it reads the slot's tag and every column in one ``struct`` call
+        and counts the request in this process's column exactly as :meth:`admit` would (the same words,
+        the same checks of the slot's tag and of the window index). Either way it then runs ``count``
+        with the name ``raw`` bound to the verdict (a ``(lines, remaining, lines)`` tuple, as
+        :meth:`admit` returns). When it cannot decide (a new peer or second, an allowance spent, the
+        slot taken over, a new window, at or past the limit) it counts nothing and runs ``fallback``
+        (which must call :meth:`admit`).
 
         Args:
             peer: an expression (evaluated once) for the peer's address, or, for a request carrying
@@ -574,30 +627,63 @@ class RateLimiter:
         names = [f"g{c}, n{c}" for c in range(cols)]
         mine = own // 4  # this column's number
         others = [c for c in range(cols) if c != mine]
+        body = ["        " + line for line in count.strip("\n").splitlines()]
         lines = [
             f"e = _rl_peers.get({peer})",
-            f"if e is not None and {now} < _rl_until:",
-            f"    tag, {', '.join(names)} = _rl_unpack(_rl_mm, e[5])",
-            f"    if tag == e[2] and g{mine} == _rl_g:",
-            f"        n{mine} += 1",
+            "if e is not None:",
+            f"    if {now} < e[7]:",
+            "        left = e[6] - 1",
+            "        if left >= 0:",
+            "            e[6] = left",
+            "            raw = (_rl_head, e[8] + left, _rl_tail)",
+            *("    " + line for line in body),
+            f"    elif {now} < _rl_until:",
+            f"        tag, {', '.join(names)} = _rl_unpack(_rl_mm, e[5])",
+            f"        if tag == e[2] and g{mine} == _rl_g:",
+            f"            n{mine} += 1",
         ]
         total = f"n{mine}"
         if others:
-            lines.append(f"        n = n{mine}")
+            lines.append(f"            n = n{mine}")
             for c in others:
-                lines.append(f"        if g{c} == _rl_g:")
-                lines.append(f"            n += n{c}")
+                lines.append(f"            if g{c} == _rl_g:")
+                lines.append(f"                n += n{c}")
             total = "n"
         lines += [
-            f"        if {total} <= _rl_cap:",
-            f"            _rl_words[e[3] + {own + 1}] = n{mine}",
-            f"            raw = (_rl_head, _rl_max - {total}, _rl_tail)",
+            f"            if {total} <= _rl_cap:",
+            f"                _rl_words[e[3] + {own + 1}] = n{mine}",
+            f"                raw = (_rl_head, _rl_max - {total}, _rl_tail)",
+            *("        " + line for line in body),
         ]
-        lines += ["            " + line for line in count.strip("\n").splitlines()]
         lines += fallback.strip("\n").splitlines()
         return "".join(line + "\n" for line in lines)
 
+    def _release(self, entry: list[Any]) -> None:
+        """Give a client's unspent allowance back: its count in this process's column goes down by it
+        (when the slot still holds that client in the allowance's window; else it is dropped)."""
+        left, entry[6], entry[7] = entry[6], 0, 0.0
+        self._claims.pop(id(entry), None)
+        words, t = self.table._words, entry[3]
+        if left and words[t] == entry[2]:
+            own = t + self.table._own
+            if words[own] == entry[9]:
+                n = words[own + 1]
+                words[own + 1] = n - left if n > left else 0
+
+    def release_claims(self, now: float | None = None) -> int:
+        """Give back every allowance whose second has ended (:meth:`_release`); how many. Called about
+        once a second (:mod:`chessstats.api.observe`), so an allowance a worker no longer spends (its
+        client's requests went to another worker, or stopped) holds the client's count up for at most
+        about a second."""
+        now = _time() if now is None else now
+        ended = [entry for entry in self._claims.values() if now >= entry[7]]
+        for entry in ended:
+            self._release(entry)
+        return len(ended)
+
     def _admit_expensive(self, entry: list[Any], now: float) -> Verdict:
+        if entry[6]:  # the table then holds only requests made: the headers show them
+            self._release(entry)
         g_n, g_end, e_n, e_end = self.table.hit_key(entry[0], entry[1], entry[2], now, True)
         left, limit, end, window = self.max_requests - g_n, self.max_requests, g_end, self.window_s
         if self.expensive_max - e_n <= left:
@@ -616,15 +702,17 @@ class RateLimiter:
         return entry
 
     def _entry(self, client: str, now: float) -> list[Any]:
-        """``[slot key, first slot, tag, tag word, client, tag word's byte offset]`` of a client key: its
-        slot located (or taken at ``now``) when first seen; the tag word is re-checked by every request."""
+        """``[slot key, first slot, tag, tag word, client, tag word's byte offset, allowance left, its end
+        (epoch seconds), the remaining count shown when it is spent, its window index]`` of a client key
+        (no allowance: ``0, 0.0, 0, -1``): its slot located (or taken at ``now``) when first seen; the tag word is
+        re-checked by every :meth:`admit`."""
         entry = self._clients.get(client)
         if entry is None:
             if len(self._clients) > 65536:
                 self._clients.clear()
             key, start, tag = self.table.locate(client)
             t = self.table._find(key, start, tag, now)
-            entry = self._clients[client] = [key, start, tag, t, client, 4 * t]
+            entry = self._clients[client] = [key, start, tag, t, client, 4 * t, 0, 0.0, 0, -1]
         return entry
 
     def client_of(self, peer: str, forwarded_for: list[str] | None) -> str:

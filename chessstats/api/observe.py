@@ -4,10 +4,10 @@
 
 * wraps every route's handler (``before_server_start``, once the limiter is open) in a plain
   function that, on ``/api`` routes, counts the request against the client's windows
-  (:mod:`chessstats.ratelimit`; its common case, a known peer under the limit on a general route,
-  is written into the wrapper itself: :meth:`~chessstats.ratelimit.RateLimiter.inline_source`) and,
-  past a limit, answers 429 ``rate_limited`` with ``Retry-After`` without running the route; it
-  also stamps the start time (metrics);
+  (:mod:`chessstats.ratelimit`; its common case, a client spending the allowance of this second that
+  the limiter claimed for it, on a general route, is written into the wrapper itself:
+  :meth:`~chessstats.ratelimit.RateLimiter.inline_source`) and, past a limit, answers 429
+  ``rate_limited`` with ``Retry-After`` without running the route; it also stamps the start time (metrics);
 * makes the app's request class :class:`ObservedRequest`, whose ``respond`` (the one place every
   answer passes: a route's, an error handler's, a 304, a 429) adds ``RateLimit-Limit``,
   ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
@@ -18,8 +18,10 @@
 * registers the ``/metrics`` route (``[metrics] enabled``), behind ``Authorization: Bearer <[metrics]
   token>`` when a token is set;
 * registers listeners: the main process empties ``<data dir>/metrics/`` before the workers start;
-  each worker opens the shared rate-limit table and its metrics, and flushes its tallies every
-  :data:`chessstats.metrics.FLUSH_S` seconds (a scrape lags a worker's requests by at most that).
+  each worker opens the shared rate-limit table and its metrics, flushes its tallies every
+  :data:`chessstats.metrics.FLUSH_S` seconds (a scrape lags a worker's requests by at most that) and
+  gives back every second the rate-limit allowances it did not spend
+  (:meth:`~chessstats.ratelimit.RateLimiter.release_claims`).
 
 Sanic runs no middleware at all on a request (none is registered): its middleware path (two
 coroutines and four signal dispatches a request) cost more than the limiter and the metrics
@@ -222,7 +224,7 @@ def _refusal(request: Request, limiter: RateLimiter, refusal: Refusal, forwarded
 #: route's parameters by keyword, and a ``(request, *args, **kwargs)`` wrapper cost a request ~2,400
 #: instructions of packing and unpacking them (callgrind) against ~360 for an exact signature. A
 #: factory per route binds its handler and label (closure cells); the globals are the limiter's
-#: :attr:`~chessstats.ratelimit.RateLimiter.fast` namespace (shared window state, table words).
+#: :attr:`~chessstats.ratelimit.RateLimiter.fast` namespace (shared window state, table words, allowances).
 #: ``{count}`` is the limiter's inlined fast path (:meth:`~chessstats.ratelimit.RateLimiter.inline_source`),
 #: whose fallback is ``_SLOW``; a limiter that cannot be inlined (Redis) and the expensive routes
 #: call ``admit`` (``_SLOW`` alone).
@@ -254,7 +256,7 @@ _XFF = istr("x-forwarded-for")
 
 #: Names the wrappers use: a route parameter of one of these names gets the generic signature.
 _RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "label", "handler", "make", "e", "n",
-                       "tag", *(f"{x}{c}" for x in "gn" for c in range(8))})
+                       "left", "tag", *(f"{x}{c}" for x in "gn" for c in range(8))})
 
 
 def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool,
@@ -355,6 +357,7 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
             # on Redis when [cache] url names one (chessstats.ratelimit_redis)
             app.ctx.ratelimiter = open_limiter(config, paths.ratelimit_table, column=worker_column(),
                                                workers=config.server.workers)
+            app.ctx.ratelimit_task = asyncio.get_running_loop().create_task(_release_loop(app.ctx.ratelimiter))
         if metrics_on:
             try:
                 if not os.environ.get("SANIC_WORKER_NAME"):  # one process (no main_process_start): empty it here
@@ -380,11 +383,12 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
 
     @app.after_server_stop
     async def _close(app: Sanic) -> None:
-        task = getattr(app.ctx, "metrics_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("metrics_task", "ratelimit_task"):
+            task = getattr(app.ctx, name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if metrics_on:
             metrics.mark_worker_gone()
         if app.ctx.ratelimiter is not None:
@@ -399,6 +403,17 @@ def route_label(path: str) -> str:
     """The metrics label of a Sanic route path: ``api/tournaments/<tid:str>`` → ``/api/tournaments/{tid}``."""
     parts = path.strip("/").split("/")
     return "/" + "/".join("{" + p[1:-1].split(":", 1)[0] + "}" if p.startswith("<") else p for p in parts)
+
+
+async def _release_loop(limiter: RateLimiter) -> None:
+    """Give back the rate-limit allowances whose second has ended, every second
+    (:meth:`~chessstats.ratelimit.RateLimiter.release_claims`)."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            limiter.release_claims()
+        except Exception:
+            log.exception("rate limits: releasing allowances failed")
 
 
 async def _flush_loop() -> None:

@@ -1,0 +1,191 @@
+"""Allowances (``chessstats.ratelimit``, "Allowances"): a client far from its limit claims part of what
+is left for the rest of the second, spends it without touching the shared table, and gives back what
+it did not spend; with one worker nothing of it shows, with several the limit still holds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from chessstats.config import load_config
+from chessstats.ratelimit import CLAIM_MIN, CLAIM_SHARE, RateLimiter, Refusal, SharedWindows
+from tests.test_ratelimit import assert_both_workers_answered, limited, remaining, settle
+from tests.test_ratelimit_inline import inlined
+
+
+def counted(path: Path, client: str, now: float, workers: int = 1) -> int:
+    """The client's general count in the table at ``path`` over ``workers`` columns, read without counting."""
+    table = SharedWindows(path, 60, 300, columns_read=workers)
+    try:
+        words, t, g = table._words, table._find(*table.locate(client), now), int(now // 60)
+        return sum(words[t + c + 1] for c in table._columns if words[t + c] == g)
+    finally:
+        table.close()
+
+
+def second_start(now: float) -> float:
+    """A time early in a second of the window (an allowance lasts until the whole seconds left change)."""
+    return int(now) + 0.01
+
+
+def test_one_worker_spends_its_allowance_without_the_table_and_shows_every_count(tmp_path: Path) -> None:
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, fell = inlined(limiter)
+    settle(60)
+    now = second_start(time.time())
+    first = guard("192.0.2.1", now)  # admit: counted, and 9,999 // 8 = 1,249 more claimed
+    claim = 9999 // CLAIM_SHARE
+    assert remaining(first) == b"9999" and len(fell) == 1
+    assert counted(tmp_path / "t", "192.0.2.1", now) == 1 + claim  # the allowance is counted at once
+    answers = [guard("192.0.2.1", now) for _ in range(claim)]
+    assert [int(remaining(a)) for a in answers] == list(range(9998, 9998 - claim, -1))  # one by one, exact
+    assert len(fell) == 1  # spent inline: no call of admit
+    assert counted(tmp_path / "t", "192.0.2.1", now) == 1 + claim  # and nothing written to the table
+    # spent: the next request goes through admit, which counts it and claims again
+    assert remaining(guard("192.0.2.1", now)) == b"%d" % (9998 - claim) and len(fell) == 2
+    again = (9998 - claim) // CLAIM_SHARE
+    assert counted(tmp_path / "t", "192.0.2.1", now) == 2 + claim + again
+    for _ in range(10):
+        guard("192.0.2.1", now)
+    # the second ends: what was not spent is given back, the table holds the requests made
+    assert limiter.release_claims(now + 0.5) == 0  # still this second: kept
+    assert limiter.release_claims(now + 1) == 1
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1) == 2 + claim + 10
+    assert remaining(guard("192.0.2.1", now + 1)) == b"%d" % (10000 - (3 + claim + 10))
+    limiter.close()
+
+
+def test_no_allowance_near_the_limit_so_the_default_limit_counts_every_request(tmp_path: Path) -> None:
+    # under CLAIM_MIN x CLAIM_SHARE x workers left nothing is claimed: the default 100 a minute never is
+    config = load_config(None, env={})
+    assert config.ratelimit.max_requests < CLAIM_MIN * CLAIM_SHARE
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, fell = inlined(limiter)
+    settle(60)
+    now = second_start(time.time())
+    for i in range(5):
+        guard("192.0.2.1", now)
+        assert counted(tmp_path / "t", "192.0.2.1", now) == i + 1
+    assert limiter._claims == {} and len(fell) == 1  # counted inline in the table after the first
+    limiter.close()
+
+
+def test_two_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
+    # two workers of one table answer a client in turn within one second: each claims for itself;
+    # the other's unspent allowance counts as used, so together they never allow more than the limit
+    limit = 2000
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
+    a = RateLimiter(config.ratelimit, tmp_path / "t", column=0, workers=2)
+    b = RateLimiter(config.ratelimit, tmp_path / "t", column=1, workers=2)
+    (guard_a, fell_a), (guard_b, fell_b) = inlined(a), inlined(b)
+    settle(60)
+    now = second_start(time.time())
+    answers = [(guard_a if i % 3 else guard_b)("192.0.2.1", now) for i in range(limit + 50)]
+    allowed = [x for x in answers if type(x) is not Refusal]
+    assert a._claims and b._claims  # both claimed
+    assert limit - 2 * (limit // (CLAIM_SHARE * 2)) <= len(allowed) <= limit
+    assert all(int(remaining(x)) >= 0 for x in allowed)
+    assert len(fell_a) + len(fell_b) < len(answers) // 4  # most were spent inline
+    # the next second: both give back what they did not spend; the table then holds every request made
+    # (the refused ones too: a client that keeps trying gets no more)
+    a.release_claims(now + 1)
+    b.release_claims(now + 1)
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1, workers=2) == len(answers)
+    for x in (a, b):
+        x.close()
+
+
+def test_refused_requests_count_and_an_unspent_allowance_is_given_back(tmp_path: Path) -> None:
+    # within one second worker a claims, worker b is refused early because of it; a second later a
+    # has given it back and b allows exactly what is left
+    limit = 400
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
+    a = RateLimiter(config.ratelimit, tmp_path / "t", column=0, workers=2)
+    b = RateLimiter(config.ratelimit, tmp_path / "t", column=1, workers=2)
+    guard_a, _ = inlined(a)
+    guard_b, _ = inlined(b)
+    settle(60)
+    now = second_start(time.time())
+    assert remaining(guard_a("192.0.2.1", now)) == b"399"
+    claim = 399 // (CLAIM_SHARE * 2)
+    assert claim >= CLAIM_MIN
+    seen = [guard_b("192.0.2.1", now) for _ in range(limit)]
+    allowed_b = sum(type(x) is not Refusal for x in seen)
+    assert allowed_b == limit - 1 - claim  # a's allowance counted as used: refused that many early
+    a.release_claims(now + 1)
+    late = [guard_b("192.0.2.1", now + 1) for _ in range(limit)]
+    # given back, but b's refused requests counted too (a client that keeps trying gets no more)
+    assert sum(type(x) is not Refusal for x in late) == 0
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1, workers=2) == 1 + limit + limit
+    for x in (a, b):
+        x.close()
+
+
+def test_an_allowance_is_void_when_its_slot_is_taken_over(tmp_path: Path) -> None:
+    import struct
+
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, fell = inlined(limiter)
+    settle(60)
+    now = second_start(time.time())
+    guard("192.0.2.1", now)
+    assert limiter._claims
+    other = SharedWindows(tmp_path / "t", 60, 300)
+    t = other._find(*limiter.table.locate("192.0.2.1"), now)
+    off = 4 * t - 40
+    key, _, tag = other.locate("198.51.100.9")
+    other._mm[off + 48:off + 176] = bytes(128)
+    other._mm[off:off + 40] = key
+    struct.pack_into("<I", other._mm, off + 40, tag)
+    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
+    guard("192.0.2.1", now)  # spends the allowance: nothing is written anywhere
+    assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]
+    assert limiter.release_claims(now + 1) == 1
+    assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # not given back into the other's slot
+    # the next admit sees the take-over: another slot, counted from its request on
+    assert remaining(limiter.admit("192.0.2.1", None, False, now + 1)) == b"9999"
+    assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]
+    limiter.close()
+    other.close()
+
+
+def test_an_expensive_route_gives_the_allowance_back_first(tmp_path: Path) -> None:
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000",
+                                    "CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS": "5000"})
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, _ = inlined(limiter)
+    settle(60, 300)
+    now = second_start(time.time())
+    for _ in range(3):
+        guard("192.0.2.1", now)
+    verdict = limiter.admit("192.0.2.1", None, True, now)  # general 4 of 10,000; expensive 1 of 5,000
+    assert remaining(verdict) == b"4999"
+    assert limiter._claims == {} and counted(tmp_path / "t", "192.0.2.1", now) == 4
+    limiter.close()
+
+
+def test_a_route_with_a_high_limit_counts_exactly_across_two_workers(start_server) -> None:
+    # a real server: allowances claimed by both workers are given back within about a second, after
+    # which the table holds exactly the requests made (each worker's keep-alive connection included)
+    server = start_server("--workers", "2", "--no-jobs", env=limited(100000))
+    settle(60)
+    url = server.url + "/api/tournaments?limit=5"
+    made = 0
+    for _ in range(6):
+        with httpx.Client(timeout=30) as client:  # new connections: the kernel spreads them over the workers
+            for _ in range(50):
+                r = client.get(url)
+                assert r.status_code == 200
+                made += 1
+    assert_both_workers_answered(server)  # (its /metrics requests are not under /api: not counted)
+    time.sleep(2.5)  # every allowance's second has ended and the release ran in both workers
+    r = httpx.get(url, timeout=30)
+    assert int(r.headers["ratelimit-remaining"]) == 100000 - made - 1
+    # one keep-alive connection to one worker: every count shown, one by one
+    with httpx.Client(timeout=30) as client:
+        shown = [int(client.get(url).headers["ratelimit-remaining"]) for _ in range(40)]
+    assert [x - y for x, y in zip(shown, shown[1:], strict=False)] == [1] * 39, shown

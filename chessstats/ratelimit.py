@@ -32,12 +32,15 @@ given back (the column's count goes down by it) by the client's next request or 
 
 * with one worker, nothing a client can see: the allowance never exceeds what is left, and
   ``RateLimit-Remaining`` counts it down exactly;
-* with several, another worker's unspent allowance counts as used for up to about a second: that
-  worker's client may see a lower ``RateLimit-Remaining`` and, in the last ``CLAIM_SHARE x workers``
-  requests of its window, be refused up to that many requests early until it is given back. Under
-  ``CLAIM_SHARE x workers`` requests left no allowance is claimed, so near the limit every request
-  is counted in the shared table one by one, as before; the limit is never exceeded by allowances
-  (each worker's claim is at most ``1 / (CLAIM_SHARE x workers)`` of what is left).
+* with several, another worker's unspent allowance counts as used for up to about a second: the
+  client may see ``RateLimit-Remaining`` step down by more than one and, if it spends the rest of
+  its window within that second, be refused early by up to the others' unspent allowances until they
+  are given back. The limit is never exceeded (each worker claims at most ``1 / (CLAIM_SHARE x
+  workers)`` of what is left, counted before it is spent).
+
+No allowance is claimed under ``CLAIM_MIN x CLAIM_SHARE x workers`` requests left (128 with one
+worker): with the default 100 a minute, or near any limit, every request is counted in the shared
+table one by one, as without allowances.
 
 When the file cannot be used (read-only or full data dir) the table lives in this process's memory
 (limits then hold per worker, not across workers) and that is logged once.
@@ -94,8 +97,7 @@ PROBES = 16
 _MAX_COUNT = 0xFFFFFFFF
 #: An allowed request of a client with ``r`` requests left claims ``r // (CLAIM_SHARE * columns read)``
 #: more for the rest of the second (see the module): a worker never holds more than an eighth of what
-#: was left divided by the workers, and under ``CLAIM_SHARE * workers`` left every request is counted
-#: in the table one by one.
+#: was left divided by the workers.
 CLAIM_SHARE = 8
 #: The smallest allowance claimed: a client with fewer than ``CLAIM_MIN * CLAIM_SHARE * workers``
 #: requests left (1,024 with 8 workers, 128 with one: always under the default 100 a minute) claims
@@ -491,7 +493,7 @@ class RateLimiter:
         call; the window index and the headers around the remaining count are recomputed only when the
         whole seconds left in the window change (and published in :attr:`fast` for
         :meth:`inline_source`'s code). An allowed request far from the limit also claims an allowance
-        for the rest of this second (:meth:`_claim`), which the inlined path then spends. A forwarded
+        for the rest of this second (see the module), which the inlined path then spends. A forwarded
         client is found once per (peer, header values) (:meth:`client_address`); expensive routes take
         the general path (:meth:`SharedWindows.hit_key`).
         """

@@ -157,6 +157,21 @@ def remaining(verdict: object) -> bytes:
     return dict(header_pairs(header_lines(verdict)))[b"ratelimit-remaining"]  # type: ignore[arg-type]
 
 
+def take_over(limiter: RateLimiter, client: str, now: float) -> tuple[SharedWindows, int]:
+    """Another process gives ``client``'s slot to another client (as :class:`SharedWindows` does when every
+    slot near a key holds a live client): counts zeroed, its key, its tag, one request of it counted.
+    Returns that process's table (to close) and the slot's tag word."""
+    other = SharedWindows(limiter.table.path, 60, 300)
+    t = other._find(*limiter.table.locate(client), now)
+    off = 4 * t - 40
+    key, _, tag = other.locate("198.51.100.9")
+    other._mm[off + 48:off + 176] = bytes(128)
+    other._mm[off:off + 40] = key
+    struct.pack_into("<I", other._mm, off + 40, tag)
+    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
+    return other, t
+
+
 def test_the_request_path_counts_in_the_shared_table(tmp_path: Path) -> None:
     # two workers (columns 0 and 1 of one file): the limit holds over both, and the table's general
     # path (SharedWindows.hit) sees the counts the request path (RateLimiter.admit) wrote
@@ -188,14 +203,7 @@ def test_a_slot_taken_over_by_another_process_is_not_counted_into(tmp_path: Path
         limiter.admit("192.0.2.1", None, False, now)
     # another process gives that slot to another client (as SharedWindows does when every slot near
     # a key holds a live client): counts zeroed, its key, its tag; then counts that client's request
-    other = SharedWindows(tmp_path / "t", 60, 300)
-    t = other._find(*limiter.table.locate("192.0.2.1"), now)
-    off = 4 * t - 40
-    key, _, tag = other.locate("198.51.100.9")
-    other._mm[off + 48:off + 176] = bytes(128)
-    other._mm[off:off + 40] = key
-    struct.pack_into("<I", other._mm, off + 40, tag)
-    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
+    other, t = take_over(limiter, "192.0.2.1", now)
     # the limiter's cached slot no longer holds its client: it takes another, from a fresh count
     assert remaining(limiter.admit("192.0.2.1", None, False, now)) == b"49"
     assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # nothing counted into the other client's

@@ -11,7 +11,7 @@ import httpx
 
 from chessstats.config import load_config
 from chessstats.ratelimit import CLAIM_MIN, CLAIM_SHARE, RateLimiter, Refusal, SharedWindows
-from tests.test_ratelimit import assert_both_workers_answered, limited, remaining, settle
+from tests.test_ratelimit import assert_both_workers_answered, limited, remaining, settle, take_over
 from tests.test_ratelimit_inline import inlined
 
 
@@ -125,8 +125,6 @@ def test_refused_requests_count_and_an_unspent_allowance_is_given_back(tmp_path:
 
 
 def test_an_allowance_is_void_when_its_slot_is_taken_over(tmp_path: Path) -> None:
-    import struct
-
     config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
     limiter = RateLimiter(config.ratelimit, tmp_path / "t")
     guard, fell = inlined(limiter)
@@ -134,16 +132,9 @@ def test_an_allowance_is_void_when_its_slot_is_taken_over(tmp_path: Path) -> Non
     now = second_start(time.time())
     guard("192.0.2.1", now)
     assert limiter._claims
-    other = SharedWindows(tmp_path / "t", 60, 300)
-    t = other._find(*limiter.table.locate("192.0.2.1"), now)
-    off = 4 * t - 40
-    key, _, tag = other.locate("198.51.100.9")
-    other._mm[off + 48:off + 176] = bytes(128)
-    other._mm[off:off + 40] = key
-    struct.pack_into("<I", other._mm, off + 40, tag)
-    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
-    guard("192.0.2.1", now)  # spends the allowance: nothing is written anywhere
-    assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]
+    other, t = take_over(limiter, "192.0.2.1", now)
+    guard("192.0.2.1", now)  # spends the allowance (inline: no admit): nothing is written anywhere
+    assert len(fell) == 1 and list(other._words[t + 2:t + 4]) == [int(now // 60), 1]
     assert limiter.release_claims(now + 1) == 1
     assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # not given back into the other's slot
     # the next admit sees the take-over: another slot, counted from its request on

@@ -4,7 +4,6 @@ exactly as ``RateLimiter.admit`` does, in the same shared table, across workers,
 
 from __future__ import annotations
 
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from chessstats.config import load_config
 from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows
 from chessstats.ratelimit_redis import RedisRateLimiter
 from chessstats.redisconn import RedisBackend
-from tests.test_ratelimit import assert_both_workers_answered, fresh_get, limited, remaining, settle
+from tests.test_ratelimit import assert_both_workers_answered, fresh_get, limited, remaining, settle, take_over
 
 
 def inlined(limiter: RateLimiter) -> tuple[Any, list[int]]:
@@ -69,14 +68,7 @@ def test_the_inlined_path_never_counts_into_a_slot_taken_over(tmp_path: Path) ->
     now = time.time()
     assert [remaining(guard("192.0.2.1", now)) for _ in range(3)] == [b"49", b"48", b"47"] and len(fell) == 1
     # another process gives that slot to another client: counts zeroed, its key, its tag, its count
-    other = SharedWindows(tmp_path / "t", 60, 300)
-    t = other._find(*limiter.table.locate("192.0.2.1"), now)
-    off = 4 * t - 40
-    key, _, tag = other.locate("198.51.100.9")
-    other._mm[off + 48:off + 176] = bytes(128)
-    other._mm[off:off + 40] = key
-    struct.pack_into("<I", other._mm, off + 40, tag)
-    struct.pack_into("<II", other._mm, off + 48, int(now // 60), 1)
+    other, t = take_over(limiter, "192.0.2.1", now)
     assert remaining(guard("192.0.2.1", now)) == b"49" and len(fell) == 2  # admit: another slot, a fresh count
     assert list(other._words[t + 2:t + 4]) == [int(now // 60), 1]  # nothing counted into the other client's
     assert remaining(guard("192.0.2.1", now)) == b"48" and len(fell) == 2  # inline again, in the new slot

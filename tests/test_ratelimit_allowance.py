@@ -25,6 +25,13 @@ def counted(path: Path, client: str, now: float, workers: int = 1) -> int:
         table.close()
 
 
+def two_workers(path: Path, limit: int) -> tuple[RateLimiter, RateLimiter]:
+    """Two workers' limiters (columns 0 and 1) on the table at ``path``, at ``limit`` requests a minute."""
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
+    return (RateLimiter(config.ratelimit, path, column=0, workers=2),
+            RateLimiter(config.ratelimit, path, column=1, workers=2))
+
+
 def second_start(now: float) -> float:
     """A time early in a second of the window (an allowance lasts until the whole seconds left change)."""
     return int(now) + 0.01
@@ -77,9 +84,7 @@ def test_two_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
     # two workers of one table answer a client in turn within one second: each claims for itself;
     # the other's unspent allowance counts as used, so together they never allow more than the limit
     limit = 2000
-    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
-    a = RateLimiter(config.ratelimit, tmp_path / "t", column=0, workers=2)
-    b = RateLimiter(config.ratelimit, tmp_path / "t", column=1, workers=2)
+    a, b = two_workers(tmp_path / "t", limit)
     (guard_a, fell_a), (guard_b, fell_b) = inlined(a), inlined(b)
     settle(60)
     now = second_start(time.time())
@@ -100,11 +105,9 @@ def test_two_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
 
 def test_refused_requests_count_and_an_unspent_allowance_is_given_back(tmp_path: Path) -> None:
     # within one second worker a claims, worker b is refused early because of it; a second later a
-    # has given it back and b allows exactly what is left
+    # has given it back, but b's refused requests counted too: the window stays full
     limit = 400
-    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
-    a = RateLimiter(config.ratelimit, tmp_path / "t", column=0, workers=2)
-    b = RateLimiter(config.ratelimit, tmp_path / "t", column=1, workers=2)
+    a, b = two_workers(tmp_path / "t", limit)
     guard_a, _ = inlined(a)
     guard_b, _ = inlined(b)
     settle(60)

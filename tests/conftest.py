@@ -49,18 +49,26 @@ class Server:
             cwd=str(ROOT), env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args[:-1] else 1
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 30) -> None:
+        """Wait until ``/health`` answers and, with several workers, every worker has logged that it is
+        ready (a test that spreads requests over the workers needs them all accepting)."""
         deadline = time.monotonic() + timeout_s
+        healthy_at = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code in (200, 503):
-                    return
+                if healthy_at is None and httpx.get(self.url + "/health", timeout=1).status_code in (200, 503):
+                    healthy_at = time.monotonic()
             except httpx.HTTPError:
-                time.sleep(0.05)
+                pass
+            if healthy_at is not None and (self.workers == 1 or self.log().count("Worker ready") >= self.workers
+                                           or time.monotonic() - healthy_at > 15):  # (a log level above INFO)
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def log(self) -> str:

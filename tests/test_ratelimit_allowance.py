@@ -183,3 +183,8 @@ def test_a_route_with_a_high_limit_counts_exactly_across_two_workers(start_serve
     with httpx.Client(timeout=30) as client:
         shown = [int(client.get(url).headers["ratelimit-remaining"]) for _ in range(40)]
     assert [x - y for x, y in zip(shown, shown[1:], strict=False)] == [1] * 39, shown
+    # a stop gives back what the workers did not spend: a restart counts on from the requests made
+    server.stop()
+    again = start_server("--workers", "2", "--no-jobs", data_dir=server.data_dir, env=limited(100000))
+    assert int(httpx.get(url.replace(server.url, again.url), timeout=30).headers["ratelimit-remaining"]) == \
+        100000 - made - 1 - 40 - 1

@@ -37,6 +37,7 @@ import hmac
 import inspect
 import keyword
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -392,6 +393,7 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
         if metrics_on:
             metrics.mark_worker_gone()
         if app.ctx.ratelimiter is not None:
+            app.ctx.ratelimiter.release_claims(math.inf)  # a restart finds only the requests made
             app.ctx.ratelimiter.close()
 
 

@@ -555,9 +555,8 @@ class RateLimiter:
                 fast["_rl_g"], fast["_rl_head"], fast["_rl_tail"], fast["_rl_until"] = g_idx, head, tail, until
             t = entry[3]
             if words[t] != entry[2]:  # the slot was taken over for another client: find (or take) one again
-                if entry[6]:  # its allowance was counted in the counts the new client's zeroed: void
-                    entry[6] = 0
-                    claims.pop(id(entry), None)
+                if entry[6]:  # void: it was counted in the counts the new client's zeroed (nothing given back)
+                    release(entry)
                 t = entry[3] = find(entry[0], entry[1], entry[2], now)
                 entry[5] = 4 * t
             elif entry[6]:

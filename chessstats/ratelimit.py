@@ -16,9 +16,9 @@ client locks the file. The kernel writes the dirty pages back on its own.
 
 :meth:`RateLimiter.admit` is the request path: each process keeps, per peer address, the client's
 key and slot offset (re-checked against the slot's key on every call, so a slot another process
-took over is never counted into), and the window index and the encoded ``RateLimit-Reset`` header
-change at most once a second, so a request costs a few word accesses on the mapping and no
-formatting.
+took over is never counted into), and the window index and the format of the ``RateLimit-*`` lines
+change at most once a second, so a request costs a few word accesses on the mapping and one
+formatting of its remaining count.
 
 **Allowances.** Even those word accesses cost a cached GET more than the limiter's 5 % (each is a
 few hundred instructions of CPython). So an allowed request of a client that is far from its limit
@@ -26,8 +26,9 @@ also *claims* part of what is left: with ``r`` requests left after it, ``r // (C
 workers)`` more are counted in this worker's column at once and kept in the process as that client's
 allowance until the end of the current second (the moment ``RateLimit-Reset`` changes). The next
 requests of that client in this worker spend the allowance without touching the table
-(:meth:`RateLimiter.inline_source`: a dict lookup and a decrement); what a second leaves unspent is
-given back (the column's count goes down by it) by the client's next request or by
+(:meth:`RateLimiter.inline_source`: a dict lookup and the next item of an iterator that formats the
+header lines of each remaining count); what a second leaves unspent is given back (the column's
+count goes down by it) by the first request of the next second or by
 :meth:`RateLimiter.release_claims`, which the server runs every second. What this changes:
 
 * with one worker, nothing a client can see: the allowance never exceeds what is left, and
@@ -53,6 +54,7 @@ import ipaddress
 import logging
 import math
 import mmap
+import operator
 import os
 import re
 import struct
@@ -365,16 +367,16 @@ class Refusal(bytes):
         return refusal
 
 
-#: What :meth:`RateLimiter.admit` returns: ``(lines before the remaining count, the count, lines after)``
-#: for an allowed request (the count is formatted where the response's headers are joined, in one
-#: formatting operation with the others), a :class:`Refusal` for a refused one.
-Verdict = tuple[bytes, int, bytes] | Refusal
+#: What :meth:`RateLimiter.admit` returns: the ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` header
+#: lines (joined by CRLF, no trailing CRLF) of an allowed request, a :class:`Refusal` (the same lines and
+#: ``Retry-After``) for a refused one.
+Verdict = bytes
 
 
 def header_lines(verdict: Verdict) -> bytes:
     """The ``RateLimit-*`` (and ``Retry-After``) header lines of an :meth:`RateLimiter.admit` verdict,
-    joined by CRLF (no trailing CRLF)."""
-    return verdict if type(verdict) is Refusal else b"%b%d%b" % verdict  # type: ignore[str-bytes-safe]
+    joined by CRLF (no trailing CRLF): the verdict itself."""
+    return verdict
 
 
 def _ceil_s(seconds: float) -> int:
@@ -403,16 +405,19 @@ class RateLimiter:
         #: The entries holding an allowance (:meth:`admit`), by ``id``: :meth:`release_claims` gives
         #: back those whose second has ended.
         self._claims: dict[int, list[Any]] = {}
+        #: The header lines of each peer key's allowance of this second (:meth:`inline_source`).
+        self._allowed: dict[str | tuple[str, ...], Any] = {}
         self.table = SharedWindows(table_path, self.window_s, self.expensive_window_s, column=column,
                                    columns_read=workers)
         self.refused = 0
         #: The state :meth:`inline_source`'s code reads, as the globals of the functions that inline it.
         self.fast: dict[str, Any] = {
-            "_rl_peers": self._peers, "_rl_words": self.table._words, "_rl_mm": self.table._mm,
+            "_rl_peers": self._peers, "_rl_allowed": self._allowed, "_rl_words": self.table._words,
+            "_rl_mm": self.table._mm,
             "_rl_unpack": struct.Struct("<I4x" + "II8x" * len(self.table._columns)).unpack_from,
             "_rl_max": self.max_requests,
             "_rl_cap": min(self.max_requests, _MAX_COUNT - 1), "_rl_until": 0.0, "_rl_g": -1,
-            "_rl_head": b"", "_rl_tail": b"",
+            "_rl_lines": b"",
         }
         self.admit = self._request_path()
 
@@ -490,24 +495,24 @@ class RateLimiter:
         It does what :meth:`SharedWindows.hit_key` does for the general window, inline (a request pays
         one Python call for the limiter, and reads its state from closure cells, not attributes): per
         peer address the client's slot is located once per process and re-checked by its tag on every
-        call; the window index and the headers around the remaining count are recomputed only when the
-        whole seconds left in the window change (and published in :attr:`fast` for
-        :meth:`inline_source`'s code). An allowed request far from the limit also claims an allowance
-        for the rest of this second (see the module), which the inlined path then spends. A forwarded
-        client is found once per (peer, header values) (:meth:`client_address`); expensive routes take
-        the general path (:meth:`SharedWindows.hit_key`).
+        call; the window index and the header lines' format are recomputed only when the whole
+        seconds left in the window change (and published in :attr:`fast` for :meth:`inline_source`'s
+        code; the allowances of the second that ended are given back then). An allowed request far
+        from the limit also claims an allowance for the rest of this second (see the module), which
+        the inlined path then spends. A forwarded client is found once per (peer, header values)
+        (:meth:`client_address`); expensive routes take the general path (:meth:`SharedWindows.hit_key`).
         """
         table = self.table
         words, find, columns, own_at = table._words, table._find, table._columns, table._own
         single = len(columns) == 1
         peers, peer_entry, entry_of, client_of = self._peers, self._peer_entry, self._entry, self.client_of
-        claims, release = self._claims, self._release
+        claims, allowed, release = self._claims, self._allowed, self._release
         trusted = bool(self._trusted)
         max_requests, window_s = self.max_requests, self.window_s
         claim_share = CLAIM_SHARE * len(columns)
         admit_expensive = self._admit_expensive
         fast = self.fast
-        until, g_idx, head, tail = 0.0, -1, b"", b""
+        until, g_idx, lines = 0.0, -1, b""
         refused = Refusal.of(max_requests, window_s, 1)
 
         def admit(peer: str, forwarded_for: list[str] | None, expensive: bool = False, now: float | None = None
@@ -522,48 +527,54 @@ class RateLimiter:
                 now: the current time (``time.time()``, epoch seconds), if the caller has it.
 
             Returns:
-                A :data:`Verdict`: allowed, ``(lines, remaining count, lines)`` of ``RateLimit-Limit``,
-                ``-Remaining`` and ``-Reset`` (:func:`header_lines` joins them); refused, a
-                :class:`Refusal` (a ``bytes`` subclass: the same lines and ``Retry-After``). The headers
-                show the window closest to refusing (the expensive one on a tie). Refused requests count
-                too (a client that keeps trying does not get a fresh window sooner).
+                A :data:`Verdict`: allowed, the ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` lines
+                (``bytes``, joined by CRLF); refused, a :class:`Refusal` (a ``bytes`` subclass: the same
+                lines and ``Retry-After``). The headers show the window closest to refusing (the
+                expensive one on a tie). Refused requests count too (a client that keeps trying does
+                not get a fresh window sooner).
             """
-            nonlocal until, g_idx, head, tail, refused
+            nonlocal until, g_idx, lines, refused
             if now is None:
                 now = _time()
             if forwarded_for and trusted:  # kept per (peer, X-Forwarded-For values) too, for the inlined path
-                entry = peers.get((peer, *forwarded_for))
+                key: str | tuple[str, ...] = (peer, *forwarded_for)
+                entry = peers.get(key)
                 if entry is None:
                     if len(peers) > 65536:
                         peers.clear()
-                    entry = peers[(peer, *forwarded_for)] = entry_of(client_of(peer, forwarded_for), now)
+                    entry = peers[key] = entry_of(client_of(peer, forwarded_for), now)
             else:
+                key = peer
                 entry = peers.get(peer)
                 if entry is None:
                     entry = peer_entry(peer, now)
-            if expensive:
-                return admit_expensive(entry, now)
             if now >= until:  # the whole seconds left in the window changed: new headers (or a new window)
+                if claims:  # this second's allowances end with it
+                    for ended in list(claims.values()):
+                        release(ended)
                 g_idx = int(now // window_s)
                 end = (g_idx + 1) * window_s
                 reset = _ceil_s(end - now)
                 until = end - reset + 1  # ceil(end - t) == reset for t in [end - reset, end - reset + 1)
-                head = b"ratelimit-limit: %d\r\nratelimit-remaining: " % max_requests
-                tail = b"\r\nratelimit-reset: %d" % reset
+                lines = b"ratelimit-limit: %d\r\nratelimit-remaining: %%d\r\nratelimit-reset: %d" % (
+                    max_requests, reset)
                 refused = Refusal.of(max_requests, window_s, reset)
                 # what the inlined path reads (until last: it may then use the others)
-                fast["_rl_g"], fast["_rl_head"], fast["_rl_tail"], fast["_rl_until"] = g_idx, head, tail, until
+                fast["_rl_g"], fast["_rl_lines"], fast["_rl_until"] = g_idx, lines, until
+            if expensive:
+                return admit_expensive(entry, now)
             t = entry[3]
             if words[t] != entry[2]:  # the slot was taken over for another client: find (or take) one again
-                if entry[6]:  # void: it was counted in the counts the new client's zeroed (nothing given back)
+                if entry[6] is not None:  # void: it was counted in the counts the new client's zeroed
                     release(entry)
                 t = entry[3] = find(entry[0], entry[1], entry[2], now)
                 entry[5] = 4 * t
-            elif entry[6]:
-                if now < entry[7]:  # an allowance of this second: spent as the inlined path spends it
-                    left = entry[6] - 1
-                    entry[6] = left
-                    return head, entry[8] + left, tail
+            elif entry[6] is not None:
+                spent = next(entry[7], None)
+                if spent is not None:  # an allowance of this second (another peer key of the client)
+                    allowed[key] = entry[7]
+                    entry[8].append(key)
+                    return spent
                 release(entry)
             own = t + own_at
             if words[own] == g_idx:
@@ -583,9 +594,11 @@ class RateLimiter:
                 claim = left // claim_share
                 if claim >= CLAIM_MIN:  # counted now, spent by the next requests of this second (the module)
                     words[own + 1] += claim
-                    entry[6], entry[7], entry[8], entry[9] = claim, until, left - claim, g_idx
+                    counts = iter(range(left - 1, left - claim - 1, -1))  # the remaining counts it shows
+                    entry[6], entry[7], entry[8], entry[9] = counts, map(lines.__mod__, counts), [key], g_idx
+                    allowed[key] = entry[7]
                     claims[id(entry)] = entry
-                return head, left, tail
+                return lines % left
             self.refused += 1
             return refused
 
@@ -593,20 +606,22 @@ class RateLimiter:
 
     def inline_source(self, peer: str, now: str, count: str, fallback: str) -> str | None:
         """Python source of the request path's common cases, for a route wrapper to inline: a request
-        from a peer already seen, on a general route, under the limit, that either spends its client's
-        allowance of this second (:meth:`admit` claimed it: no shared memory touched, the allowance was
-        counted in the table when it was claimed) or, without one, is counted in the table in this
-        second of the window.
+        from a peer already seen, on a general route, under the limit, in the second of the window
+        :meth:`admit` saw last, that either spends its client's allowance of this second (:meth:`admit`
+        claimed it: no shared memory touched, the allowance was counted in the table when it was
+        claimed; its header lines come formatted from an iterator) or, without one, is counted in
+        the table.
 
         The code reads ``_rl_*`` globals: the wrapper must run with :attr:`fast` as its globals (the
-        window state and header lines :meth:`admit` publishes there once a second, the table, the peers'
-        entries). Without an allowance it reads the slot's tag and every column in one ``struct`` call
-        and counts the request in this process's column exactly as :meth:`admit` would (the same words,
-        the same checks of the slot's tag and of the window index). Either way it then runs ``count``
-        with the name ``raw`` bound to the verdict (a ``(lines, remaining, lines)`` tuple, as
-        :meth:`admit` returns). When it cannot decide (a new peer or second, an allowance spent, the
-        slot taken over, a new window, at or past the limit) it counts nothing and runs ``fallback``
-        (which must call :meth:`admit`).
+        window state and header lines' format :meth:`admit` publishes there once a second, the table,
+        the peers' entries and allowances). Without an allowance it reads the slot's tag and every
+        column in one ``struct`` call and counts the request in this process's column exactly as
+        :meth:`admit` would (the same words, the same checks of the slot's tag and of the window
+        index). Either way it then runs ``count`` with the name ``raw`` bound to the verdict (the
+        header lines, as :meth:`admit` returns them). When it cannot decide (a new peer or second, an
+        allowance spent, the slot taken over, a new window, at or past the limit) it counts nothing
+        and runs ``fallback`` (which must call :meth:`admit`). The code binds the locals ``k``, ``it``,
+        ``e``, ``tag``, ``n`` and ``g<c>``/``n<c>`` per column.
 
         Args:
             peer: an expression (evaluated once) for the peer's address, or, for a request carrying
@@ -628,33 +643,34 @@ class RateLimiter:
         names = [f"g{c}, n{c}" for c in range(cols)]
         mine = own // 4  # this column's number
         others = [c for c in range(cols) if c != mine]
-        body = ["        " + line for line in count.strip("\n").splitlines()]
+        body = count.strip("\n").splitlines()
         lines = [
-            f"e = _rl_peers.get({peer})",
-            "if e is not None:",
-            f"    if {now} < e[7]:",
-            "        left = e[6] - 1",
-            "        if left >= 0:",
-            "            e[6] = left",
-            "            raw = (_rl_head, e[8] + left, _rl_tail)",
-            *("    " + line for line in body),
-            f"    elif {now} < _rl_until:",
-            f"        tag, {', '.join(names)} = _rl_unpack(_rl_mm, e[5])",
-            f"        if tag == e[2] and g{mine} == _rl_g:",
-            f"            n{mine} += 1",
+            f"k = {peer}",
+            f"if {now} < _rl_until:",
+            "    it = _rl_allowed.get(k)",
+            "    if it is not None:",
+            "        raw = next(it, None)",
+            "        if raw is not None:",
+            *("            " + line for line in body),
+            "    else:",
+            "        e = _rl_peers.get(k)",
+            "        if e is not None:",
+            f"            tag, {', '.join(names)} = _rl_unpack(_rl_mm, e[5])",
+            f"            if tag == e[2] and g{mine} == _rl_g:",
+            f"                n{mine} += 1",
         ]
         total = f"n{mine}"
         if others:
-            lines.append(f"            n = n{mine}")
+            lines.append(f"                n = n{mine}")
             for c in others:
-                lines.append(f"            if g{c} == _rl_g:")
-                lines.append(f"                n += n{c}")
+                lines.append(f"                if g{c} == _rl_g:")
+                lines.append(f"                    n += n{c}")
             total = "n"
         lines += [
-            f"            if {total} <= _rl_cap:",
-            f"                _rl_words[e[3] + {own + 1}] = n{mine}",
-            f"                raw = (_rl_head, _rl_max - {total}, _rl_tail)",
-            *("        " + line for line in body),
+            f"                if {total} <= _rl_cap:",
+            f"                    _rl_words[e[3] + {own + 1}] = n{mine}",
+            f"                    raw = _rl_lines % (_rl_max - {total})",
+            *("                    " + line for line in body),
         ]
         lines += fallback.strip("\n").splitlines()
         return "".join(line + "\n" for line in lines)
@@ -662,7 +678,13 @@ class RateLimiter:
     def _release(self, entry: list[Any]) -> None:
         """Give a client's unspent allowance back: its count in this process's column goes down by it
         (when the slot still holds that client in the allowance's window; else it is dropped)."""
-        left, entry[6], entry[7] = entry[6], 0, 0.0
+        counts = entry[6]
+        if counts is None:
+            return
+        left = operator.length_hint(counts)
+        for key in entry[8]:
+            self._allowed.pop(key, None)
+        entry[6] = entry[7] = entry[8] = None
         self._claims.pop(id(entry), None)
         words, t = self.table._words, entry[3]
         if left and words[t] == entry[2]:
@@ -672,18 +694,21 @@ class RateLimiter:
                 words[own + 1] = n - left if n > left else 0
 
     def release_claims(self, now: float | None = None) -> int:
-        """Give back every allowance whose second has ended (:meth:`_release`); how many. Called about
-        once a second (:mod:`chessstats.api.observe`), so an allowance a worker no longer spends (its
-        client's requests went to another worker, or stopped) holds the client's count up for at most
-        about a second."""
+        """Give back every allowance when their second has ended (:meth:`_release`); how many. Called
+        about once a second (:mod:`chessstats.api.observe`), so an allowance a worker no longer spends
+        (its client's requests went to another worker, or stopped) holds the client's count up for at
+        most about a second. (Every allowance held was claimed in the second :meth:`admit` saw last:
+        it gives back the others when that second changes.)"""
         now = _time() if now is None else now
-        ended = [entry for entry in self._claims.values() if now >= entry[7]]
+        if now < self.fast["_rl_until"]:
+            return 0
+        ended = list(self._claims.values())
         for entry in ended:
             self._release(entry)
         return len(ended)
 
     def _admit_expensive(self, entry: list[Any], now: float) -> Verdict:
-        if entry[6]:  # the table then holds only requests made: the headers show them
+        if entry[6] is not None:  # the table then holds only requests made: the headers show them
             self._release(entry)
         g_n, g_end, e_n, e_end = self.table.hit_key(entry[0], entry[1], entry[2], now, True)
         left, limit, end, window = self.max_requests - g_n, self.max_requests, g_end, self.window_s
@@ -691,7 +716,7 @@ class RateLimiter:
             left, limit, end, window = self.expensive_max - e_n, self.expensive_max, e_end, self.expensive_window_s
         reset = _ceil_s(end - now)
         if left >= 0:
-            return b"ratelimit-limit: %d\r\nratelimit-remaining: " % limit, left, b"\r\nratelimit-reset: %d" % reset
+            return b"ratelimit-limit: %d\r\nratelimit-remaining: %d\r\nratelimit-reset: %d" % (limit, left, reset)
         self.refused += 1
         return Refusal.of(limit, window, reset)
 
@@ -703,17 +728,19 @@ class RateLimiter:
         return entry
 
     def _entry(self, client: str, now: float) -> list[Any]:
-        """``[slot key, first slot, tag, tag word, client, tag word's byte offset, allowance left, its end
-        (epoch seconds), the remaining count shown when it is spent, its window index]`` of a client key
-        (no allowance: ``0, 0.0, 0, -1``): its slot located (or taken at ``now``) when first seen; the tag word is
-        re-checked by every :meth:`admit`."""
+        """``[slot key, first slot, tag, tag word, client, tag word's byte offset, allowance, its header
+        lines, its peer keys, its window index]`` of a client key: its slot located (or taken at ``now``)
+        when first seen; the tag word is re-checked by every :meth:`admit`. An allowance (None: none) is
+        an iterator over the remaining counts it shows (its length is what is left of it), its lines
+        that iterator's counts formatted (what :meth:`inline_source`'s code spends), and the peer keys
+        under which :attr:`_allowed` holds those lines."""
         entry = self._clients.get(client)
         if entry is None:
             if len(self._clients) > 65536:
                 self._clients.clear()
             key, start, tag = self.table.locate(client)
             t = self.table._find(key, start, tag, now)
-            entry = self._clients[client] = [key, start, tag, t, client, 4 * t, 0, 0.0, 0, -1]
+            entry = self._clients[client] = [key, start, tag, t, client, 4 * t, None, None, None, -1]
         return entry
 
     def client_of(self, peer: str, forwarded_for: list[str] | None) -> str:

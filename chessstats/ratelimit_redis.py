@@ -103,7 +103,7 @@ class RedisRateLimiter(RateLimiter):
                 window = self.expensive_window_s
             reset = max(1, int(left_s + 0.999999))
             if left >= 0:
-                return b"ratelimit-limit: %d\r\nratelimit-remaining: " % limit, left, b"\r\nratelimit-reset: %d" % reset
+                return b"ratelimit-limit: %d\r\nratelimit-remaining: %d\r\nratelimit-reset: %d" % (limit, left, reset)
             self.refused += 1
             return Refusal.of(limit, window, reset)
 

@@ -116,3 +116,40 @@ def test_one_http_client_factory_for_every_upstream() -> None:
     offenders = [str(p.relative_to(PACKAGE)) for p, text in _sources()
                  if "httpx.AsyncClient(" in text and p.relative_to(PACKAGE).as_posix() != "upstream/http.py"]
     assert offenders == []
+
+
+def test_api_answers_are_built_where_the_rate_limits_are_put_on() -> None:
+    """An ``/api`` answer carries the limiter's ``RateLimit-*`` lines because the functions that build it
+    put them on (``chessstats.api.envelope.add_limits``; there is no response hook without the
+    metrics), so an ``HTTPResponse`` is built only in a function that does, or outside ``/api``."""
+    outside_api = {  # functions whose answers are never under /api (or not counted: a CORS preflight)
+        "api/observe.py": {"metrics_route"}, "api/ops.py": {"health"}, "api/status.py": {"status_page"},
+        "api/docs.py": {"docs"}, "app.py": {"_preflight"},
+    }
+    offenders = []
+    for path, text in _sources():
+        rel = path.relative_to(PACKAGE).as_posix()
+        for func in ast.walk(ast.parse(text)):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            calls = _calls_in(func)
+            builds = bool(calls & {"HTTPResponse", "EnvelopeResponse"}) and not calls & {"add_limits", "limits_of"}
+            exempt = func.name in outside_api.get(rel, set()) or (rel, func.name) == ("api/envelope.py", "respond")
+            if builds and not exempt:  # (envelope.respond puts the lines on its EnvelopeResponse itself)
+                offenders.append(f"{rel}: {func.name}")
+    assert offenders == []
+
+
+def _calls_in(func: ast.AST) -> set[str]:
+    """The names a function calls in its own body (not in the functions it defines)."""
+    out: set[str] = set()
+    todo = list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            f = node.func
+            out.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+        todo.extend(ast.iter_child_nodes(node))
+    return out

@@ -44,13 +44,20 @@ def fresh_get(url: str, **kwargs: object) -> httpx.Response:
 def assert_both_workers_answered(server: object, timeout_s: float = 10) -> None:
     """Both workers of a ``--workers 2`` server answered some requests (``/metrics``: each worker's
     count, flushed about every second, so it is polled up to ``timeout_s`` seconds)."""
+    assert_workers_answered(server, 2, timeout_s, exactly=True)
+
+
+def assert_workers_answered(server: object, at_least: int, timeout_s: float = 10, *, exactly: bool = False) -> None:
+    """At least ``at_least`` workers of a server answered some requests (``exactly``: that many and no
+    more), from ``/metrics`` (each worker's count, flushed about every second: polled up to ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         served = worker_requests(server)
-        if len([pid for pid, n in served.items() if n > 0]) >= 2 or time.monotonic() > deadline:
+        if len([pid for pid, n in served.items() if n > 0]) >= at_least or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    assert len([pid for pid, n in served.items() if n > 0]) == 2, served
+    answered = len([pid for pid, n in served.items() if n > 0])
+    assert answered == at_least if exactly else answered >= at_least, served
 
 
 def worker_requests(server: object) -> dict[str, float]:
@@ -106,6 +113,41 @@ def test_headers_on_200_304_404_and_429(start_server) -> None:
     # a page of another origin may read them
     cors = client.get("/api/no-such-route", headers={"Origin": "https://example.org"})
     assert "RateLimit-Remaining" in cors.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize("metrics", ["false", "true"])
+def test_every_kind_of_api_answer_counts_down_in_its_headers(start_server, upstream, metrics: str) -> None:
+    # each function that builds an /api answer puts the limiter's lines on it (no response hook does it
+    # for them with the metrics off): envelope 200 / 304, PGN 200 / 304, the OpenAPI document 200 / 304,
+    # an admin answer, a 400, a 404, a 429; every answer shows the count one lower than the one before
+    server = start_server("--no-jobs", env=limited(30, CHESSSTATS_METRICS_ENABLED=metrics))
+    settle(60)
+    client = server.client
+    imported(server, "sH24g2zH")
+    start = int(client.get("/api/tournaments/sH24g2zH").headers["ratelimit-remaining"])
+    pgn = "/api/tournaments/sH24g2zH/games?limit=2&format=pgn"
+    answers = [
+        client.get("/api/tournaments/sH24g2zH"),
+        client.get("/api/tournaments/sH24g2zH", headers={"If-None-Match": client.get("/api/tournaments/sH24g2zH")
+                                                         .headers["etag"]}),
+        client.get(pgn),
+        client.get(pgn, headers={"If-None-Match": client.get(pgn).headers["etag"]}),
+        client.get("/api/openapi.json"),
+        client.get("/api/openapi.json", headers={"If-None-Match": client.get("/api/openapi.json").headers["etag"]}),
+        server.admin("GET", "/api/admin/cache/stats"),
+        client.get("/api/tournaments?limit=abc"),
+        client.get("/api/no-such-route"),
+    ]
+    assert [a.status_code for a in answers] == [200, 304, 200, 304, 200, 304, 200, 400, 404]
+    # one request before each 304 fetched its ETag; the PGN (a games route) shows its expensive window
+    shown = [int(a.headers["ratelimit-remaining"]) for a in answers]
+    assert shown == [start - n for n in (1, 3)] + [9, 7] + [start - n for n in (7, 9, 10, 11, 12)], shown
+    assert [a.headers["ratelimit-limit"] for a in answers] == ["30"] * 2 + ["10"] * 2 + ["30"] * 5
+    assert all(1 <= int(a.headers["ratelimit-reset"]) <= 300 for a in answers)
+    while (last := client.get("/api/tournaments/sH24g2zH")).status_code == 200:
+        pass
+    assert last.status_code == 429 and last.headers["ratelimit-remaining"] == "0"
+    assert last.headers["retry-after"] == last.headers["ratelimit-reset"]
 
 
 def raw_get(url: str, path: str, headers: dict[str, str], method: str = "GET") -> tuple[list[tuple[str, str]], bytes]:

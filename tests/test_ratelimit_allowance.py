@@ -8,10 +8,18 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chessstats.config import load_config
 from chessstats.ratelimit import CLAIM_MIN, CLAIM_SHARE, RateLimiter, Refusal, SharedWindows
-from tests.test_ratelimit import assert_both_workers_answered, limited, remaining, settle, take_over
+from tests.test_ratelimit import (
+    assert_both_workers_answered,
+    assert_workers_answered,
+    limited,
+    remaining,
+    settle,
+    take_over,
+)
 from tests.test_ratelimit_inline import inlined
 
 
@@ -65,6 +73,27 @@ def test_one_worker_spends_its_allowance_without_the_table_and_shows_every_count
     limiter.close()
 
 
+def test_the_first_request_of_the_next_second_gives_every_allowance_back(tmp_path: Path) -> None:
+    # without the 1-s task: a request of another client in the next second ends this second's allowances
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
+    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+    guard, fell = inlined(limiter)
+    settle(60)
+    now = second_start(time.time())
+    for _ in range(5):
+        guard("192.0.2.1", now)
+    assert counted(tmp_path / "t", "192.0.2.1", now) == 1 + 9999 // CLAIM_SHARE  # one counted, the rest claimed
+    guard("192.0.2.1", now + 1)  # the next second: the inlined path sees it ended and falls back to admit,
+    assert len(fell) == 2  # which gives the unspent 1,245 back, counts this request and claims anew
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1) == 6 + (10000 - 6) // CLAIM_SHARE
+    guard("192.0.2.2", now + 1)  # another client, in the same second: the first one's allowance is kept
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1) == 6 + (10000 - 6) // CLAIM_SHARE
+    # the second after, through the other client first: the first client's allowance is given back too
+    guard("192.0.2.2", now + 2)
+    assert counted(tmp_path / "t", "192.0.2.1", now + 2) == 6 and limiter._allowed.keys() == {"192.0.2.2"}
+    limiter.close()
+
+
 def test_no_allowance_near_the_limit_so_the_default_limit_counts_every_request(tmp_path: Path) -> None:
     # under CLAIM_MIN x CLAIM_SHARE x workers left nothing is claimed: the default 100 a minute never is
     config = load_config(None, env={})
@@ -88,9 +117,10 @@ def test_two_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
     (guard_a, fell_a), (guard_b, fell_b) = inlined(a), inlined(b)
     settle(60)
     now = second_start(time.time())
-    answers = [(guard_a if i % 3 else guard_b)("192.0.2.1", now) for i in range(limit + 50)]
-    allowed = [x for x in answers if type(x) is not Refusal]
+    answers = [(guard_a if i % 3 else guard_b)("192.0.2.1", now) for i in range(30)]
     assert a._claims and b._claims  # both claimed
+    answers += [(guard_a if i % 3 else guard_b)("192.0.2.1", now) for i in range(30, limit + 50)]
+    allowed = [x for x in answers if type(x) is not Refusal]
     assert limit - 2 * (limit // (CLAIM_SHARE * 2)) <= len(allowed) <= limit
     assert all(int(remaining(x)) >= 0 for x in allowed)
     assert len(fell_a) + len(fell_b) < len(answers) // 4  # most were spent inline
@@ -101,6 +131,30 @@ def test_two_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
     assert counted(tmp_path / "t", "192.0.2.1", now + 1, workers=2) == len(answers)
     for x in (a, b):
         x.close()
+
+
+def test_four_workers_never_allow_more_than_the_limit(tmp_path: Path) -> None:
+    # four workers' limiters (columns 0-3) of one table answer a client in turn: each claims an eighth
+    # of a quarter of what is left; together they never allow more than the limit, and once each has
+    # given back what it did not spend the table holds exactly the requests made
+    limit = 4000
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
+    workers = [RateLimiter(config.ratelimit, tmp_path / "t", column=c, workers=4) for c in range(4)]
+    guards = [inlined(w) for w in workers]
+    settle(60)
+    now = second_start(time.time())
+    answers = [guards[i % 4][0]("192.0.2.1", now) for i in range(8)]
+    assert all(w._claims for w in workers)  # every worker claimed
+    answers += [guards[i % 4][0]("192.0.2.1", now) for i in range(8, limit + 100)]
+    allowed = [x for x in answers if type(x) is not Refusal]
+    assert limit - 4 * (limit // (CLAIM_SHARE * 4)) <= len(allowed) <= limit
+    assert sorted(int(remaining(x)) for x in allowed) == sorted(set(int(remaining(x)) for x in allowed))
+    assert sum(len(fell) for _, fell in guards) < len(answers) // 4  # most were spent inline
+    for w in workers:
+        w.release_claims(now + 1)
+    assert counted(tmp_path / "t", "192.0.2.1", now + 1, workers=4) == len(answers)
+    for w in workers:
+        w.close()
 
 
 def test_refused_requests_count_and_an_unspent_allowance_is_given_back(tmp_path: Path) -> None:
@@ -162,21 +216,25 @@ def test_an_expensive_route_gives_the_allowance_back_first(tmp_path: Path) -> No
     limiter.close()
 
 
-def test_a_route_with_a_high_limit_counts_exactly_across_two_workers(start_server) -> None:
-    # a real server: allowances claimed by both workers are given back within about a second, after
+@pytest.mark.parametrize("workers", [2, 4])
+def test_a_route_with_a_high_limit_counts_exactly_across_workers(start_server, workers: int) -> None:
+    # a real server: allowances claimed by every worker are given back within about a second, after
     # which the table holds exactly the requests made (each worker's keep-alive connection included)
-    server = start_server("--workers", "2", "--no-jobs", env=limited(100000))
-    settle(60, margin_s=25)  # every count of this test within one window
+    server = start_server("--workers", str(workers), "--no-jobs", env=limited(100000))
+    settle(60, margin_s=30)  # every count of this test within one window
     url = server.url + "/api/tournaments?limit=5"
     made = 0
-    for _ in range(6):
+    for _ in range(3 * workers):
         with httpx.Client(timeout=30) as client:  # new connections: the kernel spreads them over the workers
             for _ in range(50):
                 r = client.get(url)
                 assert r.status_code == 200
                 made += 1
-    assert_both_workers_answered(server)  # (its /metrics requests are not under /api: not counted)
-    time.sleep(2.5)  # every allowance's second has ended and the release ran in both workers
+    if workers == 2:
+        assert_both_workers_answered(server)  # (its /metrics requests are not under /api: not counted)
+    else:
+        assert_workers_answered(server, at_least=2)
+    time.sleep(2.5)  # every allowance's second has ended and the release ran in every worker
     r = httpx.get(url, timeout=30)
     assert int(r.headers["ratelimit-remaining"]) == 100000 - made - 1
     # one keep-alive connection to one worker: every count shown, one by one
@@ -185,6 +243,6 @@ def test_a_route_with_a_high_limit_counts_exactly_across_two_workers(start_serve
     assert [x - y for x, y in zip(shown, shown[1:], strict=False)] == [1] * 39, shown
     # a stop gives back what the workers did not spend: a restart counts on from the requests made
     server.stop()
-    again = start_server("--workers", "2", "--no-jobs", data_dir=server.data_dir, env=limited(100000))
+    again = start_server("--workers", str(workers), "--no-jobs", data_dir=server.data_dir, env=limited(100000))
     assert int(httpx.get(url.replace(server.url, again.url), timeout=30).headers["ratelimit-remaining"]) == \
         100000 - made - 1 - 40 - 1

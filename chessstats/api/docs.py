@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sanic import Blueprint, HTTPResponse, Request
 
-from chessstats.api.envelope import GZIP_MIN_BYTES, JSON, add_cors, etag_matches, gzip_etag, wants_gzip
+from chessstats.api.envelope import GZIP_MIN_BYTES, JSON, add_cors, add_limits, etag_matches, gzip_etag, wants_gzip
 from chessstats.errors import NotFound
 from chessstats.openapi import document_bytes
 
@@ -75,6 +75,7 @@ class Representation:
         """The response to ``request``: 304 when ``If-None-Match`` names the ETag (of either body), else
         the gzip body when accepted (ETag ``"…-gzip"``), else the body; ``Vary: Accept-Encoding`` when
         a gzip body exists."""
+        add_limits(request, headers)
         use_gzip = self.gzip_body is not None and wants_gzip(request.headers.get("accept-encoding", ""))
         headers["ETag"] = gzip_etag(self.etag) if use_gzip else self.etag
         if self.gzip_body is not None:

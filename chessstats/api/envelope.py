@@ -50,9 +50,8 @@ class EnvelopeResponse(HTTPResponse):
     Attributes:
         raw_headers: this module's headers as ``(name, value)`` byte pairs.
         block: the same as ``name: value`` lines joined by CRLF (no trailing CRLF), or None.
-        limits: the rate limiter's ``RateLimit-*`` lines as ``(lines, remaining count, lines)``
-            (:data:`chessstats.ratelimit.Verdict`), added by :class:`chessstats.api.observe.ObservedRequest`;
-            None when the limiter is off.
+        limits: the rate limiter's ``RateLimit-*`` header lines (:data:`chessstats.ratelimit.Verdict`),
+            set by :func:`respond` from the request (:func:`limits_of`); None when the limiter is off.
         x_cache: the ``X-Cache`` value in lower case (``hit``, ``miss``, ``stale``), for the metrics.
     """
 
@@ -70,7 +69,7 @@ class EnvelopeResponse(HTTPResponse):
         self._cookies = None
         self.raw_headers = raw_headers
         self.block = block
-        self.limits: tuple[bytes, int, bytes] | None = None
+        self.limits: bytes | None = None
         self.x_cache = x_cache
 
     @property
@@ -87,21 +86,20 @@ class EnvelopeResponse(HTTPResponse):
                 if limits is None:
                     return ((b"content-type", _JOINED % (self.block, len(self.body),
                                                           b"keep-alive" if keep_alive else b"close")),)
-                head, left, tail = limits
-                return ((b"content-type", _JOINED_LIMITS % (self.block, head, left, tail, len(self.body),
+                return ((b"content-type", _JOINED_LIMITS % (self.block, limits, len(self.body),
                                                              b"keep-alive" if keep_alive else b"close")),)
         return self._processed_headers()
 
     def _processed_headers(self):  # type: ignore[no-untyped-def]  # noqa: ANN202
         yield from self.raw_headers
         if self.limits is not None:
-            yield from header_pairs(b"%b%d%b" % self.limits)
+            yield from header_pairs(self.limits)
         yield from super().processed_headers
 
 
 #: The value of the single ``content-type`` pair that carries every header line (see EnvelopeResponse).
 _JOINED = JSON.encode() + b"\r\n%b\r\ncontent-length: %d\r\nconnection: %b"
-_JOINED_LIMITS = JSON.encode() + b"\r\n%b\r\n%b%d%b\r\ncontent-length: %d\r\nconnection: %b"
+_JOINED_LIMITS = JSON.encode() + b"\r\n%b\r\n%b\r\ncontent-length: %d\r\nconnection: %b"
 
 
 def header_block(pairs: tuple[tuple[bytes, bytes], ...]) -> bytes:
@@ -112,6 +110,31 @@ def header_block(pairs: tuple[tuple[bytes, bytes], ...]) -> bytes:
 def header_pairs(block: bytes) -> tuple[tuple[bytes, bytes], ...]:
     """The ``(name, value)`` byte pairs of a :func:`header_block`."""
     return tuple((name, value) for name, _, value in (line.partition(b": ") for line in block.split(b"\r\n")))
+
+
+def limits_of(request: Request) -> bytes | None:
+    """The ``RateLimit-*`` (and, refused, ``Retry-After``) header lines the inbound rate limiter gave
+    ``request`` (:data:`chessstats.ratelimit.Verdict`, put on the request by
+    :mod:`chessstats.api.observe`); None when the limiter is off or did not see the request (outside
+    ``/api``).
+
+    Every ``/api`` answer carries them: :func:`respond` puts them on an envelope, and every other
+    answer of the API is built by a function of this module (:func:`error_response`,
+    :func:`data_response`, :func:`respond_text`, :func:`json_response`) that calls :func:`add_limits`.
+    """
+    try:
+        return request.obs[2] if request.limited else None  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:  # a request class without them (the app of no configuration), or not seen
+        return None
+
+
+def add_limits(request: Request, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the ``RateLimit-*`` lines of ``request`` (:func:`limits_of`) added; the same dict."""
+    lines = limits_of(request)
+    if lines is not None:
+        for name, value in header_pairs(lines):
+            headers[name.decode()] = value.decode()
+    return headers
 
 
 def gzip_etag(etag: str) -> str:
@@ -307,10 +330,14 @@ def respond(request: Request, payload: Payload) -> HTTPResponse:
         add_cors(request, headers, vary=False)  # Vary: Origin is in the pre-encoded headers
     inm = request_headers.get("if-none-match")
     if inm is not None and etag_matches(inm, rendered.etag, gzip_etag(rendered.etag)):
-        return EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
-                                headers=headers, x_cache=rendered.result)
-    return EnvelopeResponse(rendered.gzip_body() if use_gzip else rendered.body, raw, headers=headers,
-                            x_cache=rendered.result, block=block)
+        response = EnvelopeResponse(None, tuple(h for h in raw if h[0] != b"content-encoding"), status=304,
+                                    headers=headers, x_cache=rendered.result)
+    else:
+        response = EnvelopeResponse(rendered.gzip_body() if use_gzip else rendered.body, raw, headers=headers,
+                                    x_cache=rendered.result, block=block)
+    if request.limited:  # type: ignore[attr-defined]  # the rate limiter's lines (see limits_of)
+        response.limits = request.obs[2]  # type: ignore[attr-defined]
+    return response
 
 
 def respond_text(request: Request, body: bytes, content_type: str, fresh_s: int | None) -> HTTPResponse:
@@ -326,6 +353,7 @@ def respond_text(request: Request, body: bytes, content_type: str, fresh_s: int 
     if len(body) > GZIP_MIN_BYTES:
         headers["Vary"] = "Accept-Encoding"
     add_cors(request, headers)
+    add_limits(request, headers)
     if etag_matches(request.headers.get("if-none-match"), etag, gzip_etag(etag)):
         return HTTPResponse(status=304, headers=headers)
     if use_gzip:
@@ -345,12 +373,19 @@ def error_response(
     """An error response with the canonical envelope (and CORS headers, so a frontend can read it)."""
     headers = dict(headers or {})
     add_cors(request, headers)
+    add_limits(request, headers)
     return HTTPResponse(error_body(message, code), status=status, headers=headers, content_type=JSON)
 
 
 def data_response(request: Request, data: object, status: int = 200) -> HTTPResponse:
     """A plain ``{"success": true, "data": …}`` (admin actions: nothing cached, no upstream source)."""
-    headers: dict[str, str] = {}
+    return json_response(request, {"success": True, "data": data}, status)
+
+
+def json_response(request: Request, body: object, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> HTTPResponse:
+    """``body`` encoded as JSON, with CORS and the rate limits (a ``409`` with details, say)."""
+    headers = dict(headers or {})
     add_cors(request, headers)
-    return HTTPResponse(_encode({"success": True, "data": data}), status=status, headers=headers,
-                        content_type=JSON)
+    add_limits(request, headers)
+    return HTTPResponse(_encode(body), status=status, headers=headers, content_type=JSON)

@@ -8,10 +8,11 @@
   the limiter claimed for it, on a general route, is written into the wrapper itself:
   :meth:`~chessstats.ratelimit.RateLimiter.inline_source`) and, past a limit, answers 429
   ``rate_limited`` with ``Retry-After`` without running the route; it also stamps the start time (metrics);
-* makes the app's request class :class:`ObservedRequest`, whose ``respond`` (the one place every
-  answer passes: a route's, an error handler's, a 304, a 429) adds ``RateLimit-Limit``,
-  ``RateLimit-Remaining`` and ``RateLimit-Reset`` to every ``/api`` answer (as pre-encoded bytes on an
-  :class:`~chessstats.api.envelope.EnvelopeResponse`) and tallies the request for the metrics;
+* makes the app's request class :class:`ObservedRequest`, which carries the limiter's verdict (its
+  ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` lines) to the functions of
+  :mod:`chessstats.api.envelope` that build every ``/api`` answer (an envelope, an error, a 304, a 429:
+  :func:`~chessstats.api.envelope.limits_of`), and, with the metrics on, whose ``respond`` (the one
+  place every answer passes) tallies the request;
 * gives :func:`on_error` to the app's error handler: a request that reached no route handler (no
   route matched, a body too large) is counted there, so a 404 on ``/api`` counts against the limit
   too and can be refused (a CORS preflight is neither counted nor refused);
@@ -46,10 +47,10 @@ from multidict import istr
 from sanic import Blueprint, HTTPResponse, Request, Sanic
 
 from chessstats import metrics
-from chessstats.api.envelope import EnvelopeResponse, error_response, header_pairs
+from chessstats.api.envelope import EnvelopeResponse, error_response
 from chessstats.config import Config
 from chessstats.metrics import UNMATCHED, record_request
-from chessstats.ratelimit import RateLimiter, Refusal, header_lines, open_limiter, worker_column
+from chessstats.ratelimit import RateLimiter, Refusal, open_limiter, worker_column
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +88,17 @@ async def metrics_route(request: Request) -> HTTPResponse:
 
 class ObservedRequest(Request):
     """Sanic's request with what :func:`install`'s route wrapper found out: ``obs`` is ``(start time
-    (``time.time()``, epoch seconds), metrics route label, the ``RateLimit-*`` header lines or None)``,
-    unset until a wrapper (or :func:`on_error`) ran. ``respond`` (which Sanic calls for every answer,
-    a route's or the error handler's) adds the headers to the answer and tallies it, then returns
-    Sanic's own ``respond`` coroutine for Sanic to await. :func:`install` replaces ``respond`` by the
-    one of its configuration (:data:`_RESPOND`: limits, metrics or both), which does only that."""
+    (``time.time()``, epoch seconds), metrics route label, the rate limiter's verdict or None)``,
+    unset until a wrapper (or :func:`on_error`) ran. ``limited``: the limiter is on (the envelope
+    module's functions then put the verdict's header lines on the answer:
+    :func:`~chessstats.api.envelope.limits_of`). With the metrics on, :func:`install` replaces
+    ``respond`` (which Sanic calls for every answer, a route's or the error handler's) by
+    :func:`_respond_timed`, which tallies the answer and returns Sanic's own ``respond`` coroutine
+    for Sanic to await; otherwise Sanic's ``respond`` runs alone."""
 
     __slots__ = ("obs",)
     metrics_on = False
-
-    def respond(self, response: Any = None, status: int = 200, headers: Any = None,  # type: ignore[override]
-                content_type: str | None = None) -> Any:
-        """Sanic's ``respond`` (a coroutine, returned for Sanic to await), after adding the
-        ``RateLimit-*`` headers to ``response`` and tallying it for the metrics."""
-        if response is None:
-            return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
-        t0, label, raw = _obs(self)
-        _add_limits(response, raw)
-        if self.metrics_on:
-            _record(self, response, t0, label)
-        return _sanic_respond(self, response)  # Sanic ignores status, headers and content type given a response
+    limited = False
 
 
 def _obs(request: ObservedRequest) -> tuple[float, str, Any]:
@@ -117,69 +109,17 @@ def _obs(request: ObservedRequest) -> tuple[float, str, Any]:
         return _time(), UNMATCHED if request.route is None else route_label(request.route.path), None
 
 
-def _add_limits(response: Any, raw: Any) -> None:
-    if type(response) is EnvelopeResponse:
-        response.limits = raw
-    elif raw is not None:
-        response_headers = response.headers
-        for name, value in header_pairs(header_lines(raw)):
-            response_headers[name.decode()] = value.decode()
-
-
-def _record(request: ObservedRequest, response: Any, t0: float, label: str) -> None:
-    seconds = _time() - t0
-    record_request(label, request.method, response.status, seconds if seconds > 0.0 else 0.0,
-                   response.x_cache if type(response) is EnvelopeResponse else None)
-
-
-# The three ``respond`` of :data:`_RESPOND` (see :class:`ObservedRequest`): the common case (an
-# envelope, a request a wrapper saw) in as few steps as possible, everything else through the helpers.
-
-def _respond_limits(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
-                    content_type: str | None = None) -> Any:
-    if type(response) is EnvelopeResponse:
-        try:
-            response.limits = self.obs[2]
-        except AttributeError:
-            pass
-        return _sanic_respond(self, response)
-    if response is None:
-        return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
-    _add_limits(response, _obs(self)[2])
-    return _sanic_respond(self, response)
-
-
 def _respond_timed(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
                    content_type: str | None = None) -> Any:
+    """``respond`` with the metrics on: the answer tallied (route label, method, status, seconds since
+    the wrapper's start time, ``X-Cache``), then Sanic's own ``respond``."""
     if response is None:
         return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
     t0, label, _ = _obs(self)
-    if type(response) is EnvelopeResponse:
-        seconds = _time() - t0
-        record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, response.x_cache)
-    else:
-        _record(self, response, t0, label)
-    return _sanic_respond(self, response)
-
-
-def _respond_both(self: ObservedRequest, response: Any = None, status: int = 200, headers: Any = None,
-                  content_type: str | None = None) -> Any:
-    if response is None:
-        return _sanic_respond(self, status=status, headers=headers, content_type=content_type)
-    t0, label, raw = _obs(self)
-    if type(response) is EnvelopeResponse:
-        response.limits = raw
-        seconds = _time() - t0
-        record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0, response.x_cache)
-    else:
-        _add_limits(response, raw)
-        _record(self, response, t0, label)
-    return _sanic_respond(self, response)
-
-
-#: ``respond`` by (limiter on, metrics on).
-_RESPOND = {(True, False): _respond_limits, (False, True): _respond_timed, (True, True): _respond_both,
-            (False, False): ObservedRequest.respond}
+    seconds = _time() - t0
+    record_request(label, self.method, response.status, seconds if seconds > 0.0 else 0.0,
+                   response.x_cache if type(response) is EnvelopeResponse else None)
+    return _sanic_respond(self, response)  # Sanic ignores status, headers and content type given a response
 
 
 _sanic_respond = Request.respond
@@ -214,7 +154,8 @@ def on_error(request: Request) -> HTTPResponse | None:
 
 
 def _refusal(request: Request, limiter: RateLimiter, refusal: Refusal, forwarded: list[str] | None) -> HTTPResponse:
-    """The 429 answer of a refused request (its headers are added by :class:`ObservedRequest`)."""
+    """The 429 answer of a refused request (``request.obs`` holds the refusal: its header lines are
+    added by :func:`~chessstats.api.envelope.error_response`)."""
     metrics.record_refused()
     client = limiter.client_of(request.ip, forwarded)
     return error_response(request, 429, f"too many requests from {client[:40]}: at most {refusal.limit} per "
@@ -257,7 +198,7 @@ _XFF = istr("x-forwarded-for")
 
 #: Names the wrappers use: a route parameter of one of these names gets the generic signature.
 _RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "label", "handler", "make", "e", "n",
-                       "left", "tag", *(f"{x}{c}" for x in "gn" for c in range(8))})
+                       "left", "tag", "k", "it", *(f"{x}{c}" for x in "gn" for c in range(8))})
 
 
 def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool,
@@ -347,10 +288,11 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
             except OSError as exc:
                 log.warning("metrics: cannot prepare %s (%s)", paths.metrics_dir, exc.strerror or exc)
 
+    # a class per app: its flags are read per request, and several apps may live in one process (tests)
+    app.request_class = type("ObservedRequest", (ObservedRequest,), {"__slots__": (), "metrics_on": False,
+                                                                     "limited": False, "respond": _sanic_respond})
     if not (limits_on or metrics_on):
         return
-    # a class per app: the flag is read per request, and several apps may live in one process (tests)
-    app.request_class = type("ObservedRequest", (ObservedRequest,), {"__slots__": (), "metrics_on": False})
 
     @app.before_server_start
     async def _open(app: Sanic) -> None:
@@ -375,7 +317,9 @@ def install(app: Sanic, config: Config, paths: Any) -> None:
                                         for name in ("lichess", "chesscom", "fide"))
                 app.ctx.metrics_task = asyncio.get_running_loop().create_task(_flush_loop())
         timed = app.request_class.metrics_on
-        app.request_class.respond = _RESPOND[app.ctx.ratelimiter is not None, timed]
+        app.request_class.limited = app.ctx.ratelimiter is not None
+        if timed:
+            app.request_class.respond = _respond_timed
         scope = _scope(app.ctx.ratelimiter)
         for route in app.router.routes:
             if not getattr(route.handler, "__observed__", False):

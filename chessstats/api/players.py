@@ -9,7 +9,7 @@ import msgspec
 from sanic import Blueprint, HTTPResponse, Request
 
 from chessstats.api.admin import read_body, require_token
-from chessstats.api.envelope import add_cors, respond
+from chessstats.api.envelope import json_response, respond
 from chessstats.api.params import Query, choice_param, int_param, parse_query
 from chessstats.errors import BadRequest, Conflict
 from chessstats.models.common import PERF_TYPES
@@ -263,8 +263,5 @@ async def link(request: Request, pid: int) -> HTTPResponse:
     try:
         payload = await _service(request).link(pid, body.platform, account)
     except Conflict as exc:
-        headers: dict[str, str] = {}
-        add_cors(request, headers)
-        out = {"success": False, "error": exc.message, "code": exc.code, **exc.details}
-        return HTTPResponse(msgspec.json.encode(out), status=409, headers=headers, content_type="application/json")
+        return json_response(request, {"success": False, "error": exc.message, "code": exc.code, **exc.details}, 409)
     return respond(request, payload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -43,6 +45,9 @@ DB_STANDINGS_LIMIT = 100
 #: Inbound rate limits on, at limits wrk never reaches (every request is counted, none refused).
 NO_REFUSALS = {"CHESSSTATS_RATELIMIT_ENABLED": "true", "CHESSSTATS_RATELIMIT_MAX_REQUESTS": "1000000000",
                "CHESSSTATS_RATELIMIT_EXPENSIVE_MAX_REQUESTS": "1000000000"}
+#: The overhead row's wrk slices, seconds: each variant's time in a round is taken in slices this
+#: long, in turn with the other variants' (:func:`overhead_probe`).
+OVERHEAD_SLICE_S = 1.0
 #: The overhead row's servers: limiter and metrics off / on, one at a time and both.
 OVERHEAD_VARIANTS = {
     "off": {"CHESSSTATS_RATELIMIT_ENABLED": "false", "CHESSSTATS_METRICS_ENABLED": "false"},
@@ -165,13 +170,19 @@ def wait_idle(max_wait_s: float, threshold_cores: float = 0.3) -> float:
 
 # --- processes --------------------------------------------------------------------------------
 
+def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps a child (and its own children) on ``cpus``; None: anywhere."""
+    return None if not cpus else functools.partial(os.sched_setaffinity, 0, cpus)
+
+
 class Proc:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path,
+                 cpus: set[int] | None = None) -> None:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_on_cpus(cpus))  # noqa: PLW1509
         self.pid = self.proc.pid
 
     def tree(self) -> list[int]:
@@ -211,7 +222,7 @@ def start_replay(tmp: Path) -> tuple[Proc, str]:
 
 
 def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server", data_dir: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+                 extra_env: dict[str, str] | None = None, cpus: set[int] | None = None) -> tuple[Proc, str]:
     """``chessstats serve --no-jobs --workers N`` on ``data_dir`` (default ``<tmp>/data-<name>``).
 
     Several servers may share one data dir (SQLite WAL + diskcache); ``extra_env`` adds settings,
@@ -230,7 +241,7 @@ def start_server(tmp: Path, replay_url: str, workers: int, name: str = "server",
     data_dir = data_dir or tmp / f"data-{name}"
     cmd = [sys.executable, "-m", "chessstats", "serve", "--port", str(port), "--data-dir", str(data_dir),
            "--no-jobs", "--workers", str(workers)]
-    proc = Proc(name, cmd, env, tmp / f"{name}.log")
+    proc = Proc(name, cmd, env, tmp / f"{name}.log", cpus)
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/health")
     return proc, url
@@ -327,11 +338,11 @@ def rotation_script(path: Path, paths: list[str]) -> Path:
 
 
 def run_wrk(url: str, duration_s: float, server: Proc, connections: int = CONNECTIONS,
-            script: Path | None = None) -> dict:
+            script: Path | None = None, cpus: set[int] | None = None) -> dict:
     """One wrk run with server CPU, wrk CPU, unexplained CPU and steal for its duration.
 
     With ``script`` (see :func:`rotation_script`), the answers' X-Cache / source counts are
-    added under ``"counts"``.
+    added under ``"counts"``; with ``cpus``, wrk runs on those CPUs only.
     """
     pids = server.tree()
     busy0, steal0, _ = machine_times()
@@ -340,7 +351,8 @@ def run_wrk(url: str, duration_s: float, server: Proc, connections: int = CONNEC
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
-    proc = subprocess.run(cmd + [url], capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd + [url], capture_output=True, text=True, check=False,
+                          preexec_fn=_on_cpus(cpus))  # noqa: PLW1509
     elapsed = time.monotonic() - t0
     server_cpu = cpu_seconds(pids) - cpu0
     busy1, steal1, _ = machine_times()
@@ -350,6 +362,7 @@ def run_wrk(url: str, duration_s: float, server: Proc, connections: int = CONNEC
         res["counts"] = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     ru = _wrk_cpu(proc)
     res.update(
+        server_cpu_s=server_cpu,
         server_cpu_pct=round(100 * server_cpu / elapsed, 1),
         server_cpu_us_per_req=round(1e6 * server_cpu / res["requests"], 1) if res["requests"] else None,
         wrk_cpu_pct=round(100 * ru / elapsed, 1) if ru is not None else None,
@@ -662,20 +675,27 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
     Four servers on one data dir (the recorded tournament is stored and cached once): ``off``
     (limiter and metrics off), ``limiter`` (limiter on at limits wrk never reaches, so every request
     is counted and none refused), ``metrics`` (metrics on), ``both``. Each round starts the four
-    anew (a server start draws a new hash seed and memory layout, which alone moves a server's
-    req/s by up to ±10 %: a variant must not keep one start's luck for every round), runs wrk on
-    each in a shuffled order, and stops them; a variant's ratio is its req/s over ``off``'s in the
-    same round, and the extra server CPU per request is measured alongside.
+    anew (a variant must not keep one start's memory layout and hash seed for every round) and
+    gives each ``duration`` seconds of wrk, in :data:`OVERHEAD_SLICE_S` slices taken in turn
+    (off, limiter, metrics, both, then again in a rotated order): the machine's own speed drifts
+    by 4-7 % over seconds (one server measured ten times in a row, 3-s runs), which one run per
+    variant after the other put into the ratios (two identical servers read 0.89-1.16 of each
+    other per round that way; 0.99-1.02 in 1-s slices taken in turn). A variant's req/s in a round
+    is its requests over its slices' seconds, its ratio that over ``off``'s, and the server CPU
+    per request is measured alongside. When the machine has a CPU to spare, the servers and wrk run
+    on CPUs of their own (:func:`overhead_cpus`).
     """
     route = f"/api/tournaments/{RECORDED_ID}"
-    out: dict = {"workers": workers, "route": route, "rounds": []}
+    server_cpus, wrk_cpus = overhead_cpus(workers)
+    out: dict = {"workers": workers, "route": route, "rounds": [],
+                 "cpus": {"server": sorted(server_cpus), "wrk": sorted(wrk_cpus)} if server_cpus else None}
     rng = random.Random(20261130)
 
     def start(name: str, env: dict[str, str], i: int) -> tuple[Proc, str]:
         for attempt in (1, 2):  # a loaded machine can time out a worker's start-up (database locked)
             try:
                 return start_server(tmp, replay_url, workers, name=f"ovh-{name}-w{workers}-r{i}-{attempt}",
-                                    data_dir=data_dir, extra_env=env)
+                                    data_dir=data_dir, extra_env=env, cpus=server_cpus)
             except RuntimeError as exc:
                 if attempt == 2:
                     raise
@@ -697,13 +717,17 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
                     out["body_bytes"] = len(r.content)
             for proc, url in servers.values():  # warm-up
                 run_wrk(url + route, 1, proc)
-            row: dict = {}
+            slices: dict[str, list[dict]] = {name: [] for name in servers}
             order = list(servers)
             rng.shuffle(order)
-            for name in order:
-                proc, url = servers[name]
-                busy = wait_idle(5.0)
-                row[name] = run_wrk(url + route, duration, proc)
+            busy = 0.0
+            for k in range(max(1, round(duration / OVERHEAD_SLICE_S))):
+                busy = max(busy, wait_idle(2.0))
+                for name in order[k % len(order):] + order[:k % len(order)]:
+                    proc, url = servers[name]
+                    slices[name].append(run_wrk(url + route, OVERHEAD_SLICE_S, proc, cpus=wrk_cpus))
+            row: dict = {name: _slices_total(runs) for name, runs in slices.items()}
+            for name in row:
                 row[name]["busy_before_cores"] = round(busy, 2)
         finally:
             for proc, _ in servers.values():
@@ -729,6 +753,31 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
         } for name in OVERHEAD_VARIANTS
     }
     return out
+
+
+def overhead_cpus(workers: int) -> tuple[set[int], set[int]]:
+    """The overhead row's CPUs: ``(server's, wrk's)``. When the machine has a CPU more than the server
+    has workers, wrk runs on the first CPU this process may use and the servers on the next
+    ``workers`` (as a load generator on another machine would: the Python server alone on its cores,
+    so the row measures what the limiter costs the server, not how the scheduler shares cores
+    between the server and wrk); otherwise both sets are empty (no pinning)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) <= workers:
+        return set(), set()
+    return set(allowed[1:workers + 1]), {allowed[0]}
+
+
+def _slices_total(runs: list[dict]) -> dict:
+    """One variant's wrk slices of a round as one run: req/s over the slices' summed seconds, server
+    CPU per request over all of them, the median slice's p99, every error."""
+    requests = sum(r["requests"] for r in runs)
+    seconds = sum(r["requests"] / r["rps"] for r in runs if r["rps"])
+    cpu_s = sum(r["server_cpu_s"] for r in runs)
+    return {"rps": requests / seconds if seconds else 0.0, "requests": requests, "slices": len(runs),
+            "server_cpu_us_per_req": round(1e6 * cpu_s / requests, 1) if requests else None,
+            "p99_ms": median([r["p99_ms"] for r in runs if r["p99_ms"] is not None]),
+            "non_2xx": sum(r["non_2xx"] for r in runs), "socket_errors": sum(r["socket_errors"] for r in runs),
+            "wrk_errors": [r["error"] for r in runs if "error" in r]}
 
 
 def limiter_target(ov: dict) -> list[str]:
@@ -767,7 +816,12 @@ def overhead_lines(ov: dict) -> list[str]:
     """The overhead row of the report (one table line per variant)."""
     s = ov["summary"]
     base_cpu = s["off"]["cpu_us_median"]
+    cpus = ov.get("cpus")
     lines = [
+        "",
+        f"{ov['workers']} worker(s): " + (f"servers on CPU {','.join(map(str, cpus['server']))}, wrk on CPU "
+                                          f"{','.join(map(str, cpus['wrk']))}" if cpus else
+                                          "servers and wrk share every CPU (none to spare)"),
         "",
         f"| workers | cached GET {ov['route']} ({ov.get('body_bytes', 0):,} B) | req/s median | ratio to off per "
         "round | ratio median | server CPU µs/req (extra) | p99 ms | errors | target | met |",
@@ -1542,7 +1596,8 @@ def main() -> int:
             res["wall_s"] = round(time.monotonic() - started, 1)
             args.json.write_text(json.dumps(res, indent=2))
             lines = [f"chessstats bench --overhead-only: wrk -t1 -c{CONNECTIONS}, {ov_rounds} rounds x {ov_duration:g} "
-                     f"s per variant, fresh servers every round; started {res['config']['started_at']}"]
+                     f"s per variant in {OVERHEAD_SLICE_S:g}-s slices taken in turn, fresh servers every round; "
+                     f"started {res['config']['started_at']}"]
             for ov in res["overhead"]:
                 lines += overhead_lines(ov)
             lines += ["", "| target | figure | verdict |", "|---|---|---|"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,12 +46,19 @@ def second_start(now: float) -> float:
     return int(now) + 0.01
 
 
-def test_one_worker_spends_its_allowance_without_the_table_and_shows_every_count(tmp_path: Path) -> None:
-    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
-    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
+def one_worker(path: Path, limit: int) -> tuple[RateLimiter, Any, list[int], float]:
+    """One worker's limiter on the table at ``path`` at ``limit`` requests a minute, its inlined path
+    (``guard`` and the list of its fallbacks to ``admit``: :func:`tests.test_ratelimit_inline.inlined`), and
+    a time early in a second with the window's end 10 s away or more."""
+    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": str(limit)})
+    limiter = RateLimiter(config.ratelimit, path)
     guard, fell = inlined(limiter)
     settle(60)
-    now = second_start(time.time())
+    return limiter, guard, fell, second_start(time.time())
+
+
+def test_one_worker_spends_its_allowance_without_the_table_and_shows_every_count(tmp_path: Path) -> None:
+    limiter, guard, fell, now = one_worker(tmp_path / "t", 10000)
     first = guard("192.0.2.1", now)  # admit: counted, and 9,999 // 8 = 1,249 more claimed
     claim = 9999 // CLAIM_SHARE
     assert remaining(first) == b"9999" and len(fell) == 1
@@ -75,11 +83,7 @@ def test_one_worker_spends_its_allowance_without_the_table_and_shows_every_count
 
 def test_the_first_request_of_the_next_second_gives_every_allowance_back(tmp_path: Path) -> None:
     # without the 1-s task: a request of another client in the next second ends this second's allowances
-    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
-    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
-    guard, fell = inlined(limiter)
-    settle(60)
-    now = second_start(time.time())
+    limiter, guard, fell, now = one_worker(tmp_path / "t", 10000)
     for _ in range(5):
         guard("192.0.2.1", now)
     assert counted(tmp_path / "t", "192.0.2.1", now) == 1 + 9999 // CLAIM_SHARE  # one counted, the rest claimed
@@ -182,11 +186,7 @@ def test_refused_requests_count_and_an_unspent_allowance_is_given_back(tmp_path:
 
 
 def test_an_allowance_is_void_when_its_slot_is_taken_over(tmp_path: Path) -> None:
-    config = load_config(None, env={"CHESSSTATS_RATELIMIT_MAX_REQUESTS": "10000"})
-    limiter = RateLimiter(config.ratelimit, tmp_path / "t")
-    guard, fell = inlined(limiter)
-    settle(60)
-    now = second_start(time.time())
+    limiter, guard, fell, now = one_worker(tmp_path / "t", 10000)
     guard("192.0.2.1", now)
     assert limiter._claims
     other, t = take_over(limiter, "192.0.2.1", now)

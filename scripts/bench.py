@@ -759,9 +759,9 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
 
 def startup_quick_check(url: str, workers: int, timeout_s: float = 120.0) -> float | None:
     """Wait until the server's start-up ``PRAGMA quick_check`` is done (every worker runs one at
-    start, in a thread of its own process, on the whole database: on the data dir of a full run it
-    takes long enough to land in the first measured slices and in that server's CPU per request);
-    its duration in ms (the longest seen), None when ``/health`` never showed it.
+    start, in a thread of its own process, on the whole database: no measured slice should include
+    it; on a full run's data dir it took 41-51 ms); its duration in ms (the longest seen), None when
+    ``/health`` never showed it.
 
     ``/health`` shows the answering worker's last check; with several workers it is asked on new
     connections until ``workers`` answers in a row carry a finished check."""

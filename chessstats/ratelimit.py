@@ -373,12 +373,6 @@ class Refusal(bytes):
 Verdict = bytes
 
 
-def header_lines(verdict: Verdict) -> bytes:
-    """The ``RateLimit-*`` (and ``Retry-After``) header lines of an :meth:`RateLimiter.admit` verdict,
-    joined by CRLF (no trailing CRLF): the verdict itself."""
-    return verdict
-
-
 def _ceil_s(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-6))
 

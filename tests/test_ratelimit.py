@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chessstats.api.envelope import header_pairs
 from chessstats.config import ConfigError, load_config
-from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows, header_lines, is_expensive, route_template
+from chessstats.ratelimit import RateLimiter, Refusal, SharedWindows, is_expensive, route_template
 from tests.conftest import imported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +196,7 @@ def test_a_cached_hit_sends_every_header_once(start_server, upstream) -> None:
 
 def remaining(verdict: object) -> bytes:
     """``RateLimit-Remaining`` of a :meth:`RateLimiter.admit` verdict."""
-    return dict(header_pairs(header_lines(verdict)))[b"ratelimit-remaining"]  # type: ignore[arg-type]
+    return dict(header_pairs(verdict))[b"ratelimit-remaining"]  # type: ignore[arg-type]
 
 
 def take_over(limiter: RateLimiter, client: str, now: float) -> tuple[SharedWindows, int]:

@@ -246,3 +246,44 @@ def test_a_route_with_a_high_limit_counts_exactly_across_workers(start_server, w
     again = start_server("--workers", str(workers), "--no-jobs", data_dir=server.data_dir, env=limited(100000))
     assert int(httpx.get(url.replace(server.url, again.url), timeout=30).headers["ratelimit-remaining"]) == \
         100000 - made - 1 - 40 - 1
+
+
+def test_the_release_loop_gives_back_an_idle_workers_allowance_and_survives_a_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from chessstats.api import observe
+
+    limiter, guard, fell, _ = one_worker(tmp_path / "t", 10000)
+    now = time.time()
+    guard("192.0.2.1", now)  # counted, and an allowance claimed for the rest of this second
+    assert counted(tmp_path / "t", "192.0.2.1", now) == 1 + 9999 // CLAIM_SHARE
+    calls: list[str] = []
+    real = limiter.release_claims
+
+    def release_claims(when: float | None = None) -> int:
+        calls.append("failed" if not calls else "ran")
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")  # the first call fails
+        return real(when)
+
+    monkeypatch.setattr(limiter, "release_claims", release_claims)
+    monkeypatch.setattr(observe, "RELEASE_S", 0.05)
+
+    async def run() -> None:
+        task = asyncio.create_task(observe._release_loop(limiter))
+        try:
+            deadline = time.monotonic() + 5
+            while counted(tmp_path / "t", "192.0.2.1", time.time()) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not task.done()  # still running after the failure
+        finally:
+            task.cancel()
+
+    with caplog.at_level(logging.ERROR, logger="chessstats.api.observe"):
+        asyncio.run(run())
+    assert calls[0] == "failed" and "ran" in calls
+    assert counted(tmp_path / "t", "192.0.2.1", time.time()) == 1  # given back: the table holds the request made
+    assert any("releasing allowances failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert len(fell) == 1

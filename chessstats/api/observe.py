@@ -351,11 +351,16 @@ def route_label(path: str) -> str:
     return "/" + "/".join("{" + p[1:-1].split(":", 1)[0] + "}" if p.startswith("<") else p for p in parts)
 
 
+#: Seconds between two calls of the limiter's ``release_claims`` by :func:`_release_loop`.
+RELEASE_S = 1.0
+
+
 async def _release_loop(limiter: RateLimiter) -> None:
-    """Give back the rate-limit allowances whose second has ended, every second
-    (:meth:`~chessstats.ratelimit.RateLimiter.release_claims`)."""
+    """Give back the rate-limit allowances whose second has ended, every :data:`RELEASE_S` seconds
+    (:meth:`~chessstats.ratelimit.RateLimiter.release_claims`); a failure is logged and the loop goes
+    on (the allowances the failed call had not reached are given back by the next one)."""
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(RELEASE_S)
         try:
             limiter.release_claims()
         except Exception:

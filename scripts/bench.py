@@ -1582,8 +1582,8 @@ def main() -> int:
     pairs = args.pairs or 3
     duration = args.duration or (3.0 if args.quick else 10.0)
     # the overhead row starts fresh servers every round (a start's own luck is ±10 %): more, shorter rounds
-    ov_rounds = args.pairs or (3 if args.quick else 5)
-    ov_duration = args.duration or (3.0 if args.quick else 6.0)
+    ov_rounds = args.pairs or (3 if args.quick else 9)
+    ov_duration = args.duration or (3.0 if args.quick else 4.0)
     imp_players = args.import_players or (2000 if args.quick else 10_000)
     imp_games = args.import_games or (1000 if args.quick else 5_000)
     if shutil.which("wrk") is None:

@@ -678,9 +678,9 @@ def overhead_probe(tmp: Path, replay_url: str, data_dir: Path, workers: int, pai
     (limiter and metrics off), ``control`` (the same as ``off``: its ratio to ``off`` is the row's own
     noise, what two identical servers read in this run), ``limiter`` (limiter on at limits wrk never
     reaches, so every request is counted and none refused), ``metrics`` (metrics on), ``both``. Each
-    round starts the five anew (a variant must not keep one start's memory layout and hash seed for every round) and
-    gives each ``duration`` seconds of wrk, in :data:`OVERHEAD_SLICE_S` slices taken in turn
-(in a shuffled order, then again in that order rotated): the machine's own speed drifts
+    round starts the five anew (a variant must not keep one start's memory layout and hash seed for
+    every round) and gives each ``duration`` seconds of wrk, in :data:`OVERHEAD_SLICE_S` slices taken
+    in turn (in a shuffled order, then again in that order rotated): the machine's own speed drifts
     by 4-7 % over seconds (one server measured ten times in a row, 3-s runs), which one run per
     variant after the other put into the ratios (two identical servers read 0.89-1.16 of each
     other per round that way; 0.99-1.02 in 1-s slices taken in turn). A variant's req/s in a round
@@ -827,16 +827,21 @@ def limiter_default_target(ov: dict) -> list[str]:
     return _limiter_line(ov, "both", "metrics", "metrics on (the defaults)")
 
 
+def _cpu_ratio(base: dict, variant: dict) -> float | None:
+    """``base``'s median server CPU per request over ``variant``'s (below 1: the variant costs more)."""
+    a, b = base.get("cpu_us_median"), variant.get("cpu_us_median")
+    return a / b if a and b else None
+
+
 def _limiter_line(ov: dict, on: str, off: str, what: str) -> list[str]:
     s = ov["summary"]
     pairs = s[on]["ratios"] if off == "off" else \
         [a / b for a, b in zip(s[on]["ratios"], s[off]["ratios"], strict=False) if b]
     ratio = statistics.median(pairs) if pairs else None
     off_cpu, on_cpu = s[off]["cpu_us_median"], s[on]["cpu_us_median"]
-    cpu = off_cpu / on_cpu if off_cpu and on_cpu else None
+    cpu = _cpu_ratio(s[off], s[on])
     control = s.get("control") or {}
-    base_cpu = s["off"]["cpu_us_median"]
-    control_cpu = base_cpu / control["cpu_us_median"] if base_cpu and control.get("cpu_us_median") else None
+    control_cpu = _cpu_ratio(s["off"], control)
     return [f"cached GET, limiter on ≥ {TARGETS['limiter_ratio']:.2f} × limiter off, {what}, {ov['workers']} "
             "worker(s)",
             f"req/s {fmt(ratio, '.3f')} (per round {' '.join(f'{r:.3f}' for r in pairs)}); CPU {fmt(cpu, '.3f')} "

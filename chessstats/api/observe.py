@@ -198,7 +198,7 @@ _XFF = istr("x-forwarded-for")
 
 #: Names the wrappers use: a route parameter of one of these names gets the generic signature.
 _RESERVED = frozenset({"request", "now", "forwarded", "raw", "args", "kwargs", "label", "handler", "make", "e", "n",
-                       "left", "tag", "k", "it", *(f"{x}{c}" for x in "gn" for c in range(8))})
+                       "tag", "k", "it", *(f"{x}{c}" for x in "gn" for c in range(8))})
 
 
 def _wrap(handler: Any, path: str, names: list[str], limiter: RateLimiter | None, timed: bool,
